@@ -1,0 +1,15 @@
+//! `signet`: the command-line client. The logic is in `signet_client::cli`.
+
+use clap::Parser as _;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = signet_client::cli::Cli::parse();
+    match signet_client::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("signet: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

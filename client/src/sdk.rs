@@ -1,0 +1,382 @@
+//! An async client for the vault. Every request it sends is signed as
+//! PROTOCOL.md says; it never holds or sends a bearer token.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::*;
+use crate::identity::{Identity, Kind};
+use crate::protocol::{self, ENROLL_KEY_ID, IdentityKey};
+
+/// Why a call to the vault failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the vault at {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("vault refused the request ({status}, {code}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the vault ({status}): {reason}")]
+    Decode { status: u16, reason: String },
+    #[error("this identity has no id yet: enroll it first")]
+    Unregistered,
+    #[error("invalid vault address {0:?}")]
+    BadAddress(String),
+}
+
+impl Error {
+    /// The vault's error code, when the vault answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// True when the request never got an answer (worth retrying).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Self::Transport { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A signed connection to one vault as one identity.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    identity: Identity,
+}
+
+/// Options for building the HTTP side of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub timeout: Duration,
+    /// Extra PEM root certificate to trust (a private CA in front of the vault).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            ca_pem: None,
+        }
+    }
+}
+
+fn http_client(options: &Options) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(options.timeout)
+        .user_agent(concat!("signet-client/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &options.ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| Error::Decode {
+            status: 0,
+            reason: format!("invalid CA certificate: {e}"),
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|source| Error::Transport {
+        url: String::new(),
+        source,
+    })
+}
+
+fn normalize_base(base: &str) -> Result<String> {
+    let base = base.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(Error::BadAddress(base.to_owned()));
+    }
+    Ok(base.to_owned())
+}
+
+impl Client {
+    /// A client for `base` (for example `http://127.0.0.1:8200`) acting as `identity`.
+    pub fn new(base: &str, identity: Identity, options: &Options) -> Result<Self> {
+        Ok(Self {
+            base: normalize_base(base)?,
+            http: http_client(options)?,
+            identity,
+        })
+    }
+
+    /// The identity this client signs as.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Gives the identity back (to save it after enrolling).
+    pub fn into_identity(self) -> Identity {
+        self.identity
+    }
+
+    /// Enrolls a fresh key pair as a machine with an enrollment token.
+    /// The private key never leaves this process.
+    pub async fn enroll(
+        base: &str,
+        token: &str,
+        hostname: &str,
+        metadata: BTreeMap<String, String>,
+        options: &Options,
+    ) -> Result<(Self, EnrollResponse)> {
+        let mut client = Self::new(base, Identity::generate(), options)?;
+        let request = EnrollRequest {
+            token: token.to_owned(),
+            public_key: client.identity.key.public_key(),
+            hostname: hostname.to_owned(),
+            metadata,
+        };
+        let answer: EnrollResponse = client
+            .call_as(ENROLL_KEY_ID, Method::POST, "/v1/enroll", Some(&request))
+            .await?;
+        client.identity.kind = Kind::Machine;
+        client.identity.id = Some(answer.machine_id.clone());
+        client.identity.vault = Some(client.base.clone());
+        Ok((client, answer))
+    }
+
+    /// Registers this client's (unregistered) key as an admin with a one-time
+    /// admin bootstrap token.
+    pub async fn enroll_admin(&mut self, token: &str, name: &str) -> Result<AdminEnrollResponse> {
+        let request = EnrollRequest {
+            token: token.to_owned(),
+            public_key: self.identity.key.public_key(),
+            hostname: name.to_owned(),
+            metadata: BTreeMap::new(),
+        };
+        let answer: AdminEnrollResponse = self
+            .call_as(ENROLL_KEY_ID, Method::POST, "/v1/admin/enroll", Some(&request))
+            .await?;
+        self.identity.kind = Kind::Admin;
+        self.identity.id = Some(answer.admin_id.clone());
+        self.identity.vault = Some(self.base.clone());
+        Ok(answer)
+    }
+
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&B>,
+    ) -> Result<R> {
+        let key_id = self.identity.id.clone().ok_or(Error::Unregistered)?;
+        self.call_as(&key_id, method, target, body).await
+    }
+
+    async fn call_as<B: Serialize, R: DeserializeOwned>(
+        &self,
+        key_id: &str,
+        method: Method,
+        target: &str,
+        body: Option<&B>,
+    ) -> Result<R> {
+        let (status, bytes) = self.raw(key_id, method, target, body).await?;
+        let bytes = if bytes.is_empty() { b"null".to_vec() } else { bytes };
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            status,
+            reason: e.to_string(),
+        })
+    }
+
+    async fn raw<B: Serialize>(
+        &self,
+        key_id: &str,
+        method: Method,
+        target: &str,
+        body: Option<&B>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let body = match body {
+            Some(body) => serde_json::to_vec(body).map_err(|e| Error::Decode {
+                status: 0,
+                reason: e.to_string(),
+            })?,
+            None => Vec::new(),
+        };
+        let url = format!("{}{}", self.base, target);
+        let signed = protocol::sign_now(&self.identity.key, key_id, method.as_str(), target, &body);
+        let mut request = self.http.request(method, &url);
+        for (name, value) in signed.pairs() {
+            request = request.header(name, value);
+        }
+        if !body.is_empty() {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let transport = |source| Error::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?.to_vec();
+        if status.is_success() {
+            return Ok((status.as_u16(), bytes));
+        }
+        Err(api_error(status, &bytes))
+    }
+
+    /// `GET /v1/machine/grants`
+    pub async fn grants(&self) -> Result<GrantList> {
+        self.call::<(), _>(Method::GET, "/v1/machine/grants", None).await
+    }
+
+    /// `GET /v1/secrets/{project}/{secret}`
+    pub async fn read_secret(
+        &self,
+        project: &str,
+        secret: &str,
+        version: Option<u32>,
+    ) -> Result<SecretValue> {
+        let mut target = format!("/v1/secrets/{project}/{secret}");
+        if let Some(version) = version {
+            target.push_str(&format!("?version={version}"));
+        }
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    /// `DELETE /v1/machine/self`
+    pub async fn revoke_self(&self) -> Result<()> {
+        self.call::<(), serde_json::Value>(Method::DELETE, "/v1/machine/self", None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn create_project(&self, name: &str) -> Result<ProjectView> {
+        let body = CreateProject { name: name.to_owned() };
+        self.call(Method::POST, "/v1/projects", Some(&body)).await
+    }
+
+    pub async fn projects(&self) -> Result<ProjectList> {
+        self.call::<(), _>(Method::GET, "/v1/projects", None).await
+    }
+
+    pub async fn write_secret(
+        &self,
+        project: &str,
+        secret: &str,
+        body: &WriteSecret,
+    ) -> Result<SecretMeta> {
+        let target = format!("/v1/projects/{project}/secrets/{secret}");
+        self.call(Method::PUT, &target, Some(body)).await
+    }
+
+    pub async fn secrets(&self, project: &str) -> Result<SecretList> {
+        let target = format!("/v1/projects/{project}/secrets");
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    pub async fn secret_meta(&self, project: &str, secret: &str) -> Result<SecretMeta> {
+        let target = format!("/v1/projects/{project}/secrets/{secret}");
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    pub async fn delete_secret(&self, project: &str, secret: &str) -> Result<()> {
+        let target = format!("/v1/projects/{project}/secrets/{secret}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn create_grant(&self, body: &CreateGrant) -> Result<GrantRecord> {
+        self.call(Method::POST, "/v1/grants", Some(body)).await
+    }
+
+    /// Grants, optionally only those of one machine or one token.
+    pub async fn list_grants(
+        &self,
+        machine_id: Option<&str>,
+        token_id: Option<&str>,
+    ) -> Result<GrantRecordList> {
+        let target = match (machine_id, token_id) {
+            (Some(m), _) => format!("/v1/grants?machine_id={m}"),
+            (None, Some(t)) => format!("/v1/grants?token_id={t}"),
+            (None, None) => "/v1/grants".to_owned(),
+        };
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    pub async fn delete_grant(&self, id: &str) -> Result<()> {
+        let target = format!("/v1/grants/{id}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn create_token(&self, body: &CreateToken) -> Result<CreatedToken> {
+        self.call(Method::POST, "/v1/enrollment-tokens", Some(body)).await
+    }
+
+    pub async fn tokens(&self) -> Result<TokenList> {
+        self.call::<(), _>(Method::GET, "/v1/enrollment-tokens", None).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        let target = format!("/v1/enrollment-tokens/{id}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn machines(&self) -> Result<MachineList> {
+        self.call::<(), _>(Method::GET, "/v1/machines", None).await
+    }
+
+    pub async fn revoke_machine(&self, id: &str) -> Result<()> {
+        let target = format!("/v1/machines/{id}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn create_agent(&self, body: &CreateIdentity) -> Result<IdentityView> {
+        self.call(Method::POST, "/v1/agents", Some(body)).await
+    }
+
+    pub async fn create_admin(&self, body: &CreateIdentity) -> Result<IdentityView> {
+        self.call(Method::POST, "/v1/admins", Some(body)).await
+    }
+
+    /// Audit entries with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit(&self, after: u64, limit: u32) -> Result<AuditPage> {
+        let target = format!("/v1/audit?after={after}&limit={limit}");
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+}
+
+fn api_error(status: StatusCode, bytes: &[u8]) -> Error {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => Error::Api {
+            status: status.as_u16(),
+            code: body.error.code.as_str().to_owned(),
+            message: body.error.message,
+        },
+        Err(_) => Error::Api {
+            status: status.as_u16(),
+            code: "unknown".to_owned(),
+            message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        },
+    }
+}
+
+/// Signs with a key that has no identity file yet (used by tests and tools
+/// that hold a raw key).
+pub fn identity_from_key(key: IdentityKey, kind: Kind, id: Option<String>) -> Identity {
+    Identity {
+        kind,
+        id,
+        vault: None,
+        key,
+    }
+}

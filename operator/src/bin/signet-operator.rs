@@ -1,0 +1,195 @@
+//! The operator process. Only wiring lives here; the logic is in the library.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use signet_operator::webhook::{
+    certs,
+    lookup::KubeGrants,
+    mutate::InjectConfig,
+    server::{self, AppState},
+};
+use tracing_subscriber::EnvFilter;
+
+/// How long a self-signed serving certificate is valid. The operator issues a
+/// new one at every start.
+const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Parser)]
+#[command(version, about = "Signet Kubernetes operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the mutating admission webhook that injects signet-init.
+    Webhook(WebhookArgs),
+}
+
+#[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("tls").required(true).args(["tls_cert", "self_signed_service"])
+))]
+struct WebhookArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "SIGNET_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+
+    /// PEM certificate chain to serve (for example issued by cert-manager).
+    #[arg(long, env = "SIGNET_WEBHOOK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SIGNET_WEBHOOK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Issue a self-signed certificate for this Service at startup and
+    /// install its CA in the webhook configuration.
+    #[arg(
+        long,
+        env = "SIGNET_WEBHOOK_SERVICE",
+        conflicts_with = "tls_cert",
+        requires_all = ["namespace", "webhook_config_name"]
+    )]
+    self_signed_service: Option<String>,
+
+    /// Namespace of that Service.
+    #[arg(long, env = "SIGNET_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// MutatingWebhookConfiguration whose caBundle receives the CA.
+    #[arg(long, env = "SIGNET_WEBHOOK_CONFIG_NAME")]
+    webhook_config_name: Option<String>,
+
+    /// Vault URL that injected signet-init containers connect to.
+    #[arg(long, env = "SIGNET_VAULT_URL")]
+    vault_url: String,
+
+    /// Image of signet-init.
+    #[arg(long, env = "SIGNET_INIT_IMAGE")]
+    init_image: String,
+
+    /// Pull policy of the signet-init image (cluster default when unset).
+    #[arg(long, env = "SIGNET_INIT_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    init_image_pull_policy: Option<String>,
+
+    /// Size limit of the in-memory secrets volume.
+    #[arg(
+        long,
+        alias = "sizelimit",
+        env = "SIGNET_SECRETS_SIZE_LIMIT",
+        default_value = "1Mi"
+    )]
+    size_limit: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Webhook(args) => webhook(args).await,
+    }
+}
+
+async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
+    // Destructured in full so that a new flag cannot be silently ignored.
+    let WebhookArgs {
+        listen,
+        tls_cert,
+        tls_key,
+        self_signed_service,
+        namespace,
+        webhook_config_name,
+        vault_url,
+        init_image,
+        init_image_pull_policy,
+        size_limit,
+    } = args;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let (lookup, watches) = KubeGrants::watch(client.clone());
+    tokio::spawn(watches);
+
+    let tls = match (
+        tls_cert,
+        tls_key,
+        self_signed_service,
+        namespace,
+        webhook_config_name,
+    ) {
+        (Some(cert), Some(key), None, _, _) => {
+            let cert_pem = tokio::fs::read(&cert)
+                .await
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let key_pem = tokio::fs::read(&key)
+                .await
+                .with_context(|| format!("reading {}", key.display()))?;
+            server::tls_config(&cert_pem, &key_pem)?
+        }
+        (None, None, Some(service), Some(namespace), Some(config_name)) => {
+            let issued = certs::generate(
+                &service,
+                &namespace,
+                std::time::SystemTime::now(),
+                SELF_SIGNED_VALIDITY,
+            )?;
+            certs::patch_ca_bundle(client, &config_name, &issued.ca_pem).await?;
+            tracing::info!(%service, %namespace, webhook = %config_name, "installed self-signed webhook CA");
+            server::tls_config(issued.cert_pem.as_bytes(), issued.key_pem().as_bytes())?
+        }
+        // clap's groups make every other combination unreachable.
+        _ => anyhow::bail!(
+            "pass either --tls-cert/--tls-key or --self-signed-service/--namespace/--webhook-config-name"
+        ),
+    };
+
+    let state = AppState {
+        config: Arc::new(InjectConfig {
+            vault_url,
+            image: init_image,
+            image_pull_policy: init_image_pull_policy,
+            size_limit: Quantity(size_limit),
+        }),
+        lookup: Arc::new(lookup),
+    };
+    server::serve(listen, tls, state, shutdown_signal()).await?;
+    tracing::info!("webhook stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,573 @@
+//! The webhook's answer to real AdmissionReview requests, as kube-apiserver
+//! sends them (fixtures under `tests/fixtures/`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use k8s_openapi::{
+    api::core::v1::{Container, Pod},
+    apimachinery::pkg::api::resource::Quantity,
+};
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+use serde_json::Value;
+use signet_operator::{
+    crd::{EnrollmentTokenSpec, FileFormat, GrantedSecret, SecretGrantSpec},
+    webhook::{
+        contract::FileSpec,
+        lookup::InMemoryGrants,
+        mutate::InjectConfig,
+        server::{AppState, MAX_BODY_BYTES, admit, app},
+    },
+};
+use tower::ServiceExt as _;
+
+const MOUNT_PATH: &str = "/var/run/secrets/signet";
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn request(name: &str) -> AdmissionRequest<DynamicObject> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_str(&fixture(name)).unwrap();
+    review.try_into().unwrap()
+}
+
+fn config() -> InjectConfig {
+    InjectConfig {
+        vault_url: "https://signet.signet-system.svc:8443".into(),
+        image: "registry.example/signet/signet-init:0.1.0".into(),
+        image_pull_policy: Some("IfNotPresent".into()),
+        size_limit: Quantity("1Mi".into()),
+    }
+}
+
+fn token_spec(allowed_service_accounts: &[&str]) -> EnrollmentTokenSpec {
+    EnrollmentTokenSpec {
+        project: "shop".into(),
+        max_uses: None,
+        token_ttl: "24h".into(),
+        machine_lifetime: "24h".into(),
+        name_template: Some("{namespace}-{pod}".into()),
+        allowed_service_accounts: allowed_service_accounts
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        hostname_regex: None,
+        source_cidrs: vec![],
+    }
+}
+
+fn grant(refresh: &str, secrets: Vec<GrantedSecret>) -> SecretGrantSpec {
+    SecretGrantSpec {
+        enrollment_token: "shop-api".into(),
+        mount_path: MOUNT_PATH.into(),
+        refresh: refresh.into(),
+        secrets,
+    }
+}
+
+fn secret(name: &str, fields: &[&str], file: Option<&str>, format: FileFormat) -> GrantedSecret {
+    GrantedSecret {
+        secret: name.into(),
+        fields: fields.iter().map(|s| (*s).to_owned()).collect(),
+        file: file.map(str::to_owned),
+        format,
+    }
+}
+
+/// The `shop` namespace: token `shop-api` with two grants (listed out of
+/// name order on purpose), plus a grant for another token.
+fn cluster() -> InMemoryGrants {
+    InMemoryGrants::new()
+        .with_token("shop", "shop-api", token_spec(&["shop-api", "default"]))
+        .with_grant(
+            "shop",
+            "shop-api-tls",
+            grant("1m", vec![secret("tls", &[], None, FileFormat::Json)]),
+        )
+        .with_grant(
+            "shop",
+            "shop-api-db",
+            grant(
+                "5m",
+                vec![
+                    secret("db", &["user", "password"], Some("db.env"), FileFormat::Env),
+                    secret("stripe-key", &[], None, FileFormat::Raw),
+                ],
+            ),
+        )
+        .with_token("other", "shop-api", token_spec(&[]))
+}
+
+fn expected_files() -> Vec<FileSpec> {
+    let spec = |secret: &str, fields: &[&str], file: &str, format| FileSpec {
+        secret: secret.into(),
+        fields: fields.iter().map(|s| (*s).to_owned()).collect(),
+        file: file.into(),
+        format,
+    };
+    vec![
+        spec("db", &["user", "password"], "db.env", FileFormat::Env),
+        spec("stripe-key", &[], "stripe-key", FileFormat::Raw),
+        spec("tls", &[], "tls", FileFormat::Json),
+    ]
+}
+
+fn object_json(request: &AdmissionRequest<DynamicObject>) -> Value {
+    serde_json::to_value(request.object.as_ref().unwrap()).unwrap()
+}
+
+fn patch_of(response: &AdmissionResponse) -> Option<json_patch::Patch> {
+    response
+        .patch
+        .as_ref()
+        .map(|bytes| serde_json::from_slice(bytes).unwrap())
+}
+
+/// Admits `request` and returns the pod as the apiserver would store it.
+fn admitted_pod(
+    request: &AdmissionRequest<DynamicObject>,
+    lookup: &InMemoryGrants,
+) -> (Pod, AdmissionResponse) {
+    let response = admit(request, &config(), lookup);
+    assert!(response.allowed, "denied: {}", response.result.message);
+    assert_eq!(response.uid, request.uid);
+    let mut doc = object_json(request);
+    if let Some(patch) = patch_of(&response) {
+        json_patch::patch(&mut doc, &patch).unwrap();
+    }
+    (serde_json::from_value(doc).unwrap(), response)
+}
+
+fn signet_init(pod: &Pod) -> &Container {
+    let init = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap();
+    assert_eq!(init[0].name, "signet-init", "signet-init must run first");
+    &init[0]
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+    container
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+fn field_ref<'a>(container: &'a Container, name: &str) -> &'a str {
+    let var = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("{name} missing"));
+    &var.value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap()
+        .field_path
+}
+
+fn assert_reads_secrets_read_only(container: &Container) {
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m.name == "signet-secrets")
+        .unwrap_or_else(|| panic!("{} has no signet-secrets mount", container.name));
+    assert_eq!(mount.mount_path, MOUNT_PATH);
+    assert_eq!(mount.read_only, Some(true));
+    assert!(
+        mounts.iter().all(|m| m.name != "signet-token"),
+        "{} must not see the enrollment token",
+        container.name
+    );
+}
+
+fn assert_common_injection(pod: &Pod, mode: &str) {
+    let annotations = pod.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations["signet.dev/injected"], "true");
+
+    let spec = pod.spec.as_ref().unwrap();
+    let volumes = spec.volumes.as_ref().unwrap();
+    let secrets = volumes.iter().find(|v| v.name == "signet-secrets").unwrap();
+    let empty_dir = secrets.empty_dir.as_ref().unwrap();
+    assert_eq!(empty_dir.medium.as_deref(), Some("Memory"));
+    assert_eq!(empty_dir.size_limit, Some(Quantity("1Mi".into())));
+    let token = volumes.iter().find(|v| v.name == "signet-token").unwrap();
+    let secret = token.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("signet-token-shop-api"));
+    assert_eq!(secret.items.as_ref().unwrap()[0].key, "token");
+
+    let init = signet_init(pod);
+    assert_eq!(
+        init.image.as_deref(),
+        Some("registry.example/signet/signet-init:0.1.0")
+    );
+    assert_eq!(
+        init.command.as_deref(),
+        Some(&["/signet-init".to_owned()][..])
+    );
+    assert_eq!(
+        env(init, "SIGNET_VAULT"),
+        Some("https://signet.signet-system.svc:8443")
+    );
+    assert_eq!(
+        env(init, "SIGNET_TOKEN_FILE"),
+        Some("/var/run/signet-token/token")
+    );
+    assert_eq!(env(init, "SIGNET_MOUNT_PATH"), Some(MOUNT_PATH));
+    assert_eq!(env(init, "SIGNET_MODE"), Some(mode));
+    // The shorter of the two grants' refresh periods.
+    assert_eq!(env(init, "SIGNET_REFRESH_SECONDS"), Some("60"));
+    let files: Vec<FileSpec> = serde_json::from_str(env(init, "SIGNET_FILES").unwrap()).unwrap();
+    assert_eq!(files, expected_files());
+    assert_eq!(field_ref(init, "SIGNET_POD_NAME"), "metadata.name");
+    assert_eq!(
+        field_ref(init, "SIGNET_POD_NAMESPACE"),
+        "metadata.namespace"
+    );
+    assert_eq!(field_ref(init, "SIGNET_POD_UID"), "metadata.uid");
+
+    let mounts = init.volume_mounts.as_ref().unwrap();
+    let own = mounts.iter().find(|m| m.name == "signet-secrets").unwrap();
+    assert_eq!((own.mount_path.as_str(), own.read_only), (MOUNT_PATH, None));
+    let token_mount = mounts.iter().find(|m| m.name == "signet-token").unwrap();
+    assert_eq!(token_mount.read_only, Some(true));
+
+    let security = init.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.run_as_user, Some(65532));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_owned()][..])
+    );
+    assert_eq!(
+        security.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    let resources = init.resources.as_ref().unwrap();
+    assert_eq!(
+        resources.requests.as_ref().unwrap()["memory"],
+        Quantity("16Mi".into())
+    );
+
+    for container in &spec.containers {
+        assert_reads_secrets_read_only(container);
+    }
+}
+
+#[test]
+fn single_container_pod_gets_a_native_sidecar() {
+    let request = request("single-container.json");
+    let (pod, response) = admitted_pod(&request, &cluster());
+
+    // The pod had no volumes and no init containers: the arrays are created,
+    // and the annotation key's "/" is escaped in the pointer.
+    let patch = serde_json::to_value(patch_of(&response).unwrap()).unwrap();
+    let paths: Vec<&str> = patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/metadata/annotations/signet.dev~1injected"));
+    assert!(paths.contains(&"/spec/volumes"));
+    assert!(paths.contains(&"/spec/initContainers"));
+    assert!(paths.contains(&"/spec/containers/0/volumeMounts"));
+
+    assert_common_injection(&pod, "sidecar");
+    let init = signet_init(&pod);
+    assert_eq!(init.restart_policy.as_deref(), Some("Always"));
+    let probe = init.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        probe.exec.as_ref().unwrap().command.as_deref(),
+        Some(&["/signet-init".to_owned(), "probe".to_owned()][..])
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.volumes.as_ref().unwrap().len(), 2);
+    assert_eq!(spec.init_containers.as_ref().unwrap().len(), 1);
+    // Everything else is untouched.
+    assert_eq!(
+        pod.metadata.annotations.as_ref().unwrap()["signet.dev/enrollment-token"],
+        "shop-api"
+    );
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("registry.example/shop/api:1.4.2")
+    );
+}
+
+#[test]
+fn multi_container_pod_keeps_its_volumes_and_init_containers() {
+    let request = request("multi-container.json");
+    let (pod, _) = admitted_pod(&request, &cluster());
+    assert_common_injection(&pod, "sidecar");
+
+    let spec = pod.spec.as_ref().unwrap();
+    let volume_names: Vec<&str> = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        volume_names,
+        [
+            "config",
+            "kube-api-access-9xk2m",
+            "signet-secrets",
+            "signet-token"
+        ]
+    );
+    assert_eq!(spec.containers.len(), 2);
+    let api_mounts: Vec<&str> = spec.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        api_mounts,
+        ["config", "kube-api-access-9xk2m", "signet-secrets"]
+    );
+
+    // signet-init goes first, so the app's own init container sees the files.
+    let init = spec.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["signet-init", "migrate"]);
+    assert_reads_secrets_read_only(&init[1]);
+    assert_eq!(init[1].volume_mounts.as_ref().unwrap().len(), 3);
+}
+
+#[test]
+fn job_pod_in_init_mode_gets_a_one_shot_init_container() {
+    let request = request("job-init-mode.json");
+    let (pod, _) = admitted_pod(&request, &cluster());
+    assert_common_injection(&pod, "init");
+    let init = signet_init(&pod);
+    assert_eq!(init.restart_policy, None);
+    assert_eq!(init.startup_probe, None);
+}
+
+#[test]
+fn mutating_twice_equals_mutating_once() {
+    for fixture in [
+        "single-container.json",
+        "multi-container.json",
+        "job-init-mode.json",
+    ] {
+        let first = request(fixture);
+        let (once, response) = admitted_pod(&first, &cluster());
+        assert!(response.patch.is_some());
+
+        // The apiserver reinvokes the webhook with the mutated pod.
+        let mut second = first.clone();
+        second.object = Some(serde_json::from_value(serde_json::to_value(&once).unwrap()).unwrap());
+        let (twice, response) = admitted_pod(&second, &cluster());
+        assert_eq!(
+            response.patch, None,
+            "{fixture}: second pass must not patch"
+        );
+        assert_eq!(twice, once, "{fixture}");
+    }
+}
+
+#[test]
+fn already_mutated_pod_gets_no_patch() {
+    let request = request("already-mutated.json");
+    let (pod, response) = admitted_pod(&request, &cluster());
+    assert_eq!(response.patch, None);
+    assert_eq!(serde_json::to_value(&pod).unwrap(), object_json(&request));
+}
+
+#[test]
+fn missing_token_annotation_is_denied_with_a_clear_message() {
+    let request = request("missing-token.json");
+    let response = admit(&request, &config(), &cluster());
+    assert!(!response.allowed);
+    assert_eq!(response.uid, request.uid);
+    assert_eq!(response.patch, None);
+    assert!(
+        response
+            .result
+            .message
+            .contains("no signet.dev/enrollment-token annotation"),
+        "{}",
+        response.result.message
+    );
+}
+
+#[test]
+fn pod_that_did_not_opt_in_is_allowed_unchanged() {
+    let request = request("not-opted-in.json");
+    let response = admit(&request, &config(), &InMemoryGrants::new());
+    assert!(response.allowed);
+    assert_eq!(response.patch, None);
+}
+
+#[test]
+fn unknown_token_is_denied() {
+    let request = request("single-container.json");
+    let response = admit(&request, &config(), &InMemoryGrants::new());
+    assert!(!response.allowed);
+    assert_eq!(
+        response.result.message,
+        "EnrollmentToken shop/shop-api does not exist"
+    );
+}
+
+#[test]
+fn token_without_grants_is_denied() {
+    let request = request("single-container.json");
+    let lookup = InMemoryGrants::new().with_token("shop", "shop-api", token_spec(&[]));
+    let response = admit(&request, &config(), &lookup);
+    assert!(!response.allowed);
+    assert_eq!(
+        response.result.message,
+        "no SecretGrant in namespace shop references EnrollmentToken shop-api"
+    );
+}
+
+#[test]
+fn service_account_outside_the_allow_list_is_denied() {
+    let request = request("single-container.json");
+    let lookup = InMemoryGrants::new()
+        .with_token("shop", "shop-api", token_spec(&["billing"]))
+        .with_grant(
+            "shop",
+            "g",
+            grant("5m", vec![secret("db", &[], None, FileFormat::Raw)]),
+        );
+    let response = admit(&request, &config(), &lookup);
+    assert!(!response.allowed);
+    assert!(
+        response
+            .result
+            .message
+            .contains("service account shop-api may not use")
+    );
+}
+
+#[test]
+fn unknown_mode_is_denied() {
+    let mut request = request("single-container.json");
+    let mut doc = object_json(&request);
+    doc["metadata"]["annotations"]["signet.dev/mode"] = "daemon".into();
+    request.object = Some(serde_json::from_value(doc).unwrap());
+    let response = admit(&request, &config(), &cluster());
+    assert!(!response.allowed);
+    assert!(response.result.message.contains("\"daemon\""));
+}
+
+#[test]
+fn existing_mount_at_the_mount_path_is_denied() {
+    let mut request = request("single-container.json");
+    let mut doc = object_json(&request);
+    doc["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{"name": "x", "mountPath": MOUNT_PATH}]);
+    request.object = Some(serde_json::from_value(doc).unwrap());
+    let response = admit(&request, &config(), &cluster());
+    assert!(!response.allowed);
+    assert!(
+        response
+            .result
+            .message
+            .contains("container api already mounts")
+    );
+}
+
+#[test]
+fn updates_are_not_touched() {
+    let mut request = request("single-container.json");
+    request.operation = Operation::Update;
+    let response = admit(&request, &config(), &InMemoryGrants::new());
+    assert!(response.allowed);
+    assert_eq!(response.patch, None);
+}
+
+fn router() -> axum::Router {
+    app(AppState {
+        config: Arc::new(config()),
+        lookup: Arc::new(cluster()),
+    })
+}
+
+async fn post(body: impl Into<Body>) -> (StatusCode, Value) {
+    let response = router()
+        .oneshot(
+            Request::post("/mutate")
+                .header("content-type", "application/json")
+                .body(body.into())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn server_answers_an_admission_review() {
+    let (status, body) = post(fixture("single-container.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    assert_eq!(
+        body["response"]["uid"],
+        "b7c1d5a4-2f6e-4c8b-9d3a-1e5f7a9b0c21"
+    );
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(body["response"]["patchType"], "JSONPatch");
+    // kube-core writes the patch bytes as a JSON array of numbers, which the
+    // apiserver's decoder accepts for a []byte field.
+    let bytes: Vec<u8> = serde_json::from_value(body["response"]["patch"].clone()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    assert!(!patch.0.is_empty());
+}
+
+#[tokio::test]
+async fn server_rejects_malformed_and_oversized_bodies() {
+    let (status, body) = post("{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["response"]["allowed"], false);
+
+    let (status, _) =
+        post(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, _) = post(vec![b' '; MAX_BODY_BYTES + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    for path in ["/healthz", "/readyz"] {
+        let response = router()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+}

@@ -1,0 +1,32 @@
+//! `signet-vault`: wires the process; the library holds the logic.
+
+use clap::Parser as _;
+use signet_vault::cli::{self, Cli, Command, ROOT_KEY_ENV};
+use zeroize::Zeroizing;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli::init_logging(cli.log_format);
+    // The root key is read (and its environment variable removed) while the
+    // process still has one thread, before the runtime starts.
+    let root = match &cli.command {
+        Command::Serve(args) => Some(cli::load_root_key(args, take_root_key_env())?),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(cli::run(cli.command, root))
+}
+
+/// Reads and removes `SIGNET_ROOT_KEY`, so no child process or later reader
+/// of `/proc/self/environ` finds it.
+#[allow(unsafe_code)]
+fn take_root_key_env() -> Option<Zeroizing<String>> {
+    let value = std::env::var(ROOT_KEY_ENV).ok().map(Zeroizing::new);
+    if value.is_some() {
+        // SAFETY: called from `main` before any other thread exists (the
+        // tokio runtime is built afterwards), so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::remove_var(ROOT_KEY_ENV) };
+    }
+    value
+}

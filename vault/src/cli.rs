@@ -1,0 +1,291 @@
+//! The `signet-vault` command: arguments, root-key loading, start-up.
+//! `main` only parses, loads the root key and calls [`run`].
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use zeroize::Zeroizing;
+
+use crate::clock::SystemClock;
+use crate::crypto::RootKey;
+use crate::server::{self, Tls};
+use crate::service::enroll;
+use crate::store::{SqliteStore, Store};
+use crate::vault::{Config, Vault};
+
+/// Environment variable that may carry the root key; removed once read.
+pub const ROOT_KEY_ENV: &str = "SIGNET_ROOT_KEY";
+
+#[derive(Debug, Parser)]
+#[command(name = "signet-vault", version, about = "The Signet vault: secrets for machines that sign every request")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "SIGNET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the vault on its data directory with a root key you supply.
+    Serve(ServeArgs),
+    /// Runs a throw-away vault for trying Signet: fresh root key, fresh data
+    /// directory, and a one-time token for the first admin.
+    Dev(DevArgs),
+    /// Prints a new random root key (hex). Keep it somewhere safe: without
+    /// it the data cannot be read.
+    RootKey,
+    /// Prints a single-use token that lets a new key become an admin.
+    BootstrapToken(DataArgs),
+    /// Checks the audit log's hash chain in a data directory.
+    AuditVerify(DataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Directory of the embedded store.
+    #[arg(long, env = "SIGNET_DATA_DIR", default_value = "signet-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SIGNET_LISTEN", default_value = "127.0.0.1:8200")]
+    pub listen: SocketAddr,
+    /// Largest accepted clock difference for signed requests, in seconds.
+    #[arg(long, env = "SIGNET_SKEW_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=300))]
+    pub skew_seconds: i64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SIGNET_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// File holding the root key (64 hex characters, base64, or 32 raw bytes).
+    #[arg(long, env = "SIGNET_ROOT_KEY_FILE", conflicts_with = "root_key_stdin")]
+    pub root_key_file: Option<PathBuf>,
+    /// Read the root key from standard input.
+    #[arg(long)]
+    pub root_key_stdin: bool,
+    /// PEM certificate chain for HTTPS (with --tls-key).
+    #[arg(long, env = "SIGNET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "SIGNET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory (default: a new temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// Reads the root key for `serve`: the file, standard input or the
+/// environment variable (which the caller removes from the environment).
+pub fn load_root_key(args: &ServeArgs, env_value: Option<Zeroizing<String>>) -> anyhow::Result<RootKey> {
+    let bytes: Zeroizing<Vec<u8>> = if let Some(path) = &args.root_key_file {
+        Zeroizing::new(
+            std::fs::read(path).with_context(|| format!("cannot read root key file {}", path.display()))?,
+        )
+    } else if args.root_key_stdin {
+        let mut buffer = Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .take(4096)
+            .read_to_end(&mut buffer)
+            .context("cannot read the root key from standard input")?;
+        buffer
+    } else if let Some(value) = env_value {
+        Zeroizing::new(value.as_bytes().to_vec())
+    } else {
+        bail!(
+            "no root key: give --root-key-file, --root-key-stdin or {ROOT_KEY_ENV} (make one with `signet-vault root-key`)"
+        );
+    };
+    Ok(RootKey::parse(&bytes)?)
+}
+
+/// Installs the tracing subscriber.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Result<Arc<Vault>> {
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(data_dir)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    );
+    let config = Config {
+        skew_seconds: listen.skew_seconds,
+        max_body_bytes: listen.max_body_bytes,
+    };
+    Ok(Arc::new(Vault::open(store, root, Arc::new(SystemClock), config)?))
+}
+
+/// `signet-vault serve`
+pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
+    let vault = open_vault(&args.data.data_dir, root, &args.listen)?;
+    let listener = server::bind(args.listen.listen).await?;
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    let address = format!("{scheme}://{}", listener.local_addr()?);
+    let first_admin = vault.with_tx(|tx, now| {
+        if tx.admin_count()? == 0 {
+            Ok(Some(enroll::create_bootstrap_token(tx, now)?))
+        } else {
+            Ok(None)
+        }
+    })?;
+    if let Some(token) = first_admin {
+        // Printed on standard output once, never logged.
+        println!(
+            "No admin yet. One-time admin bootstrap token (valid 24 h):\n  {}\nRegister your key with:\n  signet --vault {address} admin enroll --token {} --out admin.json",
+            token.as_str(),
+            token.as_str()
+        );
+    }
+    tracing::info!(%address, data_dir = %args.data.data_dir.display(), "vault listening");
+    let tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| Tls { cert, key });
+    server::serve(vault, listener, tls).await?;
+    Ok(())
+}
+
+/// `signet-vault dev`
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => tempdir_path()?,
+    };
+    let root = RootKey::generate();
+    let root_hex = root.to_hex();
+    let vault = open_vault(&data_dir, root, &args.listen)?;
+    let listener = server::bind(args.listen.listen).await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let token = vault.with_tx(|tx, now| enroll::create_bootstrap_token(tx, now))?;
+    println!("{}", dev_banner(&address, &data_dir, &root_hex, &token));
+    tracing::info!(%address, "dev vault listening");
+    server::serve(vault, listener, None).await?;
+    Ok(())
+}
+
+fn tempdir_path() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("signet-dev-{}", crate::ids::new("")));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The CLI to name in printed commands: the one beside this binary when
+/// it was built there, otherwise `signet` on the PATH.
+fn cli_command() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("signet")))
+        .filter(|cli| cli.is_file())
+        .map_or_else(|| "signet".to_owned(), |cli| cli.display().to_string())
+}
+
+fn dev_banner(address: &str, data_dir: &Path, root_hex: &str, token: &str) -> String {
+    let signet = cli_command();
+    let build_hint = if signet == "signet" {
+        "  # build the CLI once (from the repository): cargo build --release -p signet-client\n  export PATH=\"$PWD/target/release:$PATH\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "\
+Signet vault (DEV MODE: throw-away data, root key printed below) at {address}
+  data directory: {data_dir}  (embedded SQLite)
+  root key:       {root_hex}
+                  (dev only; restart on this data with
+                   signet-vault serve --data-dir {data_dir} --root-key-stdin)
+
+Next, in another shell:
+{build_hint}  export SIGNET_VAULT={address}
+  {signet} admin enroll --token {token} --out admin.json
+  export SIGNET_IDENTITY=admin.json
+  {signet} project create demo
+  {signet} secret set demo/db-password --value 'correct horse battery staple'
+  {signet} token create --project demo --grant db-password --max-uses 1 --ttl 1h --machine-lifetime 24h
+  # then, as the machine (its key is generated on the spot and never leaves it):
+  {signet} enroll --token <the token printed by the last command> --out machine.json
+  SIGNET_IDENTITY=machine.json {signet} read demo/db-password
+",
+        data_dir = data_dir.display()
+    )
+}
+
+/// `signet-vault bootstrap-token`
+pub fn bootstrap_token(args: &DataArgs) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&args.data_dir)?;
+    let mut tx = store.begin()?;
+    let now = jiff::Timestamp::now().as_second();
+    let token = enroll::create_bootstrap_token(tx.as_mut(), now)?;
+    tx.commit()?;
+    println!("{}", token.as_str());
+    Ok(())
+}
+
+/// `signet-vault audit-verify`: checks the whole chain, page by page.
+pub fn audit_verify(args: &DataArgs) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&args.data_dir)?;
+    let mut tx = store.begin()?;
+    let mut after = 0;
+    let mut anchor = Some(signet_client::audit::GENESIS.to_owned());
+    let mut count = 0u64;
+    loop {
+        let page = tx.audit(after, 5000)?;
+        let Some(last) = page.last() else { break };
+        signet_client::audit::verify_chain(&page, anchor.as_deref())
+            .context("audit chain is broken")?;
+        after = last.seq;
+        anchor = Some(last.hash.clone());
+        count += page.len() as u64;
+    }
+    println!("audit chain intact: {count} entries");
+    Ok(())
+}
+
+/// Runs a parsed command. `root` is the key `serve` needs, read by `main`
+/// before the runtime started.
+pub async fn run(command: Command, root: Option<RootKey>) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let Some(root) = root else {
+                bail!("serve needs a root key")
+            };
+            serve(args, root).await
+        }
+        Command::Dev(args) => dev(args).await,
+        Command::RootKey => {
+            println!("{}", RootKey::generate().to_hex().as_str());
+            Ok(())
+        }
+        Command::BootstrapToken(args) => bootstrap_token(&args),
+        Command::AuditVerify(args) => audit_verify(&args),
+    }
+}

@@ -1,0 +1,42 @@
+//! The one place HTTP status codes are chosen.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use signet_client::api::{ErrorBody, ErrorCode, ErrorDetail};
+
+use crate::error::Error;
+
+/// The HTTP status of each error code.
+pub fn status(code: ErrorCode) -> StatusCode {
+    use ErrorCode::*;
+    match code {
+        BadSignatureHeaders | TimestampSkew | UnknownKey | IdentityDisabled | BadSignature
+        | NonceReplayed => StatusCode::UNAUTHORIZED,
+        NotAMachine | Forbidden | NotGranted | FieldNotGranted | InvalidToken | TokenExhausted
+        | TokenExpired => StatusCode::FORBIDDEN,
+        ProjectLocked => StatusCode::LOCKED,
+        NotFound => StatusCode::NOT_FOUND,
+        Conflict => StatusCode::CONFLICT,
+        InvalidRequest | MalformedJson => StatusCode::BAD_REQUEST,
+        BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A JSON error body of PROTOCOL.md.
+pub fn body(code: ErrorCode, message: String) -> Response {
+    (
+        status(code),
+        Json(ErrorBody {
+            error: ErrorDetail { code, message },
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        body(self.code(), self.public_message())
+    }
+}

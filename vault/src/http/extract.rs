@@ -1,0 +1,75 @@
+//! Turning an HTTP request into a [`Request`] for the pipeline: the target
+//! exactly as sent, the four signature headers, the source address and the
+//! body, read up to the configured limit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest};
+use axum::http::HeaderMap;
+use signet_client::api::ErrorCode;
+use signet_client::protocol::{HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+
+use crate::error::Error;
+use crate::vault::{Request, Vault};
+
+/// A request ready for [`Vault::handle`].
+pub struct Signed(pub Request);
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    // A header sent twice is ambiguous: treat it as malformed (absent).
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(String::new());
+    }
+    first.to_str().ok().map(str::to_owned)
+}
+
+impl FromRequest<Arc<Vault>> for Signed {
+    type Rejection = Error;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        vault: &Arc<Vault>,
+    ) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_default();
+        let mut request = Request {
+            method: parts.method.as_str().to_owned(),
+            target,
+            key_id: header(&parts.headers, HEADER_KEY),
+            timestamp: header(&parts.headers, HEADER_TIMESTAMP),
+            nonce: header(&parts.headers, HEADER_NONCE),
+            signature: header(&parts.headers, HEADER_SIGNATURE),
+            body: Vec::new(),
+            source_ip,
+        };
+        let limit = vault.config().max_body_bytes;
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => request.body = bytes.to_vec(),
+            Err(_) => {
+                let error = Error::denied(
+                    ErrorCode::BodyTooLarge,
+                    format!("request body is larger than {limit} bytes"),
+                );
+                let vault = Arc::clone(vault);
+                let audited = tokio::task::spawn_blocking(move || {
+                    vault.deny_early(&request, "request.read_body", &error);
+                    error
+                })
+                .await;
+                return Err(audited.unwrap_or_else(|e| e.into()));
+            }
+        }
+        Ok(Self(request))
+    }
+}

@@ -1,0 +1,403 @@
+//! The HTTP surface: `fn router(vault) -> Router`, so tests drive it with
+//! `oneshot` and the server wraps it in TLS and graceful shutdown.
+
+mod error;
+mod extract;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use signet_client::api::*;
+use signet_client::protocol::PublicKey;
+
+pub use error::status;
+use extract::Signed;
+
+use crate::error::{Error, Result};
+use crate::service::{enroll, grants, identities, secrets};
+use crate::store::Grantee;
+use crate::vault::{Audience, Vault};
+
+type AppState = State<Arc<Vault>>;
+
+/// Every route of the vault.
+pub fn router(vault: Arc<Vault>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/enroll", post(enroll_machine))
+        .route("/v1/admin/enroll", post(enroll_admin))
+        .route("/v1/machine/grants", get(machine_grants))
+        .route("/v1/machine/self", delete(revoke_self))
+        .route("/v1/secrets/{project}/{secret}", get(read_secret))
+        .route("/v1/projects", get(list_projects).post(create_project))
+        .route("/v1/projects/{project}/secrets", get(list_secrets))
+        .route(
+            "/v1/projects/{project}/secrets/{secret}",
+            get(secret_meta).put(write_secret).delete(delete_secret),
+        )
+        .route("/v1/grants", get(list_grants).post(create_grant))
+        .route("/v1/grants/{id}", delete(delete_grant))
+        .route("/v1/enrollment-tokens", get(list_tokens).post(create_token))
+        .route("/v1/enrollment-tokens/{id}", delete(revoke_token))
+        .route("/v1/machines", get(list_machines))
+        .route("/v1/machines/{id}", delete(revoke_machine))
+        .route("/v1/agents", post(create_agent))
+        .route("/v1/admins", post(create_admin))
+        .route("/v1/audit", get(audit))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(vault)
+}
+
+async fn not_found() -> Response {
+    error::body(ErrorCode::NotFound, "no such route".into())
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::InvalidRequest,
+                message: "method not allowed on this route".into(),
+            },
+        }),
+    )
+        .into_response()
+}
+
+fn created<T: serde::Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+fn no_content(_: ()) -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the store answers a transaction.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
+async fn readyz(State(vault): AppState) -> Response {
+    let ready = tokio::task::spawn_blocking(move || vault.with_tx(|tx, _| Ok(tx.admin_count()?)))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+    if ready {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "metrics", content_type = "text/plain")))]
+async fn metrics(State(vault): AppState) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        vault.metrics().render(),
+    )
+        .into_response()
+}
+
+/// Enrolls a new machine: proof of possession of a fresh key and an enrollment token.
+#[utoipa::path(post, path = "/v1/enroll", request_body = EnrollRequest,
+    responses((status = 201, body = EnrollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn enroll_machine(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    let (body, key) = parse_enroll(&vault, &request, "enroll").await?;
+    vault
+        .handle(request, "enroll", "token".into(), Audience::Enroll(key), move |ctx, tx| {
+            enroll::enroll(ctx, tx, &body)
+        })
+        .await
+        .map(created)
+}
+
+/// Registers a new admin key with a single-use bootstrap token.
+#[utoipa::path(post, path = "/v1/admin/enroll", request_body = EnrollRequest,
+    responses((status = 201, body = AdminEnrollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn enroll_admin(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    let (body, key) = parse_enroll(&vault, &request, "admin.enroll").await?;
+    vault
+        .handle(request, "admin.enroll", "bootstrap".into(), Audience::Enroll(key), move |ctx, tx| {
+            enroll::enroll_admin(ctx, tx, &body)
+        })
+        .await
+        .map(created)
+}
+
+/// The enrollment body carries the key that signed it, so it is parsed
+/// before the signature can be checked; a bad one is denied and audited.
+async fn parse_enroll(
+    vault: &Arc<Vault>,
+    request: &crate::vault::Request,
+    action: &'static str,
+) -> Result<(EnrollRequest, PublicKey)> {
+    let parsed = serde_json::from_slice::<EnrollRequest>(&request.body)
+        .map_err(|_| {
+            Error::denied(
+                ErrorCode::MalformedJson,
+                "enrollment body must be JSON with token, public_key, hostname, metadata",
+            )
+        })
+        .and_then(|body| {
+            let key = PublicKey::parse(&body.public_key).map_err(|e| {
+                Error::denied(ErrorCode::InvalidRequest, format!("public_key: {e}"))
+            })?;
+            Ok((body, key))
+        });
+    if let Err(error) = &parsed {
+        let (vault, request, error_copy) = (
+            Arc::clone(vault),
+            request.clone(),
+            Error::denied(error.code(), error.public_message()),
+        );
+        tokio::task::spawn_blocking(move || vault.deny_early(&request, action, &error_copy)).await?;
+    }
+    parsed
+}
+
+/// What the calling machine may read, with live versions.
+#[utoipa::path(get, path = "/v1/machine/grants", responses((status = 200, body = GrantList), (status = 401, body = ErrorBody)))]
+async fn machine_grants(State(vault): AppState, Signed(request): Signed) -> Result<Json<GrantList>> {
+    vault
+        .handle(request, "machine.grants", "self".into(), Audience::Machine, |ctx, tx| {
+            let id = ctx.caller.machine()?.id.clone();
+            Ok(GrantList {
+                grants: grants::views(tx, &Grantee::Machine(id))?,
+            })
+        })
+        .await
+        .map(Json)
+}
+
+/// A machine revokes itself (on shutdown).
+#[utoipa::path(delete, path = "/v1/machine/self", responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn revoke_self(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "machine.revoke_self", "self".into(), Audience::Machine, identities::revoke_self)
+        .await
+        .map(no_content)
+}
+
+/// Reads a granted secret (machines only). Query: `version`, `field`.
+#[utoipa::path(get, path = "/v1/secrets/{project}/{secret}",
+    params(("project" = String, Path), ("secret" = String, Path),
+           ("version" = Option<u32>, Query), ("field" = Option<String>, Query)),
+    responses((status = 200, body = SecretValue), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 423, body = ErrorBody)))]
+async fn read_secret(
+    State(vault): AppState,
+    Path((project, secret)): Path<(String, String)>,
+    Signed(request): Signed,
+) -> Result<Json<SecretValue>> {
+    let target = format!("secret:{project}/{secret}");
+    vault
+        .handle(request, "secret.read", target, Audience::Machine, move |ctx, tx| {
+            secrets::read(ctx, tx, &project, &secret)
+        })
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/projects", responses((status = 200, body = ProjectList)))]
+async fn list_projects(State(vault): AppState, Signed(request): Signed) -> Result<Json<ProjectList>> {
+    vault
+        .handle(request, "project.list", "projects".into(), Audience::Management(Some(Scope::Metadata)), |_, tx| {
+            secrets::list_projects(tx)
+        })
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/projects", request_body = CreateProject, responses((status = 201, body = ProjectView), (status = 409, body = ErrorBody)))]
+async fn create_project(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "project.create", "project".into(), Audience::Management(None), |ctx, tx| {
+            let body: CreateProject = ctx.json()?;
+            secrets::create_project(ctx, tx, &body.name)
+        })
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/v1/projects/{project}/secrets", params(("project" = String, Path)), responses((status = 200, body = SecretList)))]
+async fn list_secrets(
+    State(vault): AppState,
+    Path(project): Path<String>,
+    Signed(request): Signed,
+) -> Result<Json<SecretList>> {
+    let target = format!("project:{project}");
+    vault
+        .handle(request, "secret.list", target, Audience::Management(Some(Scope::Metadata)), move |_, tx| {
+            secrets::list(tx, &project)
+        })
+        .await
+        .map(Json)
+}
+
+/// Metadata of a secret: versions and field names, never values.
+#[utoipa::path(get, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), responses((status = 200, body = SecretMeta)))]
+async fn secret_meta(
+    State(vault): AppState,
+    Path((project, secret)): Path<(String, String)>,
+    Signed(request): Signed,
+) -> Result<Json<SecretMeta>> {
+    let target = format!("secret:{project}/{secret}");
+    vault
+        .handle(request, "secret.meta", target, Audience::Management(Some(Scope::Metadata)), move |_, tx| {
+            let p = secrets::project(tx, &project)?;
+            let s = secrets::secret(tx, &p, &secret)?;
+            secrets::meta(tx, &p, &s)
+        })
+        .await
+        .map(Json)
+}
+
+/// Writes a new version of a secret (admins only) and makes it live.
+#[utoipa::path(put, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), request_body = WriteSecret, responses((status = 200, body = SecretMeta)))]
+async fn write_secret(
+    State(vault): AppState,
+    Path((project, secret)): Path<(String, String)>,
+    Signed(request): Signed,
+) -> Result<Json<SecretMeta>> {
+    let target = format!("secret:{project}/{secret}");
+    vault
+        .handle(request, "secret.write", target, Audience::Management(None), move |ctx, tx| {
+            secrets::write(ctx, tx, &project, &secret)
+        })
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), responses((status = 204)))]
+async fn delete_secret(
+    State(vault): AppState,
+    Path((project, secret)): Path<(String, String)>,
+    Signed(request): Signed,
+) -> Result<Response> {
+    let target = format!("secret:{project}/{secret}");
+    vault
+        .handle(request, "secret.delete", target, Audience::Management(None), move |ctx, tx| {
+            secrets::delete(ctx, tx, &project, &secret)
+        })
+        .await
+        .map(no_content)
+}
+
+#[utoipa::path(get, path = "/v1/grants", params(("machine_id" = Option<String>, Query), ("token_id" = Option<String>, Query)), responses((status = 200, body = GrantRecordList)))]
+async fn list_grants(State(vault): AppState, Signed(request): Signed) -> Result<Json<GrantRecordList>> {
+    vault
+        .handle(request, "grant.list", "grants".into(), Audience::Management(Some(Scope::Grants)), grants::list)
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/grants", request_body = CreateGrant, responses((status = 201, body = GrantRecord)))]
+async fn create_grant(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "grant.create", "grant".into(), Audience::Management(Some(Scope::Grants)), grants::create)
+        .await
+        .map(created)
+}
+
+#[utoipa::path(delete, path = "/v1/grants/{id}", params(("id" = String, Path)), responses((status = 204)))]
+async fn delete_grant(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+    let target = format!("grant:{id}");
+    vault
+        .handle(request, "grant.delete", target, Audience::Management(Some(Scope::Grants)), move |ctx, tx| {
+            grants::delete(ctx, tx, &id)
+        })
+        .await
+        .map(no_content)
+}
+
+#[utoipa::path(get, path = "/v1/enrollment-tokens", responses((status = 200, body = TokenList)))]
+async fn list_tokens(State(vault): AppState, Signed(request): Signed) -> Result<Json<TokenList>> {
+    vault
+        .handle(request, "token.list", "tokens".into(), Audience::Management(Some(Scope::Tokens)), |_, tx| {
+            enroll::list_tokens(tx)
+        })
+        .await
+        .map(Json)
+}
+
+/// Creates an enrollment token; the raw token is in this answer only.
+#[utoipa::path(post, path = "/v1/enrollment-tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken)))]
+async fn create_token(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "token.create", "token".into(), Audience::Management(Some(Scope::Tokens)), enroll::create_token)
+        .await
+        .map(created)
+}
+
+#[utoipa::path(delete, path = "/v1/enrollment-tokens/{id}", params(("id" = String, Path)), responses((status = 204)))]
+async fn revoke_token(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+    let target = format!("token:{id}");
+    vault
+        .handle(request, "token.revoke", target, Audience::Management(Some(Scope::Tokens)), move |ctx, tx| {
+            enroll::revoke_token(ctx, tx, &id)
+        })
+        .await
+        .map(no_content)
+}
+
+#[utoipa::path(get, path = "/v1/machines", responses((status = 200, body = MachineList)))]
+async fn list_machines(State(vault): AppState, Signed(request): Signed) -> Result<Json<MachineList>> {
+    vault
+        .handle(request, "machine.list", "machines".into(), Audience::Management(Some(Scope::Machines)), |ctx, tx| {
+            identities::list_machines(ctx, tx)
+        })
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/machines/{id}", params(("id" = String, Path)), responses((status = 204)))]
+async fn revoke_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+    let target = format!("machine:{id}");
+    vault
+        .handle(request, "machine.revoke", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
+            identities::revoke_machine(ctx, tx, &id)
+        })
+        .await
+        .map(no_content)
+}
+
+/// Registers an agent (automation such as the operator) by its public key.
+#[utoipa::path(post, path = "/v1/agents", request_body = CreateIdentity, responses((status = 201, body = IdentityView)))]
+async fn create_agent(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "agent.create", "agent".into(), Audience::Management(None), identities::create_agent)
+        .await
+        .map(created)
+}
+
+/// Registers another admin by its public key.
+#[utoipa::path(post, path = "/v1/admins", request_body = CreateIdentity, responses((status = 201, body = IdentityView)))]
+async fn create_admin(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "admin.create", "admin".into(), Audience::Management(None), identities::create_admin)
+        .await
+        .map(created)
+}
+
+/// The hash-chained audit log (admins only). Query: `after`, `limit`.
+#[utoipa::path(get, path = "/v1/audit", params(("after" = Option<u64>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, body = AuditPage)))]
+async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<AuditPage>> {
+    vault
+        .handle(request, "audit.list", "audit".into(), Audience::Management(None), crate::service::audit_page)
+        .await
+        .map(Json)
+}

@@ -1,0 +1,31 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use signet_client::api::*;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Signet vault",
+        description = "Every route except /healthz, /readyz, /metrics and /v1/openapi.json is signed: \
+            headers Signet-Key, Signet-Timestamp, Signet-Nonce and Signet-Signature as PROTOCOL.md \
+            (signet wire protocol, version 1) describes. There are no bearer tokens."
+    ),
+    paths(
+        super::healthz, super::readyz, super::metrics,
+        super::enroll_machine, super::enroll_admin, super::machine_grants, super::revoke_self,
+        super::read_secret, super::list_projects, super::create_project, super::list_secrets,
+        super::secret_meta, super::write_secret, super::delete_secret, super::list_grants,
+        super::create_grant, super::delete_grant, super::list_tokens, super::create_token,
+        super::revoke_token, super::list_machines, super::revoke_machine, super::create_agent,
+        super::create_admin, super::audit,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, Scope, TokenGrant, VersionMeta, TokenView))
+)]
+pub struct ApiDoc;
+
+/// `GET /v1/openapi.json`
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,117 @@
+//! The process around the router: listening (plain or TLS), background
+//! sweeping, graceful shutdown on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::vault::Vault;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load TLS certificate or key")]
+    Tls(#[source] std::io::Error),
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// PEM files for HTTPS.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+/// How often expired nonces are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Binds `addr` (so a caller learns the real port before serving).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains.
+pub async fn serve(vault: Arc<Vault>, listener: TcpListener, tls: Option<Tls>) -> Result<(), Error> {
+    let sweeper = tokio::spawn(sweep(Arc::clone(&vault)));
+    let app = crate::http::router(vault).into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(Error::Serve),
+        Some(tls) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(Error::Tls)?;
+            let handle = axum_server::Handle::new();
+            let draining = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                draining.graceful_shutdown(Some(DRAIN));
+            });
+            let std_listener = listener.into_std().map_err(Error::Serve)?;
+            axum_server::from_tcp_rustls(std_listener, config)
+                .map_err(Error::Serve)?
+                .handle(handle)
+                .serve(app)
+                .await
+                .map_err(Error::Serve)
+        }
+    };
+    sweeper.abort();
+    tracing::info!("vault stopped");
+    result
+}
+
+async fn sweep(vault: Arc<Vault>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let vault = Arc::clone(&vault);
+        let swept = tokio::task::spawn_blocking(move || vault.with_tx(|tx, now| Ok(tx.prune_nonces(now)?))).await;
+        match swept {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(nonces = n, "swept expired nonces"),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(error = ?error, "nonce sweep failed"),
+            Err(error) => tracing::warn!(error = ?error, "nonce sweep panicked"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,167 @@
+//! Explicit grants: one machine (or enrollment token) on one secret,
+//! optionally narrowed to fields. No wildcards, no project-wide grants.
+
+use serde::Deserialize;
+use signet_client::api::{CreateGrant, GrantRecord, GrantRecordList, GrantView};
+
+use super::{check_field_name, secrets};
+use crate::error::{Result, invalid, not_found};
+use crate::ids;
+use crate::store::{Grant, GrantDetail, Grantee, Project, Tx};
+use crate::vault::Ctx;
+
+/// Validates and stores one grant.
+pub fn insert(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    grantee: Grantee,
+    project: &Project,
+    secret_name: &str,
+    fields: Option<Vec<String>>,
+) -> Result<Grant> {
+    let secret = secrets::secret(tx, project, secret_name)?;
+    if let Some(fields) = &fields {
+        if fields.is_empty() {
+            return Err(invalid("`fields` must name at least one field (omit it for the whole secret)"));
+        }
+        for field in fields {
+            check_field_name(field)?;
+        }
+        let live = tx
+            .version(&secret.id, secret.live_version)?
+            .ok_or_else(|| not_found(format!("live version of {}/{secret_name}", project.name)))?;
+        let Some(names) = live.field_names else {
+            return Err(invalid(format!(
+                "{}/{secret_name} is a plain secret: it has no fields to grant",
+                project.name
+            )));
+        };
+        if let Some(missing) = fields.iter().find(|f| !names.contains(f)) {
+            return Err(invalid(format!(
+                "{}/{secret_name} has no field {missing:?}",
+                project.name
+            )));
+        }
+    }
+    let grant = Grant {
+        id: ids::new(ids::GRANT),
+        grantee,
+        secret_id: secret.id,
+        fields,
+        created_at: ctx.now,
+    };
+    tx.insert_grant(&grant)?;
+    Ok(grant)
+}
+
+/// Gives `machine_id` its own copy of a token's pre-baked grant (once).
+pub fn copy_to_machine(tx: &mut dyn Tx, grant: &Grant, machine_id: &str, now: i64) -> Result<()> {
+    if tx.machine_grant(machine_id, &grant.secret_id)?.is_some() {
+        return Ok(());
+    }
+    tx.insert_grant(&Grant {
+        id: ids::new(ids::GRANT),
+        grantee: Grantee::Machine(machine_id.to_owned()),
+        secret_id: grant.secret_id.clone(),
+        fields: grant.fields.clone(),
+        created_at: now,
+    })?;
+    Ok(())
+}
+
+pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<GrantRecord> {
+    let body: CreateGrant = ctx.json()?;
+    ctx.audit.target = format!("secret:{}/{}", body.project, body.secret);
+    let grantee = match (&body.machine_id, &body.token_id) {
+        (Some(machine), None) => {
+            tx.machine(machine)?
+                .ok_or_else(|| not_found(format!("machine {machine}")))?;
+            Grantee::Machine(machine.clone())
+        }
+        (None, Some(token)) => {
+            tx.token(token)?
+                .ok_or_else(|| not_found(format!("enrollment token {token}")))?;
+            Grantee::Token(token.clone())
+        }
+        _ => return Err(invalid("give exactly one of `machine_id` and `token_id`")),
+    };
+    let project = secrets::project(tx, &body.project)?;
+    let grant = insert(ctx, tx, grantee.clone(), &project, &body.secret, body.fields.clone())?;
+    // A grant on a token also reaches the machines it already enrolled.
+    if let Grantee::Token(token) = &grantee {
+        for machine in tx.machines()? {
+            if machine.token_id.as_deref() == Some(token.as_str()) {
+                copy_to_machine(tx, &grant, &machine.id, ctx.now)?;
+            }
+        }
+    }
+    let who = match &grantee {
+        Grantee::Machine(m) => format!("machine:{m}"),
+        Grantee::Token(t) => format!("token:{t}"),
+    };
+    ctx.audit.target = format!("grant:{} {who} -> {}/{}", grant.id, body.project, body.secret);
+    Ok(record(&GrantDetail {
+        grant,
+        project: body.project,
+        secret: body.secret,
+        live_version: 0,
+    }))
+}
+
+fn record(detail: &GrantDetail) -> GrantRecord {
+    let (machine_id, token_id) = match &detail.grant.grantee {
+        Grantee::Machine(m) => (Some(m.clone()), None),
+        Grantee::Token(t) => (None, Some(t.clone())),
+    };
+    GrantRecord {
+        id: detail.grant.id.clone(),
+        machine_id,
+        token_id,
+        project: detail.project.clone(),
+        secret: detail.secret.clone(),
+        fields: detail.grant.fields.clone(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub machine_id: Option<String>,
+    pub token_id: Option<String>,
+}
+
+pub fn list(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<GrantRecordList> {
+    let query: ListQuery = ctx.query()?;
+    let grantee = match (query.machine_id, query.token_id) {
+        (Some(m), None) => Some(Grantee::Machine(m)),
+        (None, Some(t)) => Some(Grantee::Token(t)),
+        (None, None) => None,
+        _ => return Err(invalid("filter by `machine_id` or by `token_id`, not both")),
+    };
+    Ok(GrantRecordList {
+        grants: tx.grants(grantee.as_ref())?.iter().map(record).collect(),
+    })
+}
+
+/// What a grantee may read, with each secret's live version.
+pub fn views(tx: &mut dyn Tx, grantee: &Grantee) -> Result<Vec<GrantView>> {
+    Ok(tx
+        .grants(Some(grantee))?
+        .into_iter()
+        .map(|d| GrantView {
+            id: d.grant.id,
+            project: d.project,
+            secret: d.secret,
+            fields: d.grant.fields,
+            version: Some(d.live_version),
+        })
+        .collect())
+}
+
+pub fn delete(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<()> {
+    ctx.audit.target = format!("grant:{id}");
+    if !tx.delete_grant(id)? {
+        return Err(not_found(format!("grant {id}")));
+    }
+    Ok(())
+}

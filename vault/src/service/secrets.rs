@@ -1,0 +1,299 @@
+//! Projects and secrets: envelope encryption on write, grant-checked
+//! decryption on read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use signet_client::api::{
+    ErrorCode, ProjectList, ProjectView, SecretList, SecretMeta, SecretValue, VersionMeta,
+    WriteSecret,
+};
+use zeroize::Zeroizing;
+
+use super::{check_field_name, check_name};
+use crate::clock::rfc3339;
+use crate::crypto::{self, Key};
+use crate::error::{Error, Result, invalid, not_found};
+use crate::ids;
+use crate::store::{Project, Secret, SecretVersion, Tx};
+use crate::vault::Ctx;
+
+/// What a version's ciphertext holds.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Stored {
+    Plain(String),
+    Fields(BTreeMap<String, String>),
+}
+
+pub fn create_project(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, name: &str) -> Result<ProjectView> {
+    check_name("project", name)?;
+    ctx.audit.target = format!("project:{name}");
+    let project = Project {
+        id: ids::new(ids::PROJECT),
+        name: name.to_owned(),
+        wrapped_key: Vec::new(),
+        created_at: ctx.now,
+        locked_at: None,
+        lock_reason: None,
+    };
+    let key = Key::generate();
+    let project = Project {
+        wrapped_key: ctx
+            .vault
+            .root
+            .key()
+            .wrap(&key, &crypto::project_key_aad(&project.id))?,
+        ..project
+    };
+    tx.insert_project(&project)?;
+    Ok(project_view(&project))
+}
+
+pub fn list_projects(tx: &mut dyn Tx) -> Result<ProjectList> {
+    Ok(ProjectList {
+        projects: tx.projects()?.iter().map(project_view).collect(),
+    })
+}
+
+fn project_view(p: &Project) -> ProjectView {
+    ProjectView {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        created_at: rfc3339(p.created_at),
+    }
+}
+
+/// The project named `name`, or `404`.
+pub fn project(tx: &mut dyn Tx, name: &str) -> Result<Project> {
+    tx.project_by_name(name)?
+        .ok_or_else(|| not_found(format!("project {name:?}")))
+}
+
+/// The secret `project/name`, or `404`.
+pub fn secret(tx: &mut dyn Tx, project: &Project, name: &str) -> Result<Secret> {
+    tx.secret_by_name(&project.id, name)?
+        .ok_or_else(|| not_found(format!("secret {}/{name}", project.name)))
+}
+
+fn project_key(ctx: &Ctx<'_>, project: &Project) -> Result<Key> {
+    Ok(ctx
+        .vault
+        .root
+        .key()
+        .unwrap_key(&project.wrapped_key, &crypto::project_key_aad(&project.id))?)
+}
+
+/// Writes a new version (creating the secret at version 1) and makes it live.
+pub fn write(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    project_name: &str,
+    name: &str,
+) -> Result<SecretMeta> {
+    ctx.audit.target = format!("secret:{project_name}/{name}");
+    check_name("secret", name)?;
+    let body: WriteSecret = ctx.json()?;
+    let stored = match (body.value, body.fields) {
+        (Some(value), None) => Stored::Plain(value),
+        (None, Some(fields)) if !fields.is_empty() => {
+            for field in fields.keys() {
+                check_field_name(field)?;
+            }
+            Stored::Fields(fields)
+        }
+        _ => {
+            return Err(invalid(
+                "give exactly one of `value` (a plain secret) or a non-empty `fields` object",
+            ));
+        }
+    };
+    let project = project(tx, project_name)?;
+    let secret = match tx.secret_by_name(&project.id, name)? {
+        Some(secret) => secret,
+        None => {
+            let secret = Secret {
+                id: ids::new(ids::SECRET),
+                project_id: project.id.clone(),
+                name: name.to_owned(),
+                live_version: 0,
+                created_at: ctx.now,
+            };
+            tx.insert_secret(&secret)?;
+            secret
+        }
+    };
+    let version = tx
+        .versions(&secret.id)?
+        .last()
+        .map_or(1, |v| v.version + 1);
+    let field_names = match &stored {
+        Stored::Plain(_) => None,
+        Stored::Fields(fields) => Some(fields.keys().cloned().collect()),
+    };
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(&stored).map_err(|_| invalid("value cannot be encoded"))?,
+    );
+    drop(stored);
+    let data_key = Key::generate();
+    let ciphertext = data_key.seal(
+        &plaintext,
+        &crypto::value_aad(&project.id, &secret.id, version),
+    )?;
+    let wrapped_data_key = project_key(ctx, &project)?.wrap(
+        &data_key,
+        &crypto::data_key_aad(&project.id, &secret.id, version),
+    )?;
+    tx.insert_version(&SecretVersion {
+        secret_id: secret.id.clone(),
+        version,
+        wrapped_data_key,
+        ciphertext,
+        field_names,
+        created_at: ctx.now,
+        created_by: ctx.caller.id(),
+    })?;
+    tx.set_live_version(&secret.id, version)?;
+    ctx.audit.target = format!("secret:{project_name}/{name}@{version}");
+    meta(tx, &project, &Secret {
+        live_version: version,
+        ..secret
+    })
+}
+
+/// Names, versions and field names; never values.
+pub fn meta(tx: &mut dyn Tx, project: &Project, secret: &Secret) -> Result<SecretMeta> {
+    let versions = tx.versions(&secret.id)?;
+    let fields = versions
+        .iter()
+        .find(|v| v.version == secret.live_version)
+        .and_then(|v| v.field_names.clone());
+    Ok(SecretMeta {
+        project: project.name.clone(),
+        name: secret.name.clone(),
+        live_version: secret.live_version,
+        fields,
+        versions: versions
+            .iter()
+            .map(|v| VersionMeta {
+                version: v.version,
+                created_at: rfc3339(v.created_at),
+                created_by: v.created_by.clone(),
+            })
+            .collect(),
+    })
+}
+
+pub fn list(tx: &mut dyn Tx, project_name: &str) -> Result<SecretList> {
+    let project = project(tx, project_name)?;
+    let secrets = tx.secrets(&project.id)?;
+    let secrets = secrets
+        .iter()
+        .map(|s| meta(tx, &project, s))
+        .collect::<Result<_>>()?;
+    Ok(SecretList { secrets })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    pub version: Option<u32>,
+    pub field: Option<String>,
+}
+
+fn not_granted(project: &str, secret: &str) -> Error {
+    Error::denied(
+        ErrorCode::NotGranted,
+        format!("this machine has no grant on {project}/{secret}"),
+    )
+}
+
+/// A machine reads a secret it is granted, holding only its granted fields.
+pub fn read(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    project_name: &str,
+    name: &str,
+) -> Result<SecretValue> {
+    let query: ReadQuery = ctx.query()?;
+    let machine = ctx.caller.machine()?.clone();
+    // A missing project or secret answers exactly like an ungranted one, so
+    // a machine cannot probe what exists.
+    let project = tx
+        .project_by_name(project_name)?
+        .ok_or_else(|| not_granted(project_name, name))?;
+    let secret = tx
+        .secret_by_name(&project.id, name)?
+        .ok_or_else(|| not_granted(project_name, name))?;
+    let grant = tx
+        .machine_grant(&machine.id, &secret.id)?
+        .ok_or_else(|| not_granted(project_name, name))?;
+    if project.locked_at.is_some() {
+        return Err(Error::denied(
+            ErrorCode::ProjectLocked,
+            format!("project {project_name} is locked; an admin must unlock it"),
+        ));
+    }
+    let version_number = query.version.unwrap_or(secret.live_version);
+    ctx.audit.target = format!("secret:{project_name}/{name}@{version_number}");
+    let version = tx
+        .version(&secret.id, version_number)?
+        .ok_or_else(|| not_found(format!("version {version_number} of {project_name}/{name}")))?;
+    let stored = decrypt(ctx, &project, &version)?;
+    let mut answer = SecretValue {
+        project: project_name.to_owned(),
+        secret: name.to_owned(),
+        version: version_number,
+        value: None,
+        fields: None,
+    };
+    match stored {
+        Stored::Plain(value) => {
+            if query.field.is_some() {
+                return Err(invalid(format!("{project_name}/{name} is a plain secret with no fields")));
+            }
+            answer.value = Some(value);
+        }
+        Stored::Fields(mut fields) => {
+            let allowed = |field: &str| grant.fields.as_ref().is_none_or(|g| g.iter().any(|f| f == field));
+            if let Some(field) = &query.field {
+                if !allowed(field) {
+                    ctx.audit.target.push_str(&format!("#{field}"));
+                    return Err(Error::denied(
+                        ErrorCode::FieldNotGranted,
+                        format!("this machine has no grant on field {field:?} of {project_name}/{name}"),
+                    ));
+                }
+                fields.retain(|k, _| k == field);
+                if fields.is_empty() {
+                    return Err(not_found(format!("field {field:?} of {project_name}/{name}@{version_number}")));
+                }
+            } else {
+                fields.retain(|k, _| allowed(k));
+            }
+            answer.fields = Some(fields);
+        }
+    }
+    Ok(answer)
+}
+
+fn decrypt(ctx: &Ctx<'_>, project: &Project, version: &SecretVersion) -> Result<Stored> {
+    let data_key = project_key(ctx, project)?.unwrap_key(
+        &version.wrapped_data_key,
+        &crypto::data_key_aad(&project.id, &version.secret_id, version.version),
+    )?;
+    let plaintext = data_key.open(
+        &version.ciphertext,
+        &crypto::value_aad(&project.id, &version.secret_id, version.version),
+    )?;
+    serde_json::from_slice(&plaintext)
+        .map_err(|_| crate::store::Error::Corrupt("secret plaintext".into()).into())
+}
+
+pub fn delete(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str, name: &str) -> Result<()> {
+    ctx.audit.target = format!("secret:{project_name}/{name}");
+    let project = project(tx, project_name)?;
+    let secret = secret(tx, &project, name)?;
+    tx.delete_secret(&secret.id)?;
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! The request pipeline. Every signed request passes the checks of
+//! PROTOCOL.md in order, then runs its operation, and the decision is
+//! audited: an allowed one inside the very transaction that did the work, a
+//! denied one in a transaction of its own after the work was rolled back.
+
+use std::sync::Arc;
+
+use signet_client::api::{ErrorCode, Scope};
+use signet_client::protocol::{ENROLL_KEY_ID, ParsedHeaders, PublicKey};
+
+use crate::audit::{self, Record};
+use crate::clock::Clock;
+use crate::crypto::RootKey;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::{Admin, Agent, Machine, Store, Tx};
+
+/// Tunables of the pipeline.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest accepted `|now - Signet-Timestamp|`, in seconds.
+    pub skew_seconds: i64,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            skew_seconds: 30,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why the vault would not open its store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "the root key does not match this data directory (its check value does not open); refusing to start"
+    )]
+    WrongRootKey,
+    #[error("cannot open the store")]
+    Store(#[from] crate::store::Error),
+    #[error("cannot seal the root key check value")]
+    Crypto(#[from] crate::crypto::Error),
+}
+
+const ROOT_CHECK: &str = "root_key_check";
+
+/// The vault: store, root key, clock. Shared by every request.
+pub struct Vault {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) root: RootKey,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+}
+
+/// One request as it arrived.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub method: String,
+    /// Path and query exactly as on the request line.
+    pub target: String,
+    pub key_id: Option<String>,
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    pub source_ip: String,
+}
+
+/// Which identities a route serves.
+#[derive(Clone, Copy, Debug)]
+pub enum Audience {
+    /// Machines only; the identity is looked up in the machines table alone.
+    Machine,
+    /// Admins, and agents holding the scope (`None`: admins only).
+    Management(Option<Scope>),
+    /// A new key proving possession (`Signet-Key: enroll`).
+    Enroll(PublicKey),
+}
+
+/// Who made a request, once verified.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Machine(Machine),
+    Admin(Admin),
+    Agent(Agent),
+    /// A new key, verified against the public key in its own body.
+    Enrolling(PublicKey),
+}
+
+impl Caller {
+    /// The id audited as the actor.
+    pub fn id(&self) -> String {
+        match self {
+            Self::Machine(m) => m.id.clone(),
+            Self::Admin(a) => a.id.clone(),
+            Self::Agent(a) => a.id.clone(),
+            Self::Enrolling(_) => ENROLL_KEY_ID.to_owned(),
+        }
+    }
+
+    /// The machine, for machine-only operations.
+    pub fn machine(&self) -> Result<&Machine> {
+        match self {
+            Self::Machine(m) => Ok(m),
+            _ => Err(Error::denied(ErrorCode::NotAMachine, "only machines may do this")),
+        }
+    }
+}
+
+/// What an operation sees: the verified caller, the time, the raw body, and
+/// the audit record it may enrich.
+pub struct Ctx<'a> {
+    pub caller: Caller,
+    pub now: i64,
+    pub body: &'a [u8],
+    pub target: &'a str,
+    pub source_ip: &'a str,
+    pub vault: &'a Vault,
+    pub audit: &'a mut Record,
+}
+
+impl Ctx<'_> {
+    /// The body as JSON of `T`, or `400 malformed_json`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(self.body).map_err(|e| {
+            // serde's message names the position and the expected shape, never
+            // echoes a value longer than a token of the input.
+            Error::denied(
+                ErrorCode::MalformedJson,
+                format!("request body is not the expected JSON: {}", redact_serde(&e)),
+            )
+        })
+    }
+
+    /// The query string parsed as `T`, or `400 invalid_request`.
+    pub fn query<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let query = self.target.split_once('?').map_or("", |(_, q)| q);
+        serde_urlencoded::from_str(query)
+            .map_err(|e| Error::denied(ErrorCode::InvalidRequest, format!("bad query: {e}")))
+    }
+}
+
+fn redact_serde(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            format!("invalid JSON at line {} column {}", e.line(), e.column())
+        }
+        // Data errors name fields ("missing field `token`", "unknown field `x`"),
+        // which is what a caller needs to fix the request.
+        Category::Data => {
+            let text = e.to_string();
+            text.split(" at line ").next().unwrap_or(&text).to_owned()
+        }
+    }
+}
+
+impl Vault {
+    /// Opens the vault over `store`, checking the root key against the value
+    /// stored beside the data (or recording one on first start).
+    pub fn open(
+        store: Arc<dyn Store>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        config: Config,
+    ) -> Result<Self, OpenError> {
+        {
+            let mut tx = store.begin()?;
+            match tx.meta(ROOT_CHECK)? {
+                Some(check) if root.matches(&check) => {}
+                Some(_) => return Err(OpenError::WrongRootKey),
+                None => {
+                    tx.set_meta(ROOT_CHECK, &root.check_value()?)?;
+                    tx.commit()?;
+                }
+            }
+        }
+        Ok(Self {
+            store,
+            root,
+            clock,
+            config,
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Runs `op` inside one store transaction, without a request (admin
+    /// tooling on the server side, sweepers). Nothing is audited here unless
+    /// `op` appends it.
+    pub fn with_tx<T>(&self, op: impl FnOnce(&mut dyn Tx, i64) -> Result<T>) -> Result<T> {
+        let mut tx = self.store.begin()?;
+        let value = op(tx.as_mut(), self.clock.now())?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Verifies `request`, runs `op` for `audience`, audits the decision.
+    pub async fn handle<T, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        let vault = Arc::clone(self);
+        tokio::task::spawn_blocking(move || vault.handle_blocking(request, action, target, audience, op))
+            .await?
+    }
+
+    fn handle_blocking<T>(
+        &self,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: impl FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.clock.now();
+        let mut record = Record {
+            actor: request
+                .key_id
+                .as_deref()
+                .filter(|k| k.len() <= 128)
+                .unwrap_or("unknown")
+                .to_owned(),
+            action: action.to_owned(),
+            target,
+            allowed: true,
+            reason: String::new(),
+            source_ip: request.source_ip.clone(),
+        };
+        let result = self.verify_and_run(now, &request, audience, &mut record, op);
+        match &result {
+            Ok(_) => self.metrics.decision(action, "allow", None),
+            Err(error) => {
+                let code = error.code();
+                if code == ErrorCode::Internal {
+                    tracing::error!(action, error = ?error, "request failed");
+                } else {
+                    tracing::info!(action, code = code.as_str(), actor = %record.actor, "request denied");
+                }
+                self.metrics.decision(action, "deny", Some(code));
+                record.allowed = false;
+                record.reason = format!("{}: {}", code.as_str(), error.public_message());
+                if let Err(audit_error) = self.with_tx(|tx, _| Ok(audit::append(tx, now, &record)?)) {
+                    tracing::error!(error = ?audit_error, "cannot audit a denial");
+                }
+            }
+        }
+        result
+    }
+
+    /// Denies a request that never reached the pipeline (for example a body
+    /// over the size limit), with an audit entry.
+    pub fn deny_early(&self, request: &Request, action: &str, error: &Error) {
+        let now = self.clock.now();
+        let code = error.code();
+        self.metrics.decision(action, "deny", Some(code));
+        let record = Record {
+            actor: request.key_id.clone().unwrap_or_else(|| "unknown".into()),
+            action: action.to_owned(),
+            target: request.target.chars().take(256).collect(),
+            allowed: false,
+            reason: format!("{}: {}", code.as_str(), error.public_message()),
+            source_ip: request.source_ip.clone(),
+        };
+        if let Err(audit_error) = self.with_tx(|tx, _| Ok(audit::append(tx, now, &record)?)) {
+            tracing::error!(error = ?audit_error, "cannot audit a denial");
+        }
+    }
+
+    fn verify_and_run<T>(
+        &self,
+        now: i64,
+        request: &Request,
+        audience: Audience,
+        record: &mut Record,
+        op: impl FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
+    ) -> Result<T> {
+        // 1. Headers present and well formed.
+        let headers = ParsedHeaders::parse(
+            request.key_id.as_deref(),
+            request.timestamp.as_deref(),
+            request.nonce.as_deref(),
+            request.signature.as_deref(),
+        )
+        .map_err(|e| Error::denied(ErrorCode::BadSignatureHeaders, e.to_string()))?;
+
+        // 2. Timestamp within the skew window.
+        let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
+        if now.abs_diff(timestamp) > self.config.skew_seconds.unsigned_abs() {
+            return Err(Error::denied(
+                ErrorCode::TimestampSkew,
+                format!(
+                    "timestamp is more than {} s away from the vault's clock",
+                    self.config.skew_seconds
+                ),
+            ));
+        }
+
+        let mut tx = self.store.begin()?;
+
+        // 3. and 4. The key names an active identity of the route's class,
+        // and the signature verifies with its public key.
+        let caller = self.identify(tx.as_mut(), now, &headers, audience)?;
+        headers
+            .verify(&caller_key(&caller)?, &request.method, &request.target, &request.body)
+            .map_err(|_| {
+                Error::denied(
+                    ErrorCode::BadSignature,
+                    "signature does not verify over this method, target, body, timestamp, nonce and key",
+                )
+            })?;
+
+        // 5. The nonce is fresh; recorded in this transaction.
+        let nonce_expiry = timestamp.saturating_add(self.config.skew_seconds) + 1;
+        if !tx.record_nonce(&headers.key_id, &headers.nonce, nonce_expiry)? {
+            return Err(Error::denied(
+                ErrorCode::NonceReplayed,
+                "this nonce was already used: every request needs a fresh one",
+            ));
+        }
+
+        // 6. Authorization (scopes are checked only after the signature, so a
+        // forged request learns nothing about them) and the work itself.
+        record.actor = caller.id();
+        if let Audience::Management(scope) = audience {
+            authorize(&caller, scope)?;
+        }
+        let mut ctx = Ctx {
+            caller,
+            now,
+            body: &request.body,
+            target: &request.target,
+            source_ip: &request.source_ip,
+            vault: self,
+            audit: record,
+        };
+        let value = op(&mut ctx, tx.as_mut())?;
+        audit::append(tx.as_mut(), now, ctx.audit)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    fn identify(
+        &self,
+        tx: &mut dyn Tx,
+        now: i64,
+        headers: &ParsedHeaders,
+        audience: Audience,
+    ) -> Result<Caller> {
+        let key_id = headers.key_id.as_str();
+        let unknown = || {
+            Error::denied(
+                ErrorCode::UnknownKey,
+                "the key id names no identity this route serves",
+            )
+        };
+        let disabled = || Error::denied(ErrorCode::IdentityDisabled, "this identity is disabled or expired");
+        match audience {
+            Audience::Enroll(public_key) => {
+                if key_id != ENROLL_KEY_ID {
+                    return Err(Error::denied(
+                        ErrorCode::BadSignatureHeaders,
+                        "enrollment is signed with Signet-Key: enroll",
+                    ));
+                }
+                Ok(Caller::Enrolling(public_key))
+            }
+            Audience::Machine => {
+                if key_id.starts_with(crate::ids::ADMIN) || key_id.starts_with(crate::ids::AGENT) {
+                    return Err(Error::denied(
+                        ErrorCode::NotAMachine,
+                        "secret values are served to machines only; admins and agents cannot read them",
+                    ));
+                }
+                let machine = tx.machine(key_id)?.ok_or_else(unknown)?;
+                if machine.disabled_at.is_some() || machine.expires_at <= now {
+                    return Err(disabled());
+                }
+                Ok(Caller::Machine(machine))
+            }
+            Audience::Management(_) => {
+                if key_id.starts_with(crate::ids::ADMIN) {
+                    let admin = tx.admin(key_id)?.ok_or_else(unknown)?;
+                    if admin.disabled_at.is_some() {
+                        return Err(disabled());
+                    }
+                    Ok(Caller::Admin(admin))
+                } else if key_id.starts_with(crate::ids::AGENT) {
+                    let agent = tx.agent(key_id)?.ok_or_else(unknown)?;
+                    if agent.disabled_at.is_some() {
+                        return Err(disabled());
+                    }
+                    Ok(Caller::Agent(agent))
+                } else if key_id.starts_with(crate::ids::MACHINE) {
+                    Err(Error::denied(
+                        ErrorCode::Forbidden,
+                        "machines cannot use management routes",
+                    ))
+                } else {
+                    Err(unknown())
+                }
+            }
+        }
+    }
+}
+
+fn caller_key(caller: &Caller) -> Result<PublicKey> {
+    let text = match caller {
+        Caller::Machine(m) => &m.public_key,
+        Caller::Admin(a) => &a.public_key,
+        Caller::Agent(a) => &a.public_key,
+        Caller::Enrolling(key) => return Ok(*key),
+    };
+    PublicKey::parse(text).map_err(|_| crate::store::Error::Corrupt("stored public key".into()).into())
+}
+
+/// Checks that the verified caller may use a management route.
+pub fn authorize(caller: &Caller, scope: Option<Scope>) -> Result<()> {
+    match (caller, scope) {
+        (Caller::Admin(_), _) => Ok(()),
+        (Caller::Agent(agent), Some(scope)) if agent.scopes.contains(&scope) => Ok(()),
+        (Caller::Agent(_), Some(scope)) => Err(Error::denied(
+            ErrorCode::Forbidden,
+            format!("this agent lacks the {scope:?} scope").to_lowercase(),
+        )),
+        _ => Err(Error::denied(ErrorCode::Forbidden, "only admins may do this")),
+    }
+}
