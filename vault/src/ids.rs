@@ -9,6 +9,8 @@ pub const SECRET: &str = "s_";
 pub const GRANT: &str = "g_";
 pub const TOKEN: &str = "et_";
 pub const BOOTSTRAP: &str = "bt_";
+pub const COSIGN: &str = "cs_";
+pub const WEBHOOK: &str = "wh_";
 
 /// A new unique id with `prefix` (a ULID: sortable by creation time).
 pub fn new(prefix: &str) -> String {

@@ -46,6 +46,31 @@ pub enum OpenError {
     Crypto(#[from] crate::crypto::Error),
 }
 
+/// Settings of the access rules that are not part of the wire pipeline.
+/// Kept apart from [`Config`] so code that builds a `Config` by hand keeps
+/// compiling; set with [`Vault::with_settings`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Audit entries older than this many days are pruned by
+    /// [`Vault::sweep`]; `None` keeps everything.
+    pub audit_retention_days: Option<u32>,
+    /// Webhook destinations allowed even though they are loopback, private,
+    /// link-local or otherwise refused by default.
+    pub webhook_allow: Vec<ipnet::IpNet>,
+    /// Timeout of one webhook delivery attempt.
+    pub webhook_timeout: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            audit_retention_days: None,
+            webhook_allow: Vec::new(),
+            webhook_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 const ROOT_CHECK: &str = "root_key_check";
 
 /// The vault: store, root key, clock. Shared by every request.
@@ -54,6 +79,7 @@ pub struct Vault {
     pub(crate) root: RootKey,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Config,
+    pub(crate) settings: Settings,
     pub(crate) metrics: Metrics,
 }
 
@@ -122,6 +148,9 @@ pub struct Ctx<'a> {
     pub source_ip: &'a str,
     pub vault: &'a Vault,
     pub audit: &'a mut Record,
+    /// Set by an operation whose refusal must still commit what it wrote
+    /// (a canary read locks the project and is refused in one transaction).
+    pub commit_denial: bool,
 }
 
 impl Ctx<'_> {
@@ -185,8 +214,19 @@ impl Vault {
             root,
             clock,
             config,
+            settings: Settings::default(),
             metrics: Metrics::default(),
         })
+    }
+
+    /// Replaces the access settings (retention, webhook allowlist).
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn config(&self) -> &Config {
@@ -250,6 +290,7 @@ impl Vault {
             allowed: true,
             reason: String::new(),
             source_ip: request.source_ip.clone(),
+            committed: false,
         };
         let result = self.verify_and_run(now, &request, audience, &mut record, op);
         match &result {
@@ -264,7 +305,10 @@ impl Vault {
                 self.metrics.decision(action, "deny", Some(code));
                 record.allowed = false;
                 record.reason = format!("{}: {}", code.as_str(), error.public_message());
-                if let Err(audit_error) = self.with_tx(|tx, _| Ok(audit::append(tx, now, &record)?)) {
+                // A denial that committed with its own work was audited there.
+                if !record.committed
+                    && let Err(audit_error) = self.with_tx(|tx, _| record_denial(tx, now, &record, code))
+                {
                     tracing::error!(error = ?audit_error, "cannot audit a denial");
                 }
             }
@@ -285,6 +329,7 @@ impl Vault {
             allowed: false,
             reason: format!("{}: {}", code.as_str(), error.public_message()),
             source_ip: request.source_ip.clone(),
+            committed: false,
         };
         if let Err(audit_error) = self.with_tx(|tx, _| Ok(audit::append(tx, now, &record)?)) {
             tracing::error!(error = ?audit_error, "cannot audit a denial");
@@ -349,6 +394,9 @@ impl Vault {
         if let Audience::Management(scope) = audience {
             authorize(&caller, scope)?;
         }
+        if let Caller::Machine(machine) = &caller {
+            crate::service::access::check_machine(machine, now, &request.source_ip)?;
+        }
         let mut ctx = Ctx {
             caller,
             now,
@@ -357,11 +405,26 @@ impl Vault {
             source_ip: &request.source_ip,
             vault: self,
             audit: record,
+            commit_denial: false,
         };
-        let value = op(&mut ctx, tx.as_mut())?;
-        audit::append(tx.as_mut(), now, ctx.audit)?;
-        tx.commit()?;
-        Ok(value)
+        match op(&mut ctx, tx.as_mut()) {
+            Ok(value) => {
+                audit::append(tx.as_mut(), now, ctx.audit)?;
+                tx.commit()?;
+                Ok(value)
+            }
+            Err(error) if ctx.commit_denial => {
+                let code = error.code();
+                let record = ctx.audit;
+                record.allowed = false;
+                record.reason = format!("{}: {}", code.as_str(), error.public_message());
+                record_denial(tx.as_mut(), now, record, code)?;
+                tx.commit()?;
+                record.committed = true;
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn identify(
@@ -426,6 +489,27 @@ impl Vault {
             }
         }
     }
+}
+
+/// Audits a denial and, for a policy refusal, queues the `policy.denied`
+/// webhook event in the same transaction.
+fn record_denial(tx: &mut dyn Tx, now: i64, record: &Record, code: ErrorCode) -> Result<()> {
+    audit::append(tx, now, record)?;
+    if crate::service::access::is_policy_denial(code) {
+        crate::service::webhooks::enqueue(
+            tx,
+            now,
+            crate::service::webhooks::POLICY_DENIED,
+            serde_json::json!({
+                "code": code.as_str(),
+                "actor": record.actor,
+                "action": record.action,
+                "target": record.target,
+                "source_ip": record.source_ip,
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 fn caller_key(caller: &Caller) -> Result<PublicKey> {

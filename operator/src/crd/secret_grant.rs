@@ -114,26 +114,9 @@ impl GrantedSecret {
     }
 }
 
-/// How a secret is rendered into files.
-///
-/// - `raw`: the value verbatim. A plain secret is written to `<file>`; a
-///   structured secret gets one file per field, `<file>.<field>`.
-/// - `env`: `<file>` holds one `NAME=value` line per field (a plain secret is
-///   one line named after the secret), values single-quoted so the file can
-///   be sourced by a POSIX shell.
-/// - `json`: `<file>` holds a JSON object of field name to value (a plain
-///   secret is a JSON string).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    /// The value verbatim, one file per field of a structured secret.
-    #[default]
-    Raw,
-    /// A dotenv-style file.
-    Env,
-    /// A JSON document.
-    Json,
-}
+/// How a secret is rendered into files; shared with `signet-init`, which
+/// does the rendering (the type's doc comment is the CRD description).
+pub use signet_init::contract::FileFormat;
 
 /// Observed state of a SecretGrant, written by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -1,10 +1,13 @@
 //! What the vault does, one module per area. Each operation runs inside the
 //! request's transaction with a verified caller (see [`crate::vault`]).
 
+pub mod access;
 pub mod enroll;
+pub mod lifecycle;
 pub mod grants;
 pub mod identities;
 pub mod secrets;
+pub mod webhooks;
 
 use signet_client::api::{AuditPage, ErrorCode};
 
@@ -74,5 +77,6 @@ pub fn audit_page(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditPage> {
     }
     Ok(AuditPage {
         entries: tx.audit(query.after, limit)?,
+        anchor: crate::audit::anchor(tx)?,
     })
 }

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use signet_client::api::{AuditEntry, Scope};
+use signet_client::api::{AccessPolicy, AuditEntry, Scope, TimeWindow, TokenConstraints};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,6 +71,19 @@ pub struct Machine {
     pub created_at: i64,
     pub expires_at: i64,
     pub disabled_at: Option<i64>,
+    /// Restrictions from a bootstrap token, checked on every request.
+    pub restrictions: Option<MachineRestrictions>,
+}
+
+/// Per-machine restrictions copied from a temporary bootstrap token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineRestrictions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allowlist: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<TimeWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +111,7 @@ pub struct Secret {
     pub name: String,
     pub live_version: u32,
     pub created_at: i64,
+    pub policy: Option<AccessPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +138,65 @@ pub struct EnrollmentToken {
     pub created_at: i64,
     pub created_by: String,
     pub revoked_at: Option<i64>,
+    pub constraints: TokenConstraints,
+}
+
+/// A request for one co-signed read of a secret by a machine.
+#[derive(Clone, Debug)]
+pub struct Cosign {
+    pub id: String,
+    pub secret_id: String,
+    pub machine_id: String,
+    pub requested_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<i64>,
+    pub consumed_at: Option<i64>,
+}
+
+/// An outgoing webhook; its HMAC key is sealed under the root key.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub sealed_secret: Vec<u8>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// One queued event for one webhook.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: String,
+    pub event: String,
+    pub body: String,
+    pub created_at: i64,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Counts of a webhook's deliveries by state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// How one delivery attempt ended.
+#[derive(Clone, Debug)]
+pub enum Attempt {
+    Delivered,
+    /// Try again at `next_attempt_at`.
+    Retry { next_attempt_at: i64, error: String },
+    /// Give up.
+    Failed { error: String },
 }
 
 /// Who a grant is for.
@@ -212,4 +285,47 @@ pub trait Tx {
     fn audit_head(&mut self) -> Result<Option<(u64, String)>>;
     fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
     fn audit(&mut self, after: u64, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Deletes entries older than `before`, always keeping the newest one;
+    /// returns the last deleted `(seq, hash)`, if any.
+    fn prune_audit(&mut self, before: i64) -> Result<Option<(u64, String)>>;
+
+    // Machine lifecycle.
+    fn set_machine_disabled(&mut self, id: &str, disabled_at: Option<i64>) -> Result<bool>;
+    fn set_machine_expiry(&mut self, id: &str, expires_at: i64) -> Result<bool>;
+    /// Machines whose expiry is at or before `before`.
+    fn machines_expired_before(&mut self, before: i64) -> Result<Vec<Machine>>;
+
+    // Policies and canaries.
+    fn set_secret_policy(&mut self, secret_id: &str, policy: Option<&AccessPolicy>) -> Result<()>;
+    /// Locks a project; false when it was locked already.
+    fn lock_project(&mut self, id: &str, now: i64, reason: &str) -> Result<bool>;
+    /// Unlocks a project; false when it was not locked.
+    fn unlock_project(&mut self, id: &str) -> Result<bool>;
+    /// Counts one read of `secret_id` on `day` if fewer than `cap` were
+    /// counted; false when the cap is reached.
+    fn count_read(&mut self, secret_id: &str, day: &str, cap: u32) -> Result<bool>;
+
+    // Co-sign.
+    fn insert_cosign(&mut self, cosign: &Cosign) -> Result<()>;
+    fn cosign(&mut self, id: &str) -> Result<Option<Cosign>>;
+    /// Requests not consumed and not expired at `now`.
+    fn open_cosigns(&mut self, now: i64) -> Result<Vec<Cosign>>;
+    /// Approves a pending, unexpired request; false when it is not one.
+    fn approve_cosign(&mut self, id: &str, by: &str, now: i64, expires_at: i64) -> Result<bool>;
+    /// Consumes one approved, unexpired request of this machine on this
+    /// secret; false when there is none.
+    fn consume_cosign(&mut self, secret_id: &str, machine_id: &str, now: i64) -> Result<bool>;
+
+    // Webhooks and their outbox.
+    fn insert_webhook(&mut self, webhook: &Webhook) -> Result<()>;
+    fn webhook(&mut self, id: &str) -> Result<Option<Webhook>>;
+    fn webhooks(&mut self) -> Result<Vec<Webhook>>;
+    fn delete_webhook(&mut self, id: &str) -> Result<bool>;
+    fn delivery_counts(&mut self, webhook_id: &str) -> Result<DeliveryCounts>;
+    fn enqueue_delivery(&mut self, webhook_id: &str, event: &str, body: &str, now: i64) -> Result<()>;
+    /// Due deliveries, leased until `lease_until` so a concurrent worker
+    /// skips them.
+    fn claim_deliveries(&mut self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Delivery>>;
+    fn finish_delivery(&mut self, id: i64, attempt: &Attempt, now: i64) -> Result<()>;
+    fn deliveries(&mut self, webhook_id: &str) -> Result<Vec<Delivery>>;
 }

@@ -13,7 +13,10 @@ use signet_client::api::{AuditEntry, Scope};
 
 use super::*;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_access.sql"),
+];
 
 /// The SQLite backend.
 pub struct SqliteStore {
@@ -106,6 +109,22 @@ fn parse_list(text: Option<String>) -> rusqlite::Result<Option<Vec<String>>> {
     .transpose()
 }
 
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    column: usize,
+    text: Option<String>,
+) -> rusqlite::Result<Option<T>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
 fn unique_violation(err: &rusqlite::Error) -> bool {
     matches!(
         err,
@@ -147,7 +166,7 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
-const MACHINE_COLS: &str = "id, name, project_id, token_id, public_key, hostname, metadata, created_at, expires_at, disabled_at";
+const MACHINE_COLS: &str = "id, name, project_id, token_id, public_key, hostname, metadata, created_at, expires_at, disabled_at, restrictions";
 
 fn machine_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
     let metadata: String = r.get(6)?;
@@ -165,6 +184,7 @@ fn machine_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
         disabled_at: r.get(9)?,
+        restrictions: parse_json(10, r.get(10)?)?,
     })
 }
 
@@ -181,7 +201,7 @@ fn project_row(r: &Row<'_>) -> rusqlite::Result<Project> {
     })
 }
 
-const SECRET_COLS: &str = "id, project_id, name, live_version, created_at";
+const SECRET_COLS: &str = "id, project_id, name, live_version, created_at, policy";
 
 fn secret_row(r: &Row<'_>) -> rusqlite::Result<Secret> {
     Ok(Secret {
@@ -190,6 +210,7 @@ fn secret_row(r: &Row<'_>) -> rusqlite::Result<Secret> {
         name: r.get(2)?,
         live_version: r.get(3)?,
         created_at: r.get(4)?,
+        policy: parse_json(5, r.get(5)?)?,
     })
 }
 
@@ -208,7 +229,7 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<SecretVersion> {
     })
 }
 
-const TOKEN_COLS: &str = "id, name, project_id, secret_hash, max_uses, uses, expires_at, machine_lifetime, created_at, created_by, revoked_at";
+const TOKEN_COLS: &str = "id, name, project_id, secret_hash, max_uses, uses, expires_at, machine_lifetime, created_at, created_by, revoked_at, constraints";
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<EnrollmentToken> {
     Ok(EnrollmentToken {
@@ -223,6 +244,7 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<EnrollmentToken> {
         created_at: r.get(8)?,
         created_by: r.get(9)?,
         revoked_at: r.get(10)?,
+        constraints: parse_json(11, r.get(11)?)?.unwrap_or_default(),
     })
 }
 
@@ -403,10 +425,11 @@ impl Tx for SqliteTx<'_> {
     fn insert_machine(&mut self, m: &Machine) -> Result<()> {
         let metadata =
             serde_json::to_string(&m.metadata).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let restrictions = m.restrictions.as_ref().map(json_text).transpose()?;
         insert(
             &self.conn,
             "machine",
-            &format!("INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!("INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
             params![
                 m.id,
                 m.name,
@@ -417,7 +440,8 @@ impl Tx for SqliteTx<'_> {
                 metadata,
                 m.created_at,
                 m.expires_at,
-                m.disabled_at
+                m.disabled_at,
+                restrictions
             ],
         )
     }
@@ -476,11 +500,12 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_secret(&mut self, s: &Secret) -> Result<()> {
+        let policy = s.policy.as_ref().map(json_text).transpose()?;
         insert(
             &self.conn,
             "secret",
-            &format!("INSERT INTO secrets ({SECRET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-            params![s.id, s.project_id, s.name, s.live_version, s.created_at],
+            &format!("INSERT INTO secrets ({SECRET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![s.id, s.project_id, s.name, s.live_version, s.created_at, policy],
         )
     }
 
@@ -554,10 +579,13 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_token(&mut self, t: &EnrollmentToken) -> Result<()> {
+        let constraints = (!t.constraints.is_empty())
+            .then(|| json_text(&t.constraints))
+            .transpose()?;
         insert(
             &self.conn,
             "enrollment token",
-            &format!("INSERT INTO enrollment_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO enrollment_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             params![
                 t.id,
                 t.name,
@@ -569,7 +597,8 @@ impl Tx for SqliteTx<'_> {
                 t.machine_lifetime,
                 t.created_at,
                 t.created_by,
-                t.revoked_at
+                t.revoked_at,
+                constraints
             ],
         )
     }
@@ -689,4 +718,284 @@ impl Tx for SqliteTx<'_> {
             audit_row,
         )
     }
+
+    fn prune_audit(&mut self, before: i64) -> Result<Option<(u64, String)>> {
+        let last: Option<(u64, String)> = self.one(
+            "SELECT seq, hash FROM audit
+             WHERE at < ?1 AND seq < (SELECT MAX(seq) FROM audit)
+             ORDER BY seq DESC LIMIT 1",
+            [before],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if let Some((seq, _)) = &last {
+            self.conn.execute("DELETE FROM audit WHERE seq <= ?1", [seq])?;
+        }
+        Ok(last)
+    }
+
+    fn set_machine_disabled(&mut self, id: &str, disabled_at: Option<i64>) -> Result<bool> {
+        self.changed(
+            "UPDATE machines SET disabled_at = ?2 WHERE id = ?1",
+            params![id, disabled_at],
+        )
+    }
+
+    fn set_machine_expiry(&mut self, id: &str, expires_at: i64) -> Result<bool> {
+        self.changed(
+            "UPDATE machines SET expires_at = ?2 WHERE id = ?1",
+            params![id, expires_at],
+        )
+    }
+
+    fn machines_expired_before(&mut self, before: i64) -> Result<Vec<Machine>> {
+        self.many(
+            &format!("SELECT {MACHINE_COLS} FROM machines WHERE expires_at <= ?1 ORDER BY expires_at, id"),
+            [before],
+            machine_row,
+        )
+    }
+
+    fn set_secret_policy(&mut self, secret_id: &str, policy: Option<&AccessPolicy>) -> Result<()> {
+        let policy = policy.map(json_text).transpose()?;
+        self.conn.execute(
+            "UPDATE secrets SET policy = ?2 WHERE id = ?1",
+            params![secret_id, policy],
+        )?;
+        Ok(())
+    }
+
+    fn lock_project(&mut self, id: &str, now: i64, reason: &str) -> Result<bool> {
+        self.changed(
+            "UPDATE projects SET locked_at = ?2, lock_reason = ?3 WHERE id = ?1 AND locked_at IS NULL",
+            params![id, now, reason],
+        )
+    }
+
+    fn unlock_project(&mut self, id: &str) -> Result<bool> {
+        self.changed(
+            "UPDATE projects SET locked_at = NULL, lock_reason = NULL WHERE id = ?1 AND locked_at IS NOT NULL",
+            [id],
+        )
+    }
+
+    fn count_read(&mut self, secret_id: &str, day: &str, cap: u32) -> Result<bool> {
+        // One statement: insert the first read of the day, or count one more
+        // only while under the cap.
+        self.changed(
+            "INSERT INTO read_counts (secret_id, day, count) SELECT ?1, ?2, 1 WHERE ?3 > 0
+             ON CONFLICT (secret_id, day) DO UPDATE SET count = count + 1 WHERE count < ?3",
+            params![secret_id, day, cap],
+        )
+    }
+
+    fn insert_cosign(&mut self, c: &Cosign) -> Result<()> {
+        insert(
+            &self.conn,
+            "co-sign request",
+            &format!("INSERT INTO cosign_requests ({COSIGN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                c.id,
+                c.secret_id,
+                c.machine_id,
+                c.requested_by,
+                c.created_at,
+                c.expires_at,
+                c.approved_by,
+                c.approved_at,
+                c.consumed_at
+            ],
+        )
+    }
+
+    fn cosign(&mut self, id: &str) -> Result<Option<Cosign>> {
+        self.one(
+            &format!("SELECT {COSIGN_COLS} FROM cosign_requests WHERE id = ?1"),
+            [id],
+            cosign_row,
+        )
+    }
+
+    fn open_cosigns(&mut self, now: i64) -> Result<Vec<Cosign>> {
+        self.many(
+            &format!(
+                "SELECT {COSIGN_COLS} FROM cosign_requests
+                 WHERE consumed_at IS NULL AND expires_at > ?1 ORDER BY created_at, id"
+            ),
+            [now],
+            cosign_row,
+        )
+    }
+
+    fn approve_cosign(&mut self, id: &str, by: &str, now: i64, expires_at: i64) -> Result<bool> {
+        self.changed(
+            "UPDATE cosign_requests SET approved_by = ?2, approved_at = ?3, expires_at = ?4
+             WHERE id = ?1 AND approved_at IS NULL AND consumed_at IS NULL AND expires_at > ?3",
+            params![id, by, now, expires_at],
+        )
+    }
+
+    fn consume_cosign(&mut self, secret_id: &str, machine_id: &str, now: i64) -> Result<bool> {
+        self.changed(
+            "UPDATE cosign_requests SET consumed_at = ?3 WHERE id = (
+                 SELECT id FROM cosign_requests
+                 WHERE secret_id = ?1 AND machine_id = ?2 AND approved_at IS NOT NULL
+                   AND consumed_at IS NULL AND expires_at > ?3
+                 ORDER BY approved_at LIMIT 1)",
+            params![secret_id, machine_id, now],
+        )
+    }
+
+    fn insert_webhook(&mut self, w: &Webhook) -> Result<()> {
+        let events = json_text(&w.events)?;
+        insert(
+            &self.conn,
+            "webhook",
+            "INSERT INTO webhooks (id, url, events, sealed_secret, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![w.id, w.url, events, w.sealed_secret, w.created_at, w.created_by],
+        )
+    }
+
+    fn webhook(&mut self, id: &str) -> Result<Option<Webhook>> {
+        self.one(
+            "SELECT id, url, events, sealed_secret, created_at, created_by FROM webhooks WHERE id = ?1",
+            [id],
+            webhook_row,
+        )
+    }
+
+    fn webhooks(&mut self) -> Result<Vec<Webhook>> {
+        self.many(
+            "SELECT id, url, events, sealed_secret, created_at, created_by FROM webhooks ORDER BY created_at, id",
+            [],
+            webhook_row,
+        )
+    }
+
+    fn delete_webhook(&mut self, id: &str) -> Result<bool> {
+        self.changed("DELETE FROM webhooks WHERE id = ?1", [id])
+    }
+
+    fn delivery_counts(&mut self, webhook_id: &str) -> Result<DeliveryCounts> {
+        Ok(self.conn.query_row(
+            "SELECT
+                 COALESCE(SUM(delivered_at IS NULL AND failed_at IS NULL), 0),
+                 COALESCE(SUM(delivered_at IS NOT NULL), 0),
+                 COALESCE(SUM(failed_at IS NOT NULL), 0)
+             FROM webhook_deliveries WHERE webhook_id = ?1",
+            [webhook_id],
+            |r| {
+                Ok(DeliveryCounts {
+                    pending: r.get(0)?,
+                    delivered: r.get(1)?,
+                    failed: r.get(2)?,
+                })
+            },
+        )?)
+    }
+
+    fn enqueue_delivery(&mut self, webhook_id: &str, event: &str, body: &str, now: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event, body, created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![webhook_id, event, body, now],
+        )?;
+        Ok(())
+    }
+
+    fn claim_deliveries(&mut self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Delivery>> {
+        let due = self.many(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM webhook_deliveries
+                 WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            ),
+            params![now, limit],
+            delivery_row,
+        )?;
+        for delivery in &due {
+            self.conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = ?2 WHERE id = ?1",
+                params![delivery.id, lease_until],
+            )?;
+        }
+        Ok(due)
+    }
+
+    fn finish_delivery(&mut self, id: i64, attempt: &Attempt, now: i64) -> Result<()> {
+        match attempt {
+            Attempt::Delivered => self.conn.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, delivered_at = ?2, last_error = NULL
+                 WHERE id = ?1",
+                params![id, now],
+            )?,
+            Attempt::Retry {
+                next_attempt_at,
+                error,
+            } => self.conn.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                 WHERE id = ?1",
+                params![id, next_attempt_at, error],
+            )?,
+            Attempt::Failed { error } => self.conn.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, failed_at = ?2, last_error = ?3
+                 WHERE id = ?1",
+                params![id, now, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn deliveries(&mut self, webhook_id: &str) -> Result<Vec<Delivery>> {
+        self.many(
+            &format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook_id = ?1 ORDER BY id"),
+            [webhook_id],
+            delivery_row,
+        )
+    }
+}
+
+const COSIGN_COLS: &str =
+    "id, secret_id, machine_id, requested_by, created_at, expires_at, approved_by, approved_at, consumed_at";
+
+fn cosign_row(r: &Row<'_>) -> rusqlite::Result<Cosign> {
+    Ok(Cosign {
+        id: r.get(0)?,
+        secret_id: r.get(1)?,
+        machine_id: r.get(2)?,
+        requested_by: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        approved_by: r.get(6)?,
+        approved_at: r.get(7)?,
+        consumed_at: r.get(8)?,
+    })
+}
+
+fn webhook_row(r: &Row<'_>) -> rusqlite::Result<Webhook> {
+    Ok(Webhook {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        events: parse_json(2, r.get(2)?)?.unwrap_or_default(),
+        sealed_secret: r.get(3)?,
+        created_at: r.get(4)?,
+        created_by: r.get(5)?,
+    })
+}
+
+const DELIVERY_COLS: &str = "id, webhook_id, event, body, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_error";
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        webhook_id: r.get(1)?,
+        event: r.get(2)?,
+        body: r.get(3)?,
+        created_at: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        delivered_at: r.get(7)?,
+        failed_at: r.get(8)?,
+        last_error: r.get(9)?,
+    })
 }

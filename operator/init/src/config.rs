@@ -1,0 +1,303 @@
+//! Reading the environment contract into a [`Config`].
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::contract::{self, FileSpec, Mode};
+use crate::retry::Retry;
+
+/// What is wrong with the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("cannot read the enrollment token file {path}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the enrollment token file {0} is empty")]
+    EmptyToken(PathBuf),
+    #[error("cannot read the CA file {path}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Default permission bits: owner and group may read. The pod's `fsGroup`
+/// owns the volume's files, so an app container running as another user in
+/// that group can read them; nobody may write them.
+pub const DEFAULT_FILE_MODE: u32 = 0o440;
+/// Default refresh period of the sidecar when `SIGNET_REFRESH_SECONDS` is unset.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
+
+/// Everything `run` needs, parsed from the environment.
+#[derive(Debug)]
+pub struct Config {
+    pub vault: String,
+    pub token_file: PathBuf,
+    pub mount_path: PathBuf,
+    pub mode: Mode,
+    pub refresh: Duration,
+    pub files: Vec<FileSpec>,
+    pub pod_name: String,
+    pub pod_namespace: Option<String>,
+    pub pod_uid: Option<String>,
+    pub file_mode: u32,
+    pub retry: Retry,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses the environment as read through `var` (so tests need not
+    /// touch the process environment).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let required = |name: &'static str| {
+            var(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(Error::Missing(name))
+        };
+        let optional = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let invalid = |name: &'static str, reason: String| Error::Invalid { name, reason };
+
+        let vault = required(contract::ENV_VAULT)?;
+        if !(vault.starts_with("http://") || vault.starts_with("https://")) {
+            return Err(invalid(
+                contract::ENV_VAULT,
+                format!("{vault:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let mode = match required(contract::ENV_MODE)?.as_str() {
+            "init" => Mode::Init,
+            "sidecar" => Mode::Sidecar,
+            other => {
+                return Err(invalid(
+                    contract::ENV_MODE,
+                    format!("{other:?} is neither \"init\" nor \"sidecar\""),
+                ));
+            }
+        };
+        let refresh = match optional(contract::ENV_REFRESH_SECONDS) {
+            None => DEFAULT_REFRESH,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(secs) if secs >= 1 => Duration::from_secs(secs),
+                _ => {
+                    return Err(invalid(
+                        contract::ENV_REFRESH_SECONDS,
+                        format!("{text:?} is not a whole number of seconds ≥ 1"),
+                    ));
+                }
+            },
+        };
+        let files_json = required(contract::ENV_FILES)?;
+        let files: Vec<FileSpec> = serde_json::from_str(&files_json)
+            .map_err(|e| invalid(contract::ENV_FILES, e.to_string()))?;
+        check_files(&files).map_err(|reason| invalid(contract::ENV_FILES, reason))?;
+        let file_mode = match optional(contract::ENV_FILE_MODE).as_deref().map(str::trim) {
+            None | Some("0440" | "440") => DEFAULT_FILE_MODE,
+            Some("0400" | "400") => 0o400,
+            Some(other) => {
+                return Err(invalid(
+                    contract::ENV_FILE_MODE,
+                    format!("{other:?} is neither 0440 nor 0400"),
+                ));
+            }
+        };
+        let mut retry = Retry::default();
+        if let Some(text) = optional(contract::ENV_MAX_ATTEMPTS) {
+            retry.max_attempts = text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        contract::ENV_MAX_ATTEMPTS,
+                        format!("{text:?} is not a number from 1 to 100"),
+                    )
+                })?;
+        }
+        if let Some(text) = optional(contract::ENV_RETRY_BASE_MS) {
+            let ms = text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=60_000).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        contract::ENV_RETRY_BASE_MS,
+                        format!("{text:?} is not a number of milliseconds from 1 to 60000"),
+                    )
+                })?;
+            retry.base = Duration::from_millis(ms);
+        }
+        Ok(Self {
+            vault: vault.trim_end_matches('/').to_owned(),
+            token_file: PathBuf::from(required(contract::ENV_TOKEN_FILE)?),
+            mount_path: PathBuf::from(required(contract::ENV_MOUNT_PATH)?),
+            mode,
+            refresh,
+            files,
+            pod_name: required(contract::ENV_POD_NAME)?,
+            pod_namespace: optional(contract::ENV_POD_NAMESPACE),
+            pod_uid: optional(contract::ENV_POD_UID),
+            file_mode,
+            retry,
+            ca_file: optional(contract::ENV_CA_FILE).map(PathBuf::from),
+        })
+    }
+
+    /// Parses the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the enrollment token (surrounding whitespace removed).
+    pub fn read_token(&self) -> Result<Zeroizing<String>, Error> {
+        let raw = Zeroizing::new(std::fs::read_to_string(&self.token_file).map_err(|source| {
+            Error::TokenFile {
+                path: self.token_file.clone(),
+                source,
+            }
+        })?);
+        let token = Zeroizing::new(raw.trim().to_owned());
+        if token.is_empty() {
+            return Err(Error::EmptyToken(self.token_file.clone()));
+        }
+        Ok(token)
+    }
+
+    /// Reads the extra CA certificate, if one is configured.
+    pub fn read_ca(&self) -> Result<Option<Vec<u8>>, Error> {
+        self.ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|source| Error::CaFile {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+}
+
+/// File names must be bare, unique, and must not collide with each other
+/// once a raw structured secret expands to `<file>.<field>`; the webhook
+/// already guarantees the first two, this is defence in depth.
+fn check_files(files: &[FileSpec]) -> Result<(), String> {
+    if files.is_empty() {
+        return Err("the list of files is empty".to_owned());
+    }
+    let mut names = BTreeSet::new();
+    for spec in files {
+        if !contract::is_file_name(&spec.file) {
+            return Err(format!(
+                "file name {:?} (secret {:?}) is not a bare file name",
+                spec.file, spec.secret
+            ));
+        }
+        if !names.insert(spec.file.as_str()) {
+            return Err(format!("file name {:?} appears twice", spec.file));
+        }
+        if spec.secret.is_empty() || !contract::is_file_name(&spec.secret) {
+            return Err(format!("secret name {:?} is invalid", spec.secret));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn vars(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut map: BTreeMap<String, String> = [
+            (contract::ENV_VAULT, "http://127.0.0.1:8200/"),
+            (contract::ENV_TOKEN_FILE, "/t"),
+            (contract::ENV_MOUNT_PATH, "/m"),
+            (contract::ENV_MODE, "sidecar"),
+            (
+                contract::ENV_FILES,
+                r#"[{"secret":"db","fields":[],"file":"db","format":"raw"}]"#,
+            ),
+            (contract::ENV_POD_NAME, "web-0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in extra {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        map
+    }
+
+    fn parse(extra: &[(&str, &str)]) -> Result<Config, Error> {
+        let map = vars(extra);
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.vault, "http://127.0.0.1:8200");
+        assert_eq!(config.mode, Mode::Sidecar);
+        assert_eq!(config.refresh, DEFAULT_REFRESH);
+        assert_eq!(config.file_mode, 0o440);
+        assert_eq!(config.retry.max_attempts, 8);
+        assert_eq!(config.pod_uid, None);
+    }
+
+    #[test]
+    fn knobs() {
+        let config = parse(&[
+            (contract::ENV_FILE_MODE, "0400"),
+            (contract::ENV_MAX_ATTEMPTS, "2"),
+            (contract::ENV_RETRY_BASE_MS, "10"),
+            (contract::ENV_REFRESH_SECONDS, "5"),
+        ])
+        .unwrap();
+        assert_eq!(config.file_mode, 0o400);
+        assert_eq!(config.retry.max_attempts, 2);
+        assert_eq!(config.retry.base, Duration::from_millis(10));
+        assert_eq!(config.refresh, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (name, value) in [
+            (contract::ENV_MODE, "daemon"),
+            (contract::ENV_VAULT, "vault:8200"),
+            (contract::ENV_REFRESH_SECONDS, "0"),
+            (contract::ENV_FILE_MODE, "0644"),
+            (contract::ENV_MAX_ATTEMPTS, "0"),
+            (contract::ENV_FILES, "[]"),
+            (
+                contract::ENV_FILES,
+                r#"[{"secret":"db","fields":[],"file":"../db","format":"raw"}]"#,
+            ),
+            (
+                contract::ENV_FILES,
+                r#"[{"secret":"a","fields":[],"file":"x","format":"raw"},{"secret":"b","fields":[],"file":"x","format":"raw"}]"#,
+            ),
+        ] {
+            assert!(
+                matches!(parse(&[(name, value)]), Err(Error::Invalid { .. })),
+                "{name}={value}"
+            );
+        }
+        let map = vars(&[]);
+        let missing = Config::from_vars(|k| map.get(k).filter(|_| k != contract::ENV_POD_NAME).cloned());
+        assert!(matches!(missing, Err(Error::Missing(contract::ENV_POD_NAME))));
+    }
+}

@@ -1,0 +1,202 @@
+//! The contract between the operator's admission webhook and `signet-init`:
+//! environment variables and the `SIGNET_FILES` document.
+//!
+//! `signet-init` gets everything it needs from its environment and the token
+//! file, so it never talks to the Kubernetes API. This module carries no kube
+//! types on purpose: the webhook (which writes the environment) and
+//! `signet-init` (which reads it) share it through this kube-free crate.
+//!
+//! | variable | value |
+//! | --- | --- |
+//! | `SIGNET_VAULT` | base URL of the vault, e.g. `https://signet.signet-system.svc:8443` |
+//! | `SIGNET_TOKEN_FILE` | path of the file holding the raw enrollment token ([`TOKEN_FILE`]) |
+//! | `SIGNET_MOUNT_PATH` | directory (an in-memory `emptyDir`) to write the files into |
+//! | `SIGNET_MODE` | `init` (write once, exit 0) or `sidecar` (write, then refresh until SIGTERM) |
+//! | `SIGNET_REFRESH_SECONDS` | sidecar refresh period in whole seconds (≥ 1) |
+//! | `SIGNET_FILES` | JSON array of [`FileSpec`] |
+//! | `SIGNET_POD_NAME`, `SIGNET_POD_NAMESPACE`, `SIGNET_POD_UID` | the pod's identity, from the downward API |
+//!
+//! Optional knobs of `signet-init` that the webhook does not set (their
+//! defaults are right in a cluster; tests and odd environments change them):
+//!
+//! | variable | value |
+//! | --- | --- |
+//! | `SIGNET_FILE_MODE` | `0440` (default) or `0400` |
+//! | `SIGNET_MAX_ATTEMPTS` | attempts per vault call while the vault is unreachable (default 8) |
+//! | `SIGNET_RETRY_BASE_MS` | first retry delay in milliseconds, doubled per attempt (default 1000) |
+//! | `SIGNET_CA_FILE` | extra PEM root certificate to trust for the vault's HTTPS |
+//! | `SIGNET_LOG` | `error`, `warn`, `info` (default), `debug` or `trace` |
+//!
+//! In sidecar mode the kubelet runs [`PROBE_COMMAND`] as the startup probe;
+//! it exits 0 only once every file of `SIGNET_FILES` has been written once:
+//! `run` writes the [`READY_MARKER`] file last and `probe` checks for it.
+
+use serde::{Deserialize, Serialize};
+
+/// Base URL of the vault.
+pub const ENV_VAULT: &str = "SIGNET_VAULT";
+/// Path of the raw enrollment token.
+pub const ENV_TOKEN_FILE: &str = "SIGNET_TOKEN_FILE";
+/// Directory the files are written into.
+pub const ENV_MOUNT_PATH: &str = "SIGNET_MOUNT_PATH";
+/// `init` or `sidecar`.
+pub const ENV_MODE: &str = "SIGNET_MODE";
+/// Refresh period of the sidecar, in seconds.
+pub const ENV_REFRESH_SECONDS: &str = "SIGNET_REFRESH_SECONDS";
+/// JSON array of [`FileSpec`].
+pub const ENV_FILES: &str = "SIGNET_FILES";
+/// Name of the pod (downward API `metadata.name`).
+pub const ENV_POD_NAME: &str = "SIGNET_POD_NAME";
+/// Namespace of the pod (downward API `metadata.namespace`).
+pub const ENV_POD_NAMESPACE: &str = "SIGNET_POD_NAMESPACE";
+/// UID of the pod (downward API `metadata.uid`); the controller revokes the
+/// machine bound to it when the pod is deleted.
+pub const ENV_POD_UID: &str = "SIGNET_POD_UID";
+
+/// Optional: permission bits of the written files, `0440` or `0400`.
+pub const ENV_FILE_MODE: &str = "SIGNET_FILE_MODE";
+/// Optional: attempts per vault call while the vault is unreachable.
+pub const ENV_MAX_ATTEMPTS: &str = "SIGNET_MAX_ATTEMPTS";
+/// Optional: first retry delay in milliseconds.
+pub const ENV_RETRY_BASE_MS: &str = "SIGNET_RETRY_BASE_MS";
+/// Optional: extra PEM root certificate for the vault's HTTPS.
+pub const ENV_CA_FILE: &str = "SIGNET_CA_FILE";
+/// Optional: log level.
+pub const ENV_LOG: &str = "SIGNET_LOG";
+
+/// Path of the `signet-init` binary in its image.
+pub const BINARY: &str = "/signet-init";
+/// Arguments that run the main loop (mode chosen by `SIGNET_MODE`).
+pub const RUN_ARGS: [&str; 1] = ["run"];
+/// Exec startup probe of the sidecar: exits 0 once the first files are written.
+pub const PROBE_COMMAND: [&str; 2] = [BINARY, "probe"];
+/// Directory the token Secret is mounted at, in `signet-init` only.
+pub const TOKEN_DIR: &str = "/var/run/signet-token";
+/// Value of `SIGNET_TOKEN_FILE`.
+pub const TOKEN_FILE: &str = "/var/run/signet-token/token";
+/// Hidden file, relative to the mount path, that `signet-init run` writes
+/// after the first complete write; file names from a SecretGrant can never
+/// start with a dot, so it cannot clash.
+pub const READY_MARKER: &str = ".signet-ready";
+
+/// How `signet-init` runs, from the pod annotation `signet.dev/mode`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One-shot init container: write the files and exit (for Jobs).
+    Init,
+    /// Native sidecar: write the files, then keep them fresh until SIGTERM,
+    /// revoking the machine on the way out.
+    Sidecar,
+}
+
+impl Mode {
+    /// The value of `SIGNET_MODE` and of the `signet.dev/mode` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Init => "init",
+            Self::Sidecar => "sidecar",
+        }
+    }
+}
+
+/// One entry of `SIGNET_FILES`: a secret and how to write it.
+///
+/// ```json
+/// [{"secret":"db","fields":["user","password"],"file":"db.env","format":"env"},
+///  {"secret":"api-key","fields":[],"file":"api-key","format":"raw"}]
+/// ```
+///
+/// Every key is always present. `file` is already defaulted (to the secret
+/// name) and is a bare file name (`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`), unique
+/// across the array. The rendering of each [`FileFormat`] is documented on
+/// the type (it is the user-facing CRD description).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Secret name in the enrollment token's project.
+    pub secret: String,
+    /// Fields of a structured secret to expose; all fields when empty.
+    pub fields: Vec<String>,
+    /// File name under `SIGNET_MOUNT_PATH`.
+    pub file: String,
+    /// How the secret is rendered.
+    pub format: FileFormat,
+}
+
+// The doc comments below are the user-facing description in the SecretGrant
+// CRD (`crds/`); changing them changes the generated YAML.
+
+/// How a secret is rendered into files.
+///
+/// - `raw`: the value verbatim. A plain secret is written to `<file>`; a
+///   structured secret gets one file per field, `<file>.<field>`.
+/// - `env`: `<file>` holds one `NAME=value` line per field (a plain secret is
+///   one line named after the secret), values single-quoted so the file can
+///   be sourced by a POSIX shell.
+/// - `json`: `<file>` holds a JSON object of field name to value (a plain
+///   secret is a JSON string).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// The value verbatim, one file per field of a structured secret.
+    #[default]
+    Raw,
+    /// A dotenv-style file.
+    Env,
+    /// A JSON document.
+    Json,
+}
+
+/// True when `name` is a bare file name the contract allows:
+/// `^[A-Za-z0-9_-][A-Za-z0-9._-]*$`, at most 253 bytes. Such a name has no
+/// path separator and cannot be `.`, `..` or a hidden file.
+pub fn is_file_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    first_ok
+        && name.len() <= 253
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_spec_wire_shape_is_stable() {
+        let spec = FileSpec {
+            secret: "db".into(),
+            fields: vec!["user".into()],
+            file: "db.env".into(),
+            format: FileFormat::Env,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            json,
+            r#"{"secret":"db","fields":["user"],"file":"db.env","format":"env"}"#
+        );
+        assert_eq!(serde_json::from_str::<FileSpec>(&json).unwrap(), spec);
+        assert!(
+            serde_json::from_str::<FileSpec>(
+                r#"{"secret":"x","fields":[],"file":"x","format":"raw","extra":1}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn file_names_cannot_escape_or_hide() {
+        for ok in ["db", "db.env", "API_KEY", "-x", "a.b.c"] {
+            assert!(is_file_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", ".signet-ready", "a/b", "../x", "a b", "é"] {
+            assert!(!is_file_name(bad), "{bad}");
+        }
+        assert!(!is_file_name(&"a".repeat(254)));
+    }
+}

@@ -1,0 +1,60 @@
+//! `signet-init`: the small container Signet injects into opted-in pods.
+//!
+//! It generates an Ed25519 key pair in memory, enrolls it with the vault
+//! using the pod's enrollment token, fetches every secret named in
+//! `SIGNET_FILES`, and writes each one atomically into an in-memory volume.
+//! In `init` mode it then exits; in `sidecar` mode it keeps the files fresh
+//! after rotations and revokes its machine on SIGTERM. The private key never
+//! leaves the process's memory: it is not written to any file, log or
+//! environment.
+//!
+//! Everything is configured through the environment described in
+//! [`contract`]; the only arguments are the subcommand:
+//!
+//! - `signet-init run`: enroll, write, then exit (`init`) or refresh
+//!   (`sidecar`).
+//! - `signet-init probe`: exit 0 iff `$SIGNET_MOUNT_PATH/.signet-ready`
+//!   exists (the sidecar's startup probe), 1 otherwise.
+//!
+//! # Exit codes
+//!
+//! Each failure class has its own code, so `kubectl describe pod` (last
+//! state: terminated, exit code N) already says what to check.
+//!
+//! | code | meaning | check |
+//! | --- | --- | --- |
+//! | 0 | files written (`init`), or clean shutdown after SIGTERM (`sidecar`) | |
+//! | 1 | internal error (the async runtime or signal handler could not start) | the container's limits |
+//! | 2 | configuration error (missing or invalid env var, unreadable token file) | the injected env, the token Secret |
+//! | 3 | the vault stayed unreachable through every retry (or kept answering 5xx) | `SIGNET_VAULT`, the vault Service and its endpoints, NetworkPolicies, TLS trust |
+//! | 4 | the vault refused the enrollment (4xx, never retried), or later stopped accepting this machine (revoked or expired) | the EnrollmentToken: expired, used up, revoked, hostname or CIDR rules |
+//! | 5 | a secret was refused or cannot be rendered (no grant for it, a field not granted or absent, a plain secret with `fields`) | the SecretGrant and the secret in the vault |
+//! | 6 | a file could not be written | the mount path volume (size limit, read-only) |
+//! | 7 | interrupted by SIGTERM/SIGINT before the first complete write | why the pod was stopped |
+//!
+//! `probe` exits 0 (ready), 1 (not ready) or 2 (`SIGNET_MOUNT_PATH` unset).
+//!
+//! # Files
+//!
+//! See [`render`] for the exact bytes of each format and [`write`] for the
+//! atomic write and the permission bits.
+
+pub mod contract;
+
+#[cfg(feature = "runtime")]
+pub mod cli;
+#[cfg(feature = "runtime")]
+pub mod config;
+#[cfg(feature = "runtime")]
+pub mod error;
+#[cfg(feature = "runtime")]
+pub mod render;
+#[cfg(feature = "runtime")]
+pub mod retry;
+#[cfg(feature = "runtime")]
+pub mod run;
+#[cfg(feature = "runtime")]
+pub mod write;
+
+#[cfg(feature = "runtime")]
+pub use error::Error;
