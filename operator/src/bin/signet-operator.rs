@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use signet_operator::controller;
 use signet_operator::webhook::{
     certs,
     lookup::KubeGrants,
@@ -28,6 +29,41 @@ struct Cli {
 enum Command {
     /// Serve the mutating admission webhook that injects signet-init.
     Webhook(WebhookArgs),
+    /// Run the controller: EnrollmentToken and SecretGrant reconcilers and
+    /// the revocation of machines whose pod is gone.
+    Controller(ControllerArgs),
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    /// Base URL of the vault.
+    #[arg(long, env = "SIGNET_VAULT")]
+    vault: String,
+
+    /// Agent identity file (`signet keygen`, registered with
+    /// `signet agent create --scope metadata --scope tokens --scope grants --scope machines`).
+    #[arg(long, env = "SIGNET_IDENTITY")]
+    identity: PathBuf,
+
+    /// Extra PEM CA certificate to trust for the vault's TLS.
+    #[arg(long, env = "SIGNET_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+
+    /// Re-check period of healthy resources (token uses, vault drift).
+    #[arg(long, env = "SIGNET_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    resync: Duration,
+
+    /// Retry period while a secret or token a SecretGrant needs is missing.
+    #[arg(long, env = "SIGNET_WAITING_RETRY", default_value = "1m", value_parser = parse_duration)]
+    waiting_retry: Duration,
+
+    /// Period of the sweep revoking machines whose pod no longer exists.
+    #[arg(long, env = "SIGNET_SWEEP_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    sweep_interval: Duration,
+}
+
+fn parse_duration(input: &str) -> Result<Duration, String> {
+    signet_operator::duration::parse(input).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -97,7 +133,34 @@ async fn main() -> anyhow::Result<()> {
     let Cli { command } = Cli::parse();
     match command {
         Command::Webhook(args) => webhook(args).await,
+        Command::Controller(args) => controller(args).await,
     }
+}
+
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    // Destructured in full so that a new flag cannot be silently ignored.
+    let ControllerArgs {
+        vault,
+        identity,
+        ca_cert,
+        resync,
+        waiting_retry,
+        sweep_interval,
+    } = args;
+    let vault = controller::connect(&vault, &identity, ca_cert.as_deref())
+        .context("connecting to the vault")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let settings = controller::Settings {
+        resync,
+        waiting_retry,
+        sweep_interval,
+        ..controller::Settings::default()
+    };
+    let ctx = Arc::new(controller::Context::new(client, vault, settings));
+    controller::run(ctx, shutdown_signal()).await;
+    Ok(())
 }
 
 async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {

@@ -17,8 +17,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(cli::run(cli.command, root))
 }
 
-/// Reads and removes `SIGNET_ROOT_KEY`, so no child process or later reader
-/// of `/proc/self/environ` finds it.
+/// Reads and removes `SIGNET_ROOT_KEY`, so no child process inherits it and
+/// nothing later in the process reads it back. The kernel's copy of the
+/// initial environment (`/proc/<pid>/environ`, readable by the same user)
+/// is not erased by this; `--root-key-file` or `--root-key-stdin` avoid it.
 #[allow(unsafe_code)]
 fn take_root_key_env() -> Option<Zeroizing<String>> {
     let value = std::env::var(ROOT_KEY_ENV).ok().map(Zeroizing::new);

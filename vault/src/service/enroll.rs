@@ -8,17 +8,17 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use signet_client::api::{
     AdminEnrollResponse, CreateToken, CreatedToken, EnrollRequest, EnrollResponse, ErrorCode,
-    TokenList, TokenView,
+    TokenConstraints, TokenList, TokenView,
 };
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-use super::grants;
+use super::{access, grants, webhooks};
 use super::secrets;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
-use crate::store::{Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, Tx};
+use crate::store::{Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Tx};
 use crate::vault::{Caller, Ctx};
 
 /// Longest enrollment-token lifetime: one year.
@@ -29,6 +29,95 @@ const MAX_MACHINE_LIFETIME: u64 = 366 * 24 * 3600;
 pub const BOOTSTRAP_TTL: i64 = 24 * 3600;
 const HOSTNAME_MAX: usize = 253;
 const METADATA_MAX_ENTRIES: usize = 32;
+/// Shortest machine lifetime of a temporary bootstrap token: one hour.
+const BOOTSTRAP_MIN_LIFETIME: u64 = 3600;
+/// Longest hostname regex accepted, and the compiled size it may reach.
+const REGEX_MAX_LEN: usize = 512;
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+const NAME_MAX: usize = 128;
+
+/// Compiles a hostname regex anchored at both ends, with a size limit so a
+/// hostile pattern cannot eat the vault's memory.
+fn hostname_regex(pattern: &str) -> Result<regex::Regex> {
+    if pattern.len() > REGEX_MAX_LEN {
+        return Err(invalid(format!("hostname_regex is longer than {REGEX_MAX_LEN} characters")));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| invalid(format!("hostname_regex does not compile: {e}")))
+}
+
+const PLACEHOLDERS: [&str; 5] = ["hostname", "namespace", "pod", "token", "id"];
+
+/// Checks that a name template uses only known placeholders.
+fn validate_template(template: &str) -> Result<()> {
+    if template.is_empty() || template.len() > NAME_MAX {
+        return Err(invalid(format!("name_template must be 1 to {NAME_MAX} characters")));
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| invalid("name_template has an unclosed '{'"))?;
+        let name = &after[..close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(invalid(format!(
+                "name_template placeholder {{{name}}} is not one of {{hostname}}, {{namespace}}, {{pod}}, {{token}}, {{id}}"
+            )));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') || template.matches('}').count() != template.matches('{').count() {
+        return Err(invalid("name_template has an unmatched '}'"));
+    }
+    Ok(())
+}
+
+/// Fills a name template from the enrollment.
+fn render_name(template: &str, request: &EnrollRequest, token: &EnrollmentToken, machine_id: &str) -> String {
+    let meta = |key: &str| request.metadata.get(key).map_or("", String::as_str);
+    let short_id = machine_id
+        .get(machine_id.len().saturating_sub(8)..)
+        .unwrap_or(machine_id)
+        .to_ascii_lowercase();
+    let name = template
+        .replace("{hostname}", &request.hostname)
+        .replace("{namespace}", meta("k8s.namespace"))
+        .replace("{pod}", meta("k8s.pod.name"))
+        .replace("{token}", &token.name)
+        .replace("{id}", &short_id);
+    name.chars().filter(|c| !c.is_control()).take(NAME_MAX).collect()
+}
+
+/// Checks a token's constraints before it is stored.
+fn validate_constraints(c: &TokenConstraints, body: &CreateToken) -> Result<()> {
+    if let Some(pattern) = &c.hostname_regex {
+        hostname_regex(pattern)?;
+    }
+    access::parse_cidrs(&c.source_cidrs)?;
+    if let Some(template) = &c.name_template {
+        validate_template(template)?;
+    }
+    access::parse_cidrs(&c.machine_ip_allowlist)?;
+    access::time_zone(c.machine_timezone.as_deref())?;
+    if let Some(window) = &c.machine_window {
+        access::validate_window(window)?;
+    }
+    if c.bootstrap {
+        if body.max_uses.is_some_and(|m| m != 1) {
+            return Err(invalid("a bootstrap token is single use: max_uses must be 1 or omitted"));
+        }
+        if !(BOOTSTRAP_MIN_LIFETIME..=MAX_MACHINE_LIFETIME).contains(&body.machine_lifetime_seconds) {
+            return Err(invalid(
+                "a bootstrap token's machine lifetime must be between 1 hour and 12 months",
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// A fresh `<id>.<secret>` token and the hash to store.
 fn mint(prefix: &str) -> (String, Zeroizing<String>, Vec<u8>) {
@@ -66,6 +155,7 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
     if body.max_uses == Some(0) {
         return Err(invalid("max_uses must be at least 1 (omit it for unlimited)"));
     }
+    validate_constraints(&body.constraints, &body)?;
     let project = secrets::project(tx, &body.project)?;
     let (id, raw, hash) = mint(ids::TOKEN);
     let token = EnrollmentToken {
@@ -73,13 +163,15 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
         name: if body.name.is_empty() { id.clone() } else { body.name.clone() },
         project_id: project.id.clone(),
         secret_hash: hash,
-        max_uses: body.max_uses,
+        // A bootstrap token is single use whatever the request said.
+        max_uses: if body.constraints.bootstrap { Some(1) } else { body.max_uses },
         uses: 0,
         expires_at: ctx.now + body.ttl_seconds as i64,
         machine_lifetime: body.machine_lifetime_seconds as i64,
         created_at: ctx.now,
         created_by: ctx.caller.id(),
         revoked_at: None,
+        constraints: body.constraints.clone(),
     };
     tx.insert_token(&token)?;
     for grant in &body.grants {
@@ -109,6 +201,7 @@ fn token_view(t: &EnrollmentToken, project: &str) -> TokenView {
         expires_at: rfc3339(t.expires_at),
         machine_lifetime_seconds: t.machine_lifetime as u64,
         revoked: t.revoked_at.is_some(),
+        constraints: t.constraints.clone(),
     }
 }
 
@@ -171,16 +264,38 @@ pub fn enroll(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, request: &EnrollRequest) -> Re
     if token.expires_at <= ctx.now {
         return Err(Error::denied(ErrorCode::TokenExpired, "the enrollment token has expired"));
     }
+    let constraints = &token.constraints;
+    if let Some(pattern) = &constraints.hostname_regex
+        && !hostname_regex(pattern)?.is_match(&request.hostname)
+    {
+        return Err(Error::denied(
+            ErrorCode::HostnameNotAllowed,
+            format!("hostname {:?} does not match the token's hostname pattern", request.hostname),
+        ));
+    }
+    if !constraints.source_cidrs.is_empty() && !access::ip_allowed(&constraints.source_cidrs, ctx.source_ip)? {
+        return Err(Error::denied(
+            ErrorCode::SourceNotAllowed,
+            format!("enrollment from {:?} is outside the token's source CIDRs", ctx.source_ip),
+        ));
+    }
     if !tx.use_token(&token.id)? {
         return Err(Error::denied(ErrorCode::TokenExhausted, "the enrollment token has no uses left"));
     }
+    let machine_id = ids::new(ids::MACHINE);
+    let name = match &constraints.name_template {
+        Some(template) => render_name(template, request, &token, &machine_id),
+        None if request.hostname.is_empty() => token.name.clone(),
+        None => request.hostname.clone(),
+    };
+    let restrictions = MachineRestrictions {
+        ip_allowlist: constraints.machine_ip_allowlist.clone(),
+        window: constraints.machine_window.clone(),
+        timezone: constraints.machine_timezone.clone(),
+    };
     let machine = Machine {
-        id: ids::new(ids::MACHINE),
-        name: if request.hostname.is_empty() {
-            token.name.clone()
-        } else {
-            request.hostname.clone()
-        },
+        id: machine_id,
+        name,
         project_id: token.project_id.clone(),
         token_id: Some(token.id.clone()),
         public_key,
@@ -189,6 +304,7 @@ pub fn enroll(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, request: &EnrollRequest) -> Re
         created_at: ctx.now,
         expires_at: ctx.now + token.machine_lifetime,
         disabled_at: None,
+        restrictions: (restrictions != MachineRestrictions::default()).then_some(restrictions),
     };
     tx.insert_machine(&machine).map_err(|e| match e {
         crate::store::Error::Duplicate(_) => Error::denied(
@@ -202,6 +318,19 @@ pub fn enroll(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, request: &EnrollRequest) -> Re
         grants::copy_to_machine(tx, &detail.grant, &machine.id, ctx.now)?;
     }
     let granted = grants::views(tx, &Grantee::Machine(machine.id.clone()))?;
+    webhooks::enqueue(
+        tx,
+        ctx.now,
+        webhooks::MACHINE_ENROLLED,
+        serde_json::json!({
+            "machine_id": machine.id,
+            "name": machine.name,
+            "hostname": machine.hostname,
+            "token_id": token.id,
+            "expires_at": rfc3339(machine.expires_at),
+            "source_ip": ctx.source_ip,
+        }),
+    )?;
     ctx.audit.actor = machine.id.clone();
     ctx.audit.target = format!("machine:{} via token:{}", machine.id, token.id);
     Ok(EnrollResponse {

@@ -56,11 +56,14 @@ pub fn list_projects(tx: &mut dyn Tx) -> Result<ProjectList> {
     })
 }
 
-fn project_view(p: &Project) -> ProjectView {
+pub fn project_view(p: &Project) -> ProjectView {
     ProjectView {
         id: p.id.clone(),
         name: p.name.clone(),
         created_at: rfc3339(p.created_at),
+        locked: p
+            .locked_at
+            .map(|_| p.lock_reason.clone().unwrap_or_else(|| "locked".to_owned())),
     }
 }
 
@@ -118,6 +121,7 @@ pub fn write(
                 name: name.to_owned(),
                 live_version: 0,
                 created_at: ctx.now,
+                policy: None,
             };
             tx.insert_secret(&secret)?;
             secret
@@ -173,6 +177,7 @@ pub fn meta(tx: &mut dyn Tx, project: &Project, secret: &Secret) -> Result<Secre
         name: secret.name.clone(),
         live_version: secret.live_version,
         fields,
+        policy: secret.policy.clone(),
         versions: versions
             .iter()
             .map(|v| VersionMeta {
@@ -228,12 +233,7 @@ pub fn read(
     let grant = tx
         .machine_grant(&machine.id, &secret.id)?
         .ok_or_else(|| not_granted(project_name, name))?;
-    if project.locked_at.is_some() {
-        return Err(Error::denied(
-            ErrorCode::ProjectLocked,
-            format!("project {project_name} is locked; an admin must unlock it"),
-        ));
-    }
+    super::access::enforce_read(ctx, tx, &project, &secret, &machine)?;
     let version_number = query.version.unwrap_or(secret.live_version);
     ctx.audit.target = format!("secret:{project_name}/{name}@{version_number}");
     let version = tx

@@ -1,0 +1,385 @@
+//! `signet-init run`: enroll, write every file, then exit or keep them fresh.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use signet_client::api::{GrantView, SecretValue};
+use signet_client::sdk::{self, Client, Options};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::config::Config;
+use crate::contract::{FileSpec, Mode, READY_MARKER};
+use crate::error::{Error, chain};
+use crate::retry::{Failed, Retry, jitter};
+use crate::{render, write};
+
+/// Per-request timeout: a vault that does not answer within this is treated
+/// like an unreachable one (and retried).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long revocation may hold up the pod's shutdown.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Spread of the sidecar's refresh period (±10 %), so replicas started
+/// together do not poll the vault in lockstep.
+const REFRESH_JITTER: f64 = 0.1;
+
+/// Metadata keys recorded on the machine at enrollment.
+pub const META_POD_UID: &str = "k8s.pod.uid";
+pub const META_POD_NAME: &str = "k8s.pod.name";
+pub const META_NAMESPACE: &str = "k8s.namespace";
+
+/// Runs until the files are written (`init`) or until SIGTERM/SIGINT
+/// (`sidecar`).
+pub async fn run(config: Config) -> Result<(), Error> {
+    let token = config.read_token()?;
+    let options = Options {
+        timeout: REQUEST_TIMEOUT,
+        ca_pem: config.read_ca()?,
+    };
+    let mut signals = Signals::new().map_err(Error::Runtime)?;
+
+    let client = tokio::select! {
+        enrolled = enroll(&config, &token, &options) => enrolled?,
+        name = signals.recv() => {
+            tracing::info!(signal = name, "stopping before enrollment");
+            return Err(Error::Interrupted);
+        }
+    };
+    drop(token);
+
+    let mut files = Files::new(&config);
+    let first = tokio::select! {
+        written = files.write_all(&client) => written,
+        name = signals.recv() => {
+            tracing::info!(signal = name, "stopping before every file was written");
+            Err(Error::Interrupted)
+        }
+    };
+    let ready = first.and_then(|()| {
+        write::write_atomic(&config.mount_path, READY_MARKER, b"", config.file_mode)
+            .map_err(Error::from)
+    });
+    if let Err(error) = ready {
+        // A machine that will never be used again: do not leave it behind.
+        revoke(&client).await;
+        return Err(error);
+    }
+    tracing::info!(
+        files = config.files.len(),
+        mount_path = %config.mount_path.display(),
+        "all files written"
+    );
+
+    match config.mode {
+        Mode::Init => {
+            // The private key dies with this process, so the machine can
+            // never sign again; revoke it now rather than at pod deletion.
+            revoke(&client).await;
+            Ok(())
+        }
+        Mode::Sidecar => loop {
+            let period = jitter(config.refresh, REFRESH_JITTER);
+            tokio::select! {
+                refreshed = async {
+                    tokio::time::sleep(period).await;
+                    files.refresh(&client).await
+                } => match refreshed {
+                    Ok(()) => {}
+                    Err(error @ Error::IdentityRefused { .. }) => return Err(error),
+                    Err(error @ Error::Write(_)) => {
+                        revoke(&client).await;
+                        return Err(error);
+                    }
+                    Err(error) => tracing::warn!(
+                        error = %chain(&error),
+                        "refresh failed; keeping the current files and trying again next period"
+                    ),
+                },
+                name = signals.recv() => {
+                    tracing::info!(signal = name, "shutting down");
+                    revoke(&client).await;
+                    return Ok(());
+                }
+            }
+        },
+    }
+}
+
+/// Enrolls a fresh in-memory key pair, retrying while the vault is unreachable.
+async fn enroll(config: &Config, token: &str, options: &Options) -> Result<Client, Error> {
+    let mut metadata = BTreeMap::new();
+    metadata.insert(META_POD_NAME.to_owned(), config.pod_name.clone());
+    if let Some(namespace) = &config.pod_namespace {
+        metadata.insert(META_NAMESPACE.to_owned(), namespace.clone());
+    }
+    if let Some(uid) = &config.pod_uid {
+        metadata.insert(META_POD_UID.to_owned(), uid.clone());
+    }
+    let enrolled = config
+        .retry
+        .run("enroll", || {
+            Client::enroll(
+                &config.vault,
+                token,
+                &config.pod_name,
+                metadata.clone(),
+                options,
+            )
+        })
+        .await;
+    match enrolled {
+        Ok((client, answer)) => {
+            tracing::info!(
+                machine_id = %answer.machine_id,
+                expires_at = %answer.expires_at,
+                vault = %config.vault,
+                "enrolled"
+            );
+            Ok(client)
+        }
+        Err(failed) => Err(classify(&config.vault, Call::Enroll, failed)),
+    }
+}
+
+/// Which vault call failed, to name the failure.
+enum Call<'a> {
+    Enroll,
+    Grants,
+    Read { project: &'a str, secret: &'a str },
+}
+
+fn classify(url: &str, call: Call<'_>, Failed { error, attempts }: Failed) -> Error {
+    let url = url.to_owned();
+    if crate::retry::is_retryable(&error) {
+        return Error::Unreachable {
+            url,
+            attempts,
+            source: error,
+        };
+    }
+    let unauthenticated = matches!(error, sdk::Error::Api { status: 401, .. });
+    match call {
+        Call::Enroll => Error::EnrollmentRefused { url, source: error },
+        Call::Read { .. } | Call::Grants if unauthenticated => {
+            Error::IdentityRefused { url, source: error }
+        }
+        Call::Grants => Error::IdentityRefused { url, source: error },
+        Call::Read { project, secret } => Error::SecretRefused {
+            url,
+            project: project.to_owned(),
+            secret: secret.to_owned(),
+            source: error,
+        },
+    }
+}
+
+/// Revokes this machine, bounded by [`REVOKE_TIMEOUT`]. A failure is only
+/// logged: the operator revokes the machine when the pod is deleted, and
+/// the machine's lifetime is the backstop.
+async fn revoke(client: &Client) {
+    match tokio::time::timeout(REVOKE_TIMEOUT, client.revoke_self()).await {
+        Ok(Ok(())) => tracing::info!("machine revoked"),
+        Ok(Err(error)) => tracing::warn!(
+            error = %chain(&error),
+            "could not revoke this machine; the operator revokes it when the pod is gone"
+        ),
+        Err(_) => tracing::warn!(
+            timeout_s = REVOKE_TIMEOUT.as_secs(),
+            "revoking this machine timed out; the operator revokes it when the pod is gone"
+        ),
+    }
+}
+
+/// SIGTERM (the kubelet stopping the pod) and SIGINT.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves with the signal's name; cancel-safe.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// One entry of `SIGNET_FILES` and what was last written for it.
+struct Target {
+    spec: FileSpec,
+    project: Option<String>,
+    version: Option<u32>,
+    written: BTreeSet<String>,
+}
+
+/// The files of `SIGNET_FILES` and the state needed to refresh them.
+struct Files<'a> {
+    config: &'a Config,
+    targets: Vec<Target>,
+}
+
+impl<'a> Files<'a> {
+    fn new(config: &'a Config) -> Self {
+        let targets = config
+            .files
+            .iter()
+            .map(|spec| Target {
+                spec: spec.clone(),
+                project: None,
+                version: None,
+                written: BTreeSet::new(),
+            })
+            .collect();
+        Self { config, targets }
+    }
+
+    /// The first write: every file, or an error.
+    async fn write_all(&mut self, client: &Client) -> Result<(), Error> {
+        let retry = self.config.retry;
+        let url = &self.config.vault;
+        let grants = retry
+            .run("list grants", || client.grants())
+            .await
+            .map_err(|failed| classify(url, Call::Grants, failed))?
+            .grants;
+        let mut cache = BTreeMap::new();
+        for target in &mut self.targets {
+            let project = project_of(&grants, &target.spec.secret)?;
+            let value = fetch(&mut cache, client, &retry, url, &project, &target.spec.secret).await?;
+            write_target(self.config, target, value)?;
+            target.project = Some(project);
+        }
+        Ok(())
+    }
+
+    /// One refresh: rewrites the files whose secret has a new live version.
+    /// Every target is tried; the first error is returned.
+    async fn refresh(&mut self, client: &Client) -> Result<(), Error> {
+        let once = Retry {
+            max_attempts: 1,
+            ..self.config.retry
+        };
+        let url = &self.config.vault;
+        let grants = client
+            .grants()
+            .await
+            .map_err(|error| classify(url, Call::Grants, Failed { error, attempts: 1 }))?
+            .grants;
+        let mut cache = BTreeMap::new();
+        let mut first_error = None;
+        for target in &mut self.targets {
+            let secret = target.spec.secret.clone();
+            let Some(project) = target.project.clone() else {
+                continue;
+            };
+            let live = grants
+                .iter()
+                .find(|g| g.project == project && g.secret == secret);
+            let Some(live) = live else {
+                tracing::warn!(
+                    secret = %format!("{project}/{secret}"),
+                    file = %target.spec.file,
+                    "the grant on this secret is gone; keeping the last file written"
+                );
+                continue;
+            };
+            if live.version.is_some() && live.version == target.version {
+                continue;
+            }
+            let outcome = match fetch(&mut cache, client, &once, url, &project, &secret).await {
+                Ok(value) if Some(value.version) == target.version => Ok(()),
+                Ok(value) => write_target(self.config, target, value),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                if matches!(error, Error::IdentityRefused { .. } | Error::Write(_)) {
+                    return Err(error);
+                }
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The project of the machine's grant on `secret` (a `FileSpec` names only
+/// the secret; the token's grants say which project it lives in).
+fn project_of(grants: &[GrantView], secret: &str) -> Result<String, Error> {
+    let projects: BTreeSet<&str> = grants
+        .iter()
+        .filter(|g| g.secret == secret)
+        .map(|g| g.project.as_str())
+        .collect();
+    let mut iter = projects.iter();
+    match (iter.next(), iter.next()) {
+        (Some(project), None) => Ok((*project).to_owned()),
+        (None, _) => Err(Error::NoGrant {
+            secret: secret.to_owned(),
+        }),
+        (Some(_), Some(_)) => Err(Error::AmbiguousGrant {
+            secret: secret.to_owned(),
+            projects: projects.into_iter().collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+/// Reads a secret once per pass even when several files use it.
+async fn fetch<'c>(
+    cache: &'c mut BTreeMap<(String, String), SecretValue>,
+    client: &Client,
+    retry: &Retry,
+    url: &str,
+    project: &str,
+    secret: &str,
+) -> Result<&'c SecretValue, Error> {
+    let key = (project.to_owned(), secret.to_owned());
+    if !cache.contains_key(&key) {
+        let value = retry
+            .run("read secret", || client.read_secret(project, secret, None))
+            .await
+            .map_err(|failed| classify(url, Call::Read { project, secret }, failed))?;
+        cache.insert(key.clone(), value);
+    }
+    cache.get(&key).ok_or_else(|| Error::NoGrant {
+        secret: secret.to_owned(),
+    })
+}
+
+/// Renders and writes one target's files, removing files of fields that
+/// are no longer there.
+fn write_target(config: &Config, target: &mut Target, value: &SecretValue) -> Result<(), Error> {
+    let outputs = render::render(&target.spec, value).map_err(|source| Error::Render {
+        secret: format!("{}/{}", value.project, value.secret),
+        source,
+    })?;
+    let mut written = BTreeSet::new();
+    for output in &outputs {
+        write::write_atomic(
+            &config.mount_path,
+            &output.name,
+            &output.contents,
+            config.file_mode,
+        )?;
+        written.insert(output.name.clone());
+    }
+    for stale in target.written.difference(&written) {
+        write::remove(&config.mount_path, stale)?;
+    }
+    tracing::info!(
+        secret = %format!("{}/{}", value.project, value.secret),
+        version = value.version,
+        files = ?written,
+        "wrote"
+    );
+    target.written = written;
+    target.version = Some(value.version);
+    Ok(())
+}
