@@ -90,6 +90,23 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Access policies on secrets (time window, IP allowlist, daily cap, co-sign, canary).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Co-signed reads.
+    #[command(subcommand)]
+    Cosign(CosignCommand),
+    /// Outgoing webhooks.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Unlocks a project locked by a canary read.
+    Unlock { project: String },
+    /// Makes an older version of PROJECT/SECRET live again.
+    Rollback {
+        path: String,
+        #[arg(long)]
+        version: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,15 +229,147 @@ pub enum TokenCommand {
         /// SECRET or SECRET:FIELD,FIELD (repeat).
         #[arg(long = "grant")]
         grants: Vec<String>,
+        #[command(flatten)]
+        constraints: ConstraintArgs,
     },
     List,
     Revoke { id: String },
+}
+
+/// Restrictions of `token create`.
+#[derive(Debug, Args)]
+pub struct ConstraintArgs {
+    /// Enrolling hostnames must match this regex (anchored).
+    #[arg(long)]
+    hostname_regex: Option<String>,
+    /// Enrollment must come from this CIDR (repeat).
+    #[arg(long = "source-cidr")]
+    source_cidrs: Vec<String>,
+    /// Machine name template: {hostname}, {namespace}, {pod}, {token}, {id}.
+    #[arg(long)]
+    name_template: Option<String>,
+    /// A temporary bootstrap token: single use, machine lifetime 1h to 12 months.
+    #[arg(long)]
+    bootstrap: bool,
+    /// The enrolled machine may only call from this CIDR (repeat).
+    #[arg(long = "machine-allow-cidr")]
+    machine_ip_allowlist: Vec<String>,
+    /// The enrolled machine may only call in this window, DAYS@HH:MM-HH:MM
+    /// (DAYS like mon,tue or `*`), e.g. `mon,tue,wed,thu,fri@09:00-17:00`.
+    #[arg(long, value_parser = parse_window)]
+    machine_window: Option<TimeWindow>,
+    /// IANA time zone of --machine-window (default UTC).
+    #[arg(long)]
+    machine_timezone: Option<String>,
+}
+
+impl ConstraintArgs {
+    fn to_constraints(&self) -> anyhow::Result<TokenConstraints> {
+        Ok(TokenConstraints {
+            hostname_regex: self.hostname_regex.clone(),
+            source_cidrs: self.source_cidrs.clone(),
+            name_template: self.name_template.clone(),
+            bootstrap: self.bootstrap,
+            machine_ip_allowlist: self.machine_ip_allowlist.clone(),
+            machine_window: self.machine_window.clone(),
+            machine_timezone: self.machine_timezone.clone(),
+        })
+    }
+}
+
+/// `DAYS@HH:MM-HH:MM` or `HH:MM-HH:MM`.
+fn parse_window(text: &str) -> Result<TimeWindow, String> {
+    let (days, hours) = text.split_once('@').unwrap_or(("*", text));
+    let (start, end) = hours
+        .split_once('-')
+        .ok_or_else(|| "a window is DAYS@HH:MM-HH:MM, e.g. mon,fri@09:00-17:00".to_owned())?;
+    let days = if days == "*" {
+        Vec::new()
+    } else {
+        days.split(',').map(|d| d.trim().to_owned()).collect()
+    };
+    Ok(TimeWindow {
+        days,
+        start: start.to_owned(),
+        end: end.to_owned(),
+    })
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MachineCommand {
     List,
     Revoke { id: String },
+    /// Refuses the machine's requests until re-enabled.
+    Disable { id: String },
+    /// Lifts a disable.
+    Enable { id: String },
+    /// Sets the machine to expire this long from now (audited with the old expiry).
+    Extend {
+        id: String,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Attaches an access policy to PROJECT/SECRET (replacing any previous one).
+    Set {
+        path: String,
+        /// IANA time zone of the window and of the daily cap's day.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Read window, DAYS@HH:MM-HH:MM (DAYS like mon,tue or `*`).
+        #[arg(long, value_parser = parse_window)]
+        window: Option<TimeWindow>,
+        /// Reads must come from this CIDR (repeat).
+        #[arg(long = "allow-cidr")]
+        ip_allowlist: Vec<String>,
+        /// At most this many reads per day.
+        #[arg(long)]
+        daily_cap: Option<u32>,
+        /// Each read needs an admin-approved co-sign request.
+        #[arg(long)]
+        cosign: bool,
+        /// Make it a canary: its first read locks the project.
+        #[arg(long)]
+        canary: bool,
+        /// A canary read also locks every project the machine can reach.
+        #[arg(long, requires = "canary")]
+        cascade: bool,
+    },
+    /// Removes the policy of PROJECT/SECRET.
+    Clear { path: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CosignCommand {
+    /// Requests a co-signed read (as a machine: for itself; as an admin: --machine).
+    Request {
+        path: String,
+        #[arg(long)]
+        machine: Option<String>,
+    },
+    /// Approves a request made by someone else.
+    Approve { id: String },
+    /// Lists open requests.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Registers a webhook (the HMAC secret is read from --secret-file or stdin).
+    Create {
+        #[arg(long)]
+        url: String,
+        /// canary.tripped, machine.enrolled, policy.denied, rotation (repeat).
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
+    List,
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,6 +633,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ttl,
             machine_lifetime,
             grants,
+            constraints,
         }) => {
             let created = client(&cli)?
                 .create_token(&CreateToken {
@@ -493,6 +643,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     ttl_seconds: ttl.as_secs(),
                     machine_lifetime_seconds: machine_lifetime.as_secs(),
                     grants: grants.iter().map(|g| token_grant(g)).collect(),
+                    constraints: constraints.to_constraints()?,
                 })
                 .await?;
             out.show(&created, |c| {
@@ -553,6 +704,139 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machine(MachineCommand::Revoke { id }) => {
             client(&cli)?.revoke_machine(id).await?;
             out.show(&serde_json::json!({"revoked": id}), |_| format!("revoked machine {id}"))
+        }
+        Command::Machine(MachineCommand::Disable { id }) => {
+            let view = client(&cli)?.disable_machine(id).await?;
+            out.show(&view, |v| format!("machine {} disabled", v.id))
+        }
+        Command::Machine(MachineCommand::Enable { id }) => {
+            let view = client(&cli)?.enable_machine(id).await?;
+            out.show(&view, |v| format!("machine {} enabled (expires {})", v.id, v.expires_at))
+        }
+        Command::Machine(MachineCommand::Extend { id, lifetime }) => {
+            let view = client(&cli)?.extend_machine(id, lifetime.as_secs()).await?;
+            out.show(&view, |v| format!("machine {} now expires {}", v.id, v.expires_at))
+        }
+        Command::Policy(PolicyCommand::Set {
+            path,
+            timezone,
+            window,
+            ip_allowlist,
+            daily_cap,
+            cosign,
+            canary,
+            cascade,
+        }) => {
+            let (project, secret) = split_path(path)?;
+            let policy = AccessPolicy {
+                timezone: timezone.clone(),
+                window: window.clone(),
+                ip_allowlist: ip_allowlist.clone(),
+                daily_read_cap: *daily_cap,
+                cosign: *cosign,
+                canary: *canary,
+                canary_cascade: *cascade,
+            };
+            let meta = client(&cli)?.set_policy(project, secret, &policy).await?;
+            out.show(&meta, |m| format!("policy of {}/{} set", m.project, m.name))
+        }
+        Command::Policy(PolicyCommand::Clear { path }) => {
+            let (project, secret) = split_path(path)?;
+            let meta = client(&cli)?
+                .set_policy(project, secret, &AccessPolicy::default())
+                .await?;
+            out.show(&meta, |m| format!("policy of {}/{} removed", m.project, m.name))
+        }
+        Command::Cosign(CosignCommand::Request { path, machine }) => {
+            let (project, secret) = split_path(path)?;
+            let client = client(&cli)?;
+            let body = CreateCosign {
+                project: project.to_owned(),
+                secret: secret.to_owned(),
+                machine_id: machine.clone(),
+            };
+            let view = if machine.is_some() {
+                client.create_cosign(&body).await?
+            } else {
+                client.request_cosign(&body).await?
+            };
+            out.show(&view, |v| format!("co-sign request {} waits for an admin's approval", v.id))
+        }
+        Command::Cosign(CosignCommand::Approve { id }) => {
+            let view = client(&cli)?.approve_cosign(id).await?;
+            out.show(&view, |v| format!("approved {}; valid for one read until {}", v.id, v.expires_at))
+        }
+        Command::Cosign(CosignCommand::List) => {
+            let list = client(&cli)?.cosigns().await?;
+            out.show(&list, |l| {
+                l.requests
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}\t{}/{}\t{}\tby {}\t{}",
+                            r.id,
+                            r.project,
+                            r.secret,
+                            r.machine_id,
+                            r.requested_by,
+                            r.approved_by.as_deref().map_or("pending".to_owned(), |a| format!("approved by {a}"))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Webhook(WebhookCommand::Create { url, events, secret_file }) => {
+            let secret = match secret_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                None => {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text)?;
+                    text
+                }
+            };
+            let view = client(&cli)?
+                .create_webhook(&CreateWebhook {
+                    url: url.clone(),
+                    events: events.clone(),
+                    secret: secret.trim().to_owned(),
+                })
+                .await?;
+            out.show(&view, |v| format!("webhook {} -> {}", v.id, v.url))
+        }
+        Command::Webhook(WebhookCommand::List) => {
+            let list = client(&cli)?.webhooks().await?;
+            out.show(&list, |l| {
+                l.webhooks
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "{}\t{}\t{}\tpending {} delivered {} failed {}",
+                            w.id,
+                            w.url,
+                            w.events.join(","),
+                            w.pending,
+                            w.delivered,
+                            w.failed
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Webhook(WebhookCommand::Delete { id }) => {
+            client(&cli)?.delete_webhook(id).await?;
+            out.show(&serde_json::json!({"deleted": id}), |_| format!("deleted webhook {id}"))
+        }
+        Command::Unlock { project } => {
+            let view = client(&cli)?.unlock_project(project).await?;
+            out.show(&view, |v| format!("project {} unlocked", v.name))
+        }
+        Command::Rollback { path, version } => {
+            let (project, secret) = split_path(path)?;
+            let meta = client(&cli)?.rollback_secret(project, secret, *version).await?;
+            out.show(&meta, |m| format!("{}/{} is live at version {}", m.project, m.name, m.live_version))
         }
         Command::Enroll {
             token,
@@ -632,15 +916,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify) => {
             let client = client(&cli)?;
             let mut after = 0;
-            let mut anchor = Some(crate::audit::GENESIS.to_owned());
+            let mut anchor: Option<String> = None;
             let mut count = 0u64;
             loop {
                 let page = client.audit(after, 5000).await?;
+                // A log pruned by retention starts from its anchor, not genesis.
+                let anchor = anchor.get_or_insert_with(|| {
+                    page.anchor
+                        .as_ref()
+                        .map_or_else(|| crate::audit::GENESIS.to_owned(), |a| a.hash.clone())
+                });
                 let Some(last) = page.entries.last() else { break };
-                crate::audit::verify_chain(&page.entries, anchor.as_deref())
+                crate::audit::verify_chain(&page.entries, Some(anchor.as_str()))
                     .context("the audit chain is broken")?;
                 after = last.seq;
-                anchor = Some(last.hash.clone());
+                *anchor = last.hash.clone();
                 count += page.entries.len() as u64;
             }
             out.show(&serde_json::json!({"intact": true, "entries": count}), |_| {

@@ -353,6 +353,87 @@ impl Client {
         let target = format!("/v1/audit?after={after}&limit={limit}");
         self.call::<(), _>(Method::GET, &target, None).await
     }
+
+    /// `POST /v1/machines/{id}/disable`
+    pub async fn disable_machine(&self, id: &str) -> Result<MachineView> {
+        let target = format!("/v1/machines/{id}/disable");
+        self.call::<(), _>(Method::POST, &target, None).await
+    }
+
+    /// `POST /v1/machines/{id}/enable`
+    pub async fn enable_machine(&self, id: &str) -> Result<MachineView> {
+        let target = format!("/v1/machines/{id}/enable");
+        self.call::<(), _>(Method::POST, &target, None).await
+    }
+
+    /// `POST /v1/machines/{id}/extend`: expires `lifetime_seconds` from now.
+    pub async fn extend_machine(&self, id: &str, lifetime_seconds: u64) -> Result<MachineView> {
+        let target = format!("/v1/machines/{id}/extend");
+        self.call(Method::POST, &target, Some(&ExtendMachine { lifetime_seconds }))
+            .await
+    }
+
+    /// `PUT /v1/projects/{project}/secrets/{secret}/policy` (an empty policy removes it).
+    pub async fn set_policy(
+        &self,
+        project: &str,
+        secret: &str,
+        policy: &AccessPolicy,
+    ) -> Result<SecretMeta> {
+        let target = format!("/v1/projects/{project}/secrets/{secret}/policy");
+        self.call(Method::PUT, &target, Some(policy)).await
+    }
+
+    /// `POST /v1/projects/{project}/secrets/{secret}/rollback`
+    pub async fn rollback_secret(&self, project: &str, secret: &str, version: u32) -> Result<SecretMeta> {
+        let target = format!("/v1/projects/{project}/secrets/{secret}/rollback");
+        self.call(Method::POST, &target, Some(&Rollback { version })).await
+    }
+
+    /// `POST /v1/projects/{project}/unlock`
+    pub async fn unlock_project(&self, project: &str) -> Result<ProjectView> {
+        let target = format!("/v1/projects/{project}/unlock");
+        self.call::<(), _>(Method::POST, &target, None).await
+    }
+
+    /// `POST /v1/cosign`: an admin requests a co-signed read for a machine.
+    pub async fn create_cosign(&self, body: &CreateCosign) -> Result<CosignView> {
+        self.call(Method::POST, "/v1/cosign", Some(body)).await
+    }
+
+    /// `POST /v1/machine/cosign`: a machine requests a co-signed read for itself.
+    pub async fn request_cosign(&self, body: &CreateCosign) -> Result<CosignView> {
+        self.call(Method::POST, "/v1/machine/cosign", Some(body)).await
+    }
+
+    /// `POST /v1/cosign/{id}/approve`
+    pub async fn approve_cosign(&self, id: &str) -> Result<CosignView> {
+        let target = format!("/v1/cosign/{id}/approve");
+        self.call::<(), _>(Method::POST, &target, None).await
+    }
+
+    /// `GET /v1/cosign`
+    pub async fn cosigns(&self) -> Result<CosignList> {
+        self.call::<(), _>(Method::GET, "/v1/cosign", None).await
+    }
+
+    /// `POST /v1/webhooks`
+    pub async fn create_webhook(&self, body: &CreateWebhook) -> Result<WebhookView> {
+        self.call(Method::POST, "/v1/webhooks", Some(body)).await
+    }
+
+    /// `GET /v1/webhooks`
+    pub async fn webhooks(&self) -> Result<WebhookList> {
+        self.call::<(), _>(Method::GET, "/v1/webhooks", None).await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`
+    pub async fn delete_webhook(&self, id: &str) -> Result<()> {
+        let target = format!("/v1/webhooks/{id}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
 }
 
 fn api_error(status: StatusCode, bytes: &[u8]) -> Error {

@@ -15,7 +15,7 @@ use crate::crypto::RootKey;
 use crate::server::{self, Tls};
 use crate::service::enroll;
 use crate::store::{SqliteStore, Store};
-use crate::vault::{Config, Vault};
+use crate::vault::{Config, Settings, Vault};
 
 /// Environment variable that may carry the root key; removed once read.
 pub const ROOT_KEY_ENV: &str = "SIGNET_ROOT_KEY";
@@ -70,6 +70,14 @@ pub struct ListenArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SIGNET_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Prune audit entries older than this many days (the hash chain stays
+    /// verifiable from an anchor); unset keeps everything.
+    #[arg(long, env = "SIGNET_AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_retention_days: Option<u32>,
+    /// Allow webhook destinations in this CIDR even if loopback, private or
+    /// link-local (repeat, or comma-separate in the environment variable).
+    #[arg(long = "webhook-allow-cidr", env = "SIGNET_WEBHOOK_ALLOW_CIDRS", value_delimiter = ',')]
+    pub webhook_allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Args)]
@@ -145,7 +153,14 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
         skew_seconds: listen.skew_seconds,
         max_body_bytes: listen.max_body_bytes,
     };
-    Ok(Arc::new(Vault::open(store, root, Arc::new(SystemClock), config)?))
+    let settings = Settings {
+        audit_retention_days: listen.audit_retention_days,
+        webhook_allow: listen.webhook_allow_cidrs.clone(),
+        ..Settings::default()
+    };
+    Ok(Arc::new(
+        Vault::open(store, root, Arc::new(SystemClock), config)?.with_settings(settings),
+    ))
 }
 
 /// `signet-vault serve`
@@ -254,8 +269,11 @@ pub fn bootstrap_token(args: &DataArgs) -> anyhow::Result<()> {
 pub fn audit_verify(args: &DataArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.data_dir)?;
     let mut tx = store.begin()?;
-    let mut after = 0;
-    let mut anchor = Some(signet_client::audit::GENESIS.to_owned());
+    // After retention pruned the head of the chain, it starts at the anchor.
+    let (mut after, mut anchor) = match crate::audit::anchor(tx.as_mut())? {
+        Some(a) => (a.seq, Some(a.hash)),
+        None => (0, Some(signet_client::audit::GENESIS.to_owned())),
+    };
     let mut count = 0u64;
     loop {
         let page = tx.audit(after, 5000)?;

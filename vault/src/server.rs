@@ -33,8 +33,11 @@ pub struct Tls {
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
-/// How often expired nonces are forgotten.
+/// How often expired nonces, long-expired machines and old audit entries
+/// are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the webhook outbox is drained.
+const DELIVER_EVERY: Duration = Duration::from_secs(5);
 
 /// Binds `addr` (so a caller learns the real port before serving).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -77,16 +80,36 @@ pub async fn serve(vault: Arc<Vault>, listener: TcpListener, tls: Option<Tls>) -
 }
 
 async fn sweep(vault: Arc<Vault>) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
+    let mut every = tokio::time::interval(DELIVER_EVERY);
+    let mut last_sweep = std::time::Instant::now();
     loop {
         every.tick().await;
-        let vault = Arc::clone(&vault);
-        let swept = tokio::task::spawn_blocking(move || vault.with_tx(|tx, now| Ok(tx.prune_nonces(now)?))).await;
+        match vault.deliver_webhooks().await {
+            Ok(report) if report != Default::default() => {
+                tracing::debug!(delivered = report.delivered, retrying = report.retrying, failed = report.failed, "webhook deliveries");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = ?error, "webhook delivery pass failed"),
+        }
+        if last_sweep.elapsed() < SWEEP_EVERY {
+            continue;
+        }
+        last_sweep = std::time::Instant::now();
+        let sweeper = Arc::clone(&vault);
+        let swept = tokio::task::spawn_blocking(move || sweeper.sweep(sweeper.now())).await;
         match swept {
-            Ok(Ok(n)) if n > 0 => tracing::debug!(nonces = n, "swept expired nonces"),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(error = ?error, "nonce sweep failed"),
-            Err(error) => tracing::warn!(error = ?error, "nonce sweep panicked"),
+            Ok(Ok(report)) => {
+                if report.nonces > 0 || !report.machines_deleted.is_empty() || report.audit_pruned_to.is_some() {
+                    tracing::info!(
+                        nonces = report.nonces,
+                        machines_deleted = report.machines_deleted.len(),
+                        audit_pruned_to = ?report.audit_pruned_to,
+                        "swept"
+                    );
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(error = ?error, "sweep failed"),
+            Err(error) => tracing::warn!(error = ?error, "sweep panicked"),
         }
     }
 }

@@ -132,6 +132,9 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     };
     let (_, enroll_secret) = created.token.split_once('.').unwrap();
     let (_, bootstrap_secret) = bootstrap.split_once('.').unwrap();
+    let verify = Command::new(VAULT).args(["audit-verify", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain intact"));
     for (what, needle) in [
         ("secret value", SECRET_VALUE),
         ("enrollment token", enroll_secret),

@@ -146,15 +146,6 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* Validation of values that the schema cannot express. */}}
-{{- define "signet.validate" -}}
-{{- $_ := required "vault.rootKey.existingSecret is required: create a Secret with the root key first (see NOTES / docs/kubernetes.md)" .Values.vault.rootKey.existingSecret }}
-{{- $_ := required "operator.identity.existingSecret is required: name the Secret that will hold the operator's agent identity (it may be created after the install)" .Values.operator.identity.existingSecret }}
-{{- if .Values.vault.tls.enabled }}
-{{- $_ := include "signet.vault.tlsSecret" . }}
-{{- end }}
-{{- end }}
-
 {{/* Egress rule to the Kubernetes API server (port-based, optionally by CIDR). */}}
 {{- define "signet.networkPolicy.apiServerEgress" -}}
 {{- $api := .Values.networkPolicy.apiServer -}}

@@ -34,7 +34,7 @@ pub struct Error {
     pub source: std::io::Error,
 }
 
-fn error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+fn error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error {
         action,
         path: path.to_owned(),

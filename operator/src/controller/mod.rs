@@ -21,6 +21,9 @@ pub mod pods;
 pub mod secret_grant;
 pub mod vault;
 
+#[cfg(test)]
+mod tests;
+
 use std::{future::Future, path::Path, pin::Pin, sync::Arc};
 
 use futures::{FutureExt as _, StreamExt as _};

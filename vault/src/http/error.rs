@@ -14,11 +14,12 @@ pub fn status(code: ErrorCode) -> StatusCode {
         BadSignatureHeaders | TimestampSkew | UnknownKey | IdentityDisabled | BadSignature
         | NonceReplayed => StatusCode::UNAUTHORIZED,
         NotAMachine | Forbidden | NotGranted | FieldNotGranted | InvalidToken | TokenExhausted
-        | TokenExpired => StatusCode::FORBIDDEN,
+        | TokenExpired | PolicyTimeWindow | PolicyIp | PolicyDailyCap | CosignRequired
+        | HostnameNotAllowed | SourceNotAllowed => StatusCode::FORBIDDEN,
         ProjectLocked => StatusCode::LOCKED,
         NotFound => StatusCode::NOT_FOUND,
         Conflict => StatusCode::CONFLICT,
-        InvalidRequest | MalformedJson => StatusCode::BAD_REQUEST,
+        InvalidRequest | MalformedJson | DestinationNotAllowed => StatusCode::BAD_REQUEST,
         BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use signet_client::api::*;
 use signet_client::protocol::PublicKey;
@@ -19,7 +19,7 @@ pub use error::status;
 use extract::Signed;
 
 use crate::error::{Error, Result};
-use crate::service::{enroll, grants, identities, secrets};
+use crate::service::{access, enroll, grants, identities, lifecycle, secrets, webhooks};
 use crate::store::Grantee;
 use crate::vault::{Audience, Vault};
 
@@ -49,6 +49,17 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/v1/enrollment-tokens/{id}", delete(revoke_token))
         .route("/v1/machines", get(list_machines))
         .route("/v1/machines/{id}", delete(revoke_machine))
+        .route("/v1/machines/{id}/disable", post(disable_machine))
+        .route("/v1/machines/{id}/enable", post(enable_machine))
+        .route("/v1/machines/{id}/extend", post(extend_machine))
+        .route("/v1/projects/{project}/unlock", post(unlock_project))
+        .route("/v1/projects/{project}/secrets/{secret}/policy", put(set_policy))
+        .route("/v1/projects/{project}/secrets/{secret}/rollback", post(rollback_secret))
+        .route("/v1/cosign", get(list_cosigns).post(create_cosign))
+        .route("/v1/cosign/{id}/approve", post(approve_cosign))
+        .route("/v1/machine/cosign", post(machine_cosign))
+        .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/v1/webhooks/{id}", delete(delete_webhook))
         .route("/v1/agents", post(create_agent))
         .route("/v1/admins", post(create_admin))
         .route("/v1/audit", get(audit))
@@ -400,4 +411,165 @@ async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<A
         .handle(request, "audit.list", "audit".into(), Audience::Management(None), crate::service::audit_page)
         .await
         .map(Json)
+}
+
+/// Disables a machine: its requests are refused with `identity_disabled`.
+#[utoipa::path(post, path = "/v1/machines/{id}/disable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
+async fn disable_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<MachineView>> {
+    let target = format!("machine:{id}");
+    vault
+        .handle(request, "machine.disable", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
+            lifecycle::disable(ctx, tx, &id)
+        })
+        .await
+        .map(Json)
+}
+
+/// Re-enables a disabled machine (an expired one needs `extend`).
+#[utoipa::path(post, path = "/v1/machines/{id}/enable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
+async fn enable_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<MachineView>> {
+    let target = format!("machine:{id}");
+    vault
+        .handle(request, "machine.enable", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
+            lifecycle::enable(ctx, tx, &id)
+        })
+        .await
+        .map(Json)
+}
+
+/// Sets a machine's expiry to `lifetime_seconds` from now; audited with the previous expiry.
+#[utoipa::path(post, path = "/v1/machines/{id}/extend", params(("id" = String, Path)), request_body = ExtendMachine, responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
+async fn extend_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<MachineView>> {
+    let target = format!("machine:{id}");
+    vault
+        .handle(request, "machine.extend", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
+            lifecycle::extend(ctx, tx, &id)
+        })
+        .await
+        .map(Json)
+}
+
+/// Unlocks a project a canary read locked (admins only).
+#[utoipa::path(post, path = "/v1/projects/{project}/unlock", params(("project" = String, Path)), responses((status = 200, body = ProjectView), (status = 409, body = ErrorBody)))]
+async fn unlock_project(State(vault): AppState, Path(project): Path<String>, Signed(request): Signed) -> Result<Json<ProjectView>> {
+    let target = format!("project:{project}");
+    vault
+        .handle(request, "project.unlock", target, Audience::Management(None), move |ctx, tx| {
+            access::unlock(ctx, tx, &project)
+        })
+        .await
+        .map(Json)
+}
+
+/// Attaches an access policy to a secret (an empty object removes it; admins only).
+#[utoipa::path(put, path = "/v1/projects/{project}/secrets/{secret}/policy", params(("project" = String, Path), ("secret" = String, Path)), request_body = AccessPolicy, responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody)))]
+async fn set_policy(
+    State(vault): AppState,
+    Path((project, secret)): Path<(String, String)>,
+    Signed(request): Signed,
+) -> Result<Json<SecretMeta>> {
+    let target = format!("secret:{project}/{secret}");
+    vault
+        .handle(request, "secret.policy", target, Audience::Management(None), move |ctx, tx| {
+            access::set_policy(ctx, tx, &project, &secret)
+        })
+        .await
+        .map(Json)
+}
+
+/// Makes an older version live again (admins only).
+#[utoipa::path(post, path = "/v1/projects/{project}/secrets/{secret}/rollback", params(("project" = String, Path), ("secret" = String, Path)), request_body = Rollback, responses((status = 200, body = SecretMeta), (status = 404, body = ErrorBody)))]
+async fn rollback_secret(
+    State(vault): AppState,
+    Path((project, secret)): Path<(String, String)>,
+    Signed(request): Signed,
+) -> Result<Json<SecretMeta>> {
+    let target = format!("secret:{project}/{secret}");
+    vault
+        .handle(request, "secret.rollback", target, Audience::Management(None), move |ctx, tx| {
+            access::rollback(ctx, tx, &project, &secret)
+        })
+        .await
+        .map(Json)
+}
+
+/// Open co-sign requests (admins only).
+#[utoipa::path(get, path = "/v1/cosign", responses((status = 200, body = CosignList)))]
+async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result<Json<CosignList>> {
+    vault
+        .handle(request, "cosign.list", "cosign".into(), Audience::Management(None), |ctx, tx| {
+            access::list_cosigns(ctx, tx)
+        })
+        .await
+        .map(Json)
+}
+
+/// An admin requests a co-signed read on behalf of a machine; another admin approves it.
+#[utoipa::path(post, path = "/v1/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView)))]
+async fn create_cosign(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "cosign.request", "cosign".into(), Audience::Management(None), access::create_cosign)
+        .await
+        .map(created)
+}
+
+/// A machine requests a co-signed read of a secret for itself.
+#[utoipa::path(post, path = "/v1/machine/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView)))]
+async fn machine_cosign(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(request, "cosign.request", "cosign".into(), Audience::Machine, access::create_cosign)
+        .await
+        .map(created)
+}
+
+/// Approves a co-sign request: single use, valid 15 minutes, by an admin other than the requester.
+#[utoipa::path(post, path = "/v1/cosign/{id}/approve", params(("id" = String, Path)), responses((status = 200, body = CosignView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn approve_cosign(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<CosignView>> {
+    let target = format!("cosign:{id}");
+    vault
+        .handle(request, "cosign.approve", target, Audience::Management(None), move |ctx, tx| {
+            access::approve_cosign(ctx, tx, &id)
+        })
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/webhooks", responses((status = 200, body = WebhookList)))]
+async fn list_webhooks(State(vault): AppState, Signed(request): Signed) -> Result<Json<WebhookList>> {
+    vault
+        .handle(request, "webhook.list", "webhooks".into(), Audience::Management(None), |_, tx| webhooks::list(tx))
+        .await
+        .map(Json)
+}
+
+/// Registers a webhook. The destination is resolved and refused when it is
+/// loopback, private, link-local or metadata unless the vault allowlists it.
+#[utoipa::path(post, path = "/v1/webhooks", request_body = CreateWebhook, responses((status = 201, body = WebhookView), (status = 400, body = ErrorBody)))]
+async fn create_webhook(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    // Resolved before the transaction: DNS must not hold the store's lock.
+    // An unparsable body resolves to nothing; the operation reports it.
+    let resolved = match serde_json::from_slice::<CreateWebhook>(&request.body)
+        .ok()
+        .and_then(|body| webhooks::destination(&body.url).ok())
+    {
+        Some(dest) => webhooks::resolve(&dest).await,
+        None => Ok(Vec::new()),
+    };
+    vault
+        .handle(request, "webhook.create", "webhook".into(), Audience::Management(None), move |ctx, tx| {
+            webhooks::create(ctx, tx, resolved)
+        })
+        .await
+        .map(created)
+}
+
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path)), responses((status = 204)))]
+async fn delete_webhook(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+    let target = format!("webhook:{id}");
+    vault
+        .handle(request, "webhook.delete", target, Audience::Management(None), move |ctx, tx| {
+            webhooks::delete(ctx, tx, &id)
+        })
+        .await
+        .map(no_content)
 }

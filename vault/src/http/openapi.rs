@@ -19,9 +19,13 @@ use utoipa::OpenApi;
         super::secret_meta, super::write_secret, super::delete_secret, super::list_grants,
         super::create_grant, super::delete_grant, super::list_tokens, super::create_token,
         super::revoke_token, super::list_machines, super::revoke_machine, super::create_agent,
-        super::create_admin, super::audit,
+        super::create_admin, super::audit, super::disable_machine, super::enable_machine,
+        super::extend_machine, super::unlock_project, super::set_policy, super::rollback_secret,
+        super::list_cosigns, super::create_cosign, super::machine_cosign, super::approve_cosign,
+        super::list_webhooks, super::create_webhook, super::delete_webhook,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ErrorCode, Scope, TokenGrant, VersionMeta, TokenView))
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, Scope, TokenGrant, VersionMeta, TokenView,
+        TokenConstraints, TimeWindow, AccessPolicy, AuditAnchor))
 )]
 pub struct ApiDoc;
 

@@ -115,7 +115,7 @@ pub fn window_open(window: &TimeWindow, zone: &TimeZone, now: i64) -> Result<boo
     } else {
         // Spanning midnight: the evening part belongs to today, the morning
         // part to the window that opened yesterday.
-        (minute >= start && day_ok(today)?) || (minute < end && day_ok(today.predecessor())?)
+        (minute >= start && day_ok(today)?) || (minute < end && day_ok(today.previous())?)
     })
 }
 

@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Checks the Helm chart charts/signet:
+#
+#   - charts/signet/crds/ is identical to crds/ (the generated CRDs);
+#   - values.schema.json closes every object (additionalProperties: false);
+#   - helm lint (default values, and --strict with each tests/chart/values-*.yaml);
+#   - renders that must fail do (missing required Secrets, unknown keys);
+#   - helm template with each values file, validated by kubeconform -strict
+#     against the Kubernetes 1.34 schemas prepared by tests/control-plane/build.sh,
+#     plus a few policy assertions on the output;
+#   - with a kubeconfig (--kubeconfig FILE or $KUBECONFIG): kubectl apply
+#     --dry-run=server of the CRDs and the rendered manifests (changes nothing);
+#   - with --control-plane: starts a throw-away etcd + kube-apiserver
+#     (tests/control-plane/start.sh), and there runs the dry-runs, a Pod
+#     Security "restricted" check, a real `helm install`, the example
+#     EnrollmentToken/SecretGrant, the webhook's scoping (a pod that did not
+#     opt in is admitted while the webhook is unreachable; an opted-in one is
+#     refused), and `helm uninstall`; then stops it.
+#
+# Usage: bash tests/chart/check.sh [--control-plane] [--kubeconfig FILE]
+# Tools come from $SIGNET_CP_BIN when set, else from tests/control-plane/build.sh.
+# Exits non-zero when any check fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CHART=$ROOT/charts/signet
+HERE=$ROOT/tests/chart
+K8S_VERSION=1.34.4
+# Kinds without a schema here (cert-manager's); everything else must validate.
+SKIP_KINDS=Certificate,Issuer
+
+control_plane=false
+kubeconfig=${KUBECONFIG:-}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --control-plane) control_plane=true ;;
+    --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
+    --kubeconfig=*) kubeconfig=${1#--kubeconfig=} ;;
+    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+failures=()
+section() { printf '\n== %s\n' "$*"; }
+pass() { printf '   ok    %s\n' "$*"; }
+fail() { printf '   FAIL  %s\n' "$*" >&2; failures+=("$*"); }
+
+# check DESCRIPTION COMMAND...: runs COMMAND, shows its output only on failure.
+check() {
+  local what=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    pass "$what"
+  else
+    fail "$what"
+    printf '%s\n' "$out" | sed 's/^/         /' >&2
+  fi
+}
+
+# must_fail DESCRIPTION EXPECTED_TEXT COMMAND...: COMMAND must fail and say EXPECTED_TEXT.
+must_fail() {
+  local what=$1 expected=$2 out
+  shift 2
+  if out=$("$@" 2>&1); then
+    fail "$what (succeeded, expected a failure mentioning: $expected)"
+  elif grep -qF -- "$expected" <<<"$out"; then
+    pass "$what"
+  else
+    fail "$what (failed without mentioning: $expected)"
+    printf '%s\n' "$out" | sed 's/^/         /' >&2
+  fi
+}
+
+section "tools"
+if [[ -n ${SIGNET_CP_BIN:-} ]]; then
+  BIN=$SIGNET_CP_BIN
+else
+  echo "   building or reusing the control-plane tools (tests/control-plane/build.sh)"
+  BIN=$("$ROOT/tests/control-plane/build.sh" | tail -n1)
+fi
+HELM=$BIN/helm
+KUBECTL=$BIN/kubectl
+KUBECONFORM=$BIN/kubeconform
+SCHEMAS=$(cd "$BIN/.." && pwd)/schemas
+for tool in "$HELM" "$KUBECTL" "$KUBECONFORM"; do
+  [[ -x $tool ]] || { echo "missing tool: $tool" >&2; exit 1; }
+done
+[[ -d $SCHEMAS/v$K8S_VERSION-standalone-strict ]] || {
+  echo "missing kubeconform schemas: $SCHEMAS/v$K8S_VERSION-standalone-strict" >&2
+  exit 1
+}
+command -v jq >/dev/null || { echo "jq is required" >&2; exit 1; }
+pass "$("$HELM" version --short), kubeconform $("$KUBECONFORM" -v), schemas in $SCHEMAS"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/signet-chart-check.XXXXXX")
+CP_DIR=
+cleanup() {
+  if [[ -n $CP_DIR ]]; then
+    "$ROOT/tests/control-plane/start.sh" stop "$CP_DIR" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+section "CRDs"
+check "charts/signet/crds is identical to crds (diff -r)" diff -r "$ROOT/crds" "$CHART/crds"
+
+section "values.schema.json"
+schema_closed() {
+  jq -e '."$schema" == "http://json-schema.org/draft-07/schema#"' "$CHART/values.schema.json" >/dev/null || {
+    echo "not a draft-07 schema"
+    return 1
+  }
+  # Every object schema that lists properties must refuse others.
+  local open
+  open=$(jq -r '[paths(objects) as $p | select(getpath($p) | has("properties") and .additionalProperties != false)
+                 | $p | map(tostring) | join("/")] | .[]' "$CHART/values.schema.json")
+  [[ -z $open ]] || { echo "open objects: $open"; return 1; }
+}
+check "draft-07, additionalProperties false at every object level" schema_closed
+
+section "helm lint"
+check "helm lint (default values)" "$HELM" lint "$CHART"
+VALUES_FILES=("$HERE"/values-*.yaml "$ROOT/tests/kind/values.yaml")
+values_name() { # tests/chart/values-X.yaml -> X; tests/kind/values.yaml -> kind
+  local name
+  name=$(basename "$1" .yaml)
+  if [[ $name == values ]]; then basename "$(dirname "$1")"; else echo "${name#values-}"; fi
+}
+for values in "${VALUES_FILES[@]}"; do
+  check "helm lint --strict -f ${values#"$ROOT"/}" "$HELM" lint --strict "$CHART" -f "$values"
+done
+
+section "renders that must fail"
+must_fail "no root key Secret named" "vault.rootKey.existingSecret is required" \
+  "$HELM" template signet "$CHART"
+must_fail "no vault TLS Secret and no cert-manager" "vault.tls.existingSecret is required" \
+  "$HELM" template signet "$CHART" --set vault.rootKey.existingSecret=a --set operator.identity.existingSecret=b
+must_fail "no operator identity Secret named" "operator.identity.existingSecret is required" \
+  "$HELM" template signet "$CHART" --set vault.rootKey.existingSecret=a --set vault.tls.existingSecret=c
+must_fail "unknown value key" "additional properties 'replicas' not allowed" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.replicas=2
+must_fail "webhook timeout above the API server's 30 s limit" "timeoutSeconds" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set operator.webhook.timeoutSeconds=31
+must_fail "bad image pull policy" "pullPolicy" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.image.pullPolicy=Sometimes
+
+section "helm template + kubeconform -strict (Kubernetes $K8S_VERSION schemas)"
+render() { # NAME VALUES NAMESPACE
+  "$HELM" template signet "$CHART" --include-crds -n "$3" -f "$2" >"$WORK/$1.yaml"
+}
+for values in "${VALUES_FILES[@]}"; do
+  name=$(values_name "$values")
+  if check "helm template -f ${values#"$ROOT"/}" render "$name" "$values" signet-system; then
+    check "kubeconform $name" "$KUBECONFORM" -strict -summary \
+      -kubernetes-version "$K8S_VERSION" -schema-location "$SCHEMAS" \
+      -skip "$SKIP_KINDS" "$WORK/$name.yaml"
+  fi
+done
+
+# Policy assertions on the default (required-values) render.
+policy() {
+  local file=$WORK/required.yaml images
+  images=$(grep -c '^ *image: ' "$file")
+  [[ $images -eq 3 ]] || { echo "expected 3 containers, found $images"; return 1; }
+  for expect in 'readOnlyRootFilesystem: true' 'allowPrivilegeEscalation: false' \
+    'runAsUser: 65532' '- ALL'; do
+    [[ $(grep -cF -- "$expect" "$file") -ge $images ]] || { echo "not every container has $expect"; return 1; }
+  done
+  grep -q -- '--root-key-file=/etc/signet/root-key/root-key' "$file" || { echo "root key not passed as a file"; return 1; }
+  ! grep -q 'SIGNET_ROOT_KEY' "$file" || { echo "root key in the environment"; return 1; }
+  grep -q '^automountServiceAccountToken: false' "$file" || { echo "vault ServiceAccount mounts a token"; return 1; }
+  for expect in 'failurePolicy: Fail' 'sideEffects: None' 'timeoutSeconds: 5' \
+    'reinvocationPolicy: Never' 'signet.dev/inject: "true"' 'key: kubernetes.io/metadata.name' \
+    'operator: NotIn' '- signet-system' 'path: /mutate' 'scheme: HTTPS' \
+    '--self-signed-service=signet-webhook' '--webhook-config-name=signet'; do
+    grep -qF -- "$expect" "$file" || { echo "missing: $expect"; return 1; }
+  done
+  grep -q 'cert-manager.io/inject-ca-from: signet-system/signet-webhook' "$WORK/cert-manager.yaml" ||
+    { echo "cert-manager render lacks the CA injection annotation"; return 1; }
+  [[ $(grep -c '^kind: Certificate$' "$WORK/cert-manager.yaml") -eq 3 ]] ||
+    { echo "cert-manager render should have 3 Certificates (CA, vault, webhook)"; return 1; }
+}
+check "policy: restricted security contexts, root key as file, webhook scoping" policy
+
+if [[ $control_plane == true ]]; then
+  section "throw-away control plane (tests/control-plane/start.sh)"
+  CP_DIR=$WORK/control-plane
+  if kubeconfig=$(SIGNET_CP_BIN=$BIN "$ROOT/tests/control-plane/start.sh" "$CP_DIR" 2>"$WORK/start.log" | tail -n1) &&
+    [[ -f $kubeconfig ]]; then
+    pass "started; kubeconfig $kubeconfig"
+  else
+    fail "start.sh failed"
+    sed 's/^/         /' "$WORK/start.log" >&2
+    kubeconfig=
+  fi
+fi
+
+if [[ -n $kubeconfig ]]; then
+  section "server-side dry run ($kubeconfig)"
+  k() { "$KUBECTL" --kubeconfig "$kubeconfig" "$@"; }
+  check "API server reachable" k get --raw /readyz
+  check "kubectl apply --dry-run=server -f crds/" k apply --dry-run=server -f "$ROOT/crds"
+  # Rendered into `default`, which always exists, so nothing needs creating.
+  for name in required custom; do
+    "$HELM" template signet "$CHART" -n default -f "$HERE/values-$name.yaml" >"$WORK/dry-$name.yaml"
+    check "kubectl apply --dry-run=server ($name values)" k apply --dry-run=server -f "$WORK/dry-$name.yaml"
+  done
+fi
+
+if [[ $control_plane == true && -n $kubeconfig ]]; then
+  section "helm install into the real API server"
+  NS=signet-system
+  APP=signet-check-app
+  k create namespace "$NS" >/dev/null
+  k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted \
+    pod-security.kubernetes.io/warn=restricted >/dev/null
+  pod_security() {
+    local out
+    out=$(k apply --dry-run=server -n "$NS" -f "$WORK/required.yaml" 2>&1) || { echo "$out"; return 1; }
+    ! grep -i 'PodSecurity' <<<"$out"
+  }
+  check "every pod template meets Pod Security 'restricted' (no warnings)" pod_security
+  check "helm install signet (CRDs + chart)" \
+    "$HELM" --kubeconfig "$kubeconfig" install signet "$CHART" -n "$NS" -f "$HERE/values-required.yaml"
+  check "CRDs established" k wait --for=condition=Established --timeout=30s \
+    crd/enrollmenttokens.signet.dev crd/secretgrants.signet.dev
+  check "objects stored" k -n "$NS" get statefulset/signet-vault deployment/signet-controller \
+    deployment/signet-webhook service/signet-vault service/signet-webhook networkpolicy/signet-vault \
+    serviceaccount/signet-vault
+  check "MutatingWebhookConfiguration stored" k get mutatingwebhookconfiguration signet
+
+  section "CRs and webhook scoping against the installed chart"
+  k create namespace "$APP" >/dev/null
+  k label namespace "$APP" pod-security.kubernetes.io/enforce=restricted >/dev/null
+  # No controller-manager here: the default ServiceAccount must be made by hand.
+  k -n "$APP" create serviceaccount default >/dev/null
+  k -n "$NS" create serviceaccount default >/dev/null
+  check "EnrollmentToken + SecretGrant of tests/kind accepted" k -n "$APP" apply -f "$ROOT/tests/kind/manifests/grant.yaml"
+  must_fail "SecretGrant writing one file twice refused (CEL rule)" "same file" \
+    k -n "$APP" apply -f - <<'EOF'
+apiVersion: signet.dev/v1alpha1
+kind: SecretGrant
+metadata:
+  name: clash
+spec:
+  enrollmentToken: demo
+  secrets:
+    - secret: a
+      file: same
+    - secret: b
+      file: same
+EOF
+  check "pod that did not opt in admitted although the webhook is unreachable" \
+    k -n "$APP" create -f "$ROOT/tests/kind/manifests/pod-plain.yaml"
+  must_fail "opted-in pod refused while the webhook is unreachable (failurePolicy Fail)" \
+    'inject.signet.dev' k -n "$APP" create -f "$ROOT/tests/kind/manifests/pod.yaml"
+  check "opted-in pod in the release namespace admitted (namespace excluded)" \
+    k -n "$NS" create -f "$ROOT/tests/kind/manifests/pod.yaml"
+  check "helm uninstall" "$HELM" --kubeconfig "$kubeconfig" uninstall signet -n "$NS"
+  check "MutatingWebhookConfiguration removed" bash -c \
+    "! '$KUBECTL' --kubeconfig '$kubeconfig' get mutatingwebhookconfiguration signet 2>/dev/null"
+fi
+
+section "summary"
+if [[ ${#failures[@]} -gt 0 ]]; then
+  printf '%d check(s) failed:\n' "${#failures[@]}" >&2
+  printf '  - %s\n' "${failures[@]}" >&2
+  exit 1
+fi
+echo "all chart checks passed"

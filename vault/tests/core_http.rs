@@ -1,0 +1,87 @@
+//! The unsigned surface: health, readiness, metrics, the OpenAPI document,
+//! and JSON errors for routes that do not exist.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::Harness;
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+async fn text(h: &Harness, uri: &str) -> (StatusCode, String) {
+    let response = h
+        .app
+        .clone()
+        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_signature() {
+    let h = Harness::new();
+    assert_eq!(text(&h, "/healthz").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(text(&h, "/readyz").await, (StatusCode::OK, "ready".into()));
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_by_outcome_and_code() {
+    let h = Harness::new();
+    let admin = h.admin().await;
+    h.seed(&admin, "shop").await;
+    let r = h.call(&admin, "GET", "/v1/secrets/shop/api-key", None).await;
+    assert_eq!(r.code(), "not_a_machine");
+    let (status, body) = text(&h, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(r#"signet_decisions_total{action="secret.write",outcome="allow",code=""} 2"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"signet_decisions_total{action="secret.read",outcome="deny",code="not_a_machine"} 1"#),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_signed_route() {
+    let h = Harness::new();
+    let (status, body) = text(&h, "/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/enroll",
+        "/v1/admin/enroll",
+        "/v1/machine/grants",
+        "/v1/machine/self",
+        "/v1/secrets/{project}/{secret}",
+        "/v1/projects",
+        "/v1/projects/{project}/secrets/{secret}",
+        "/v1/grants",
+        "/v1/enrollment-tokens",
+        "/v1/machines",
+        "/v1/agents",
+        "/v1/audit",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_json_errors() {
+    let h = Harness::new();
+    let r = h.raw(Request::builder().uri("/v2/nothing").body(Body::empty()).unwrap()).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+    let r = h
+        .raw(Request::builder().method("PATCH").uri("/v1/projects").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.code(), "invalid_request");
+}
