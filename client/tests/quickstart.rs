@@ -40,7 +40,8 @@ impl Vault {
         let stdout = child.stdout.take().unwrap();
         let mut banner = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
             let done = line.contains(" read demo/db-password");
             banner.push(line);
@@ -48,6 +49,8 @@ impl Vault {
                 break;
             }
         }
+        // Keep reading, so the vault never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         Self { child, banner }
     }
 
@@ -162,12 +165,13 @@ fn the_printed_next_steps_take_a_new_user_to_a_secret() {
         let step = if step.contains("<the token printed by the last command>") {
             let token = last_output
                 .split_whitespace()
-                .find(|w| w.starts_with("et_"))
+                .find(|w| w.starts_with("et_") && w.contains('.'))
                 .unwrap_or_else(|| panic!("no token in: {last_output}"));
             step.replace("<the token printed by the last command>", token)
         } else {
             step
         };
+        eprintln!("step: {step}");
         last_output = run(work.path(), &env, &step);
     }
     assert_eq!(last_output, "correct horse battery staple");
@@ -184,6 +188,22 @@ fn the_printed_next_steps_take_a_new_user_to_a_secret() {
     env_admin.extend(admin_env);
     let verified = run(work.path(), &env_admin, "signet audit verify");
     assert!(verified.contains("intact"), "{verified}");
+
+    // An agent key generated here becomes a working agent identity file.
+    run(work.path(), &env_admin, "signet keygen --out agent.json");
+    run(work.path(), &env_admin, "signet agent create --name operator --key-file agent.json --scope machines");
+    let mut env_agent = env.clone();
+    env_agent.push(("SIGNET_IDENTITY".into(), "agent.json".into()));
+    let machines = run(work.path(), &env_agent, "signet --json machine list");
+    assert!(machines.contains("\"machines\""), "{machines}");
+    let denied = Command::new(CLI)
+        .args(["read", "demo/db-password"])
+        .current_dir(work.path())
+        .envs(env_agent.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("not_a_machine"));
 
     assert!(vault.stop().success(), "graceful shutdown exits 0");
 }

@@ -13,7 +13,9 @@ const ANCHOR_KEY: &str = "audit_anchor";
 /// The last pruned entry, once retention has pruned any.
 pub fn anchor(tx: &mut dyn Tx) -> Result<Option<AuditAnchor>> {
     tx.meta(ANCHOR_KEY)?
-        .map(|bytes| serde_json::from_slice(&bytes).map_err(|_| Error::Corrupt("audit anchor".into())))
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|_| Error::Corrupt("audit anchor".into()))
+        })
         .transpose()
 }
 

@@ -21,7 +21,11 @@ use crate::vault::{Config, Settings, Vault};
 pub const ROOT_KEY_ENV: &str = "SIGNET_ROOT_KEY";
 
 #[derive(Debug, Parser)]
-#[command(name = "signet-vault", version, about = "The Signet vault: secrets for machines that sign every request")]
+#[command(
+    name = "signet-vault",
+    version,
+    about = "The Signet vault: secrets for machines that sign every request"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "SIGNET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -76,7 +80,11 @@ pub struct ListenArgs {
     pub audit_retention_days: Option<u32>,
     /// Allow webhook destinations in this CIDR even if loopback, private or
     /// link-local (repeat, or comma-separate in the environment variable).
-    #[arg(long = "webhook-allow-cidr", env = "SIGNET_WEBHOOK_ALLOW_CIDRS", value_delimiter = ',')]
+    #[arg(
+        long = "webhook-allow-cidr",
+        env = "SIGNET_WEBHOOK_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
     pub webhook_allow_cidrs: Vec<ipnet::IpNet>,
 }
 
@@ -111,10 +119,14 @@ pub struct DevArgs {
 
 /// Reads the root key for `serve`: the file, standard input or the
 /// environment variable (which the caller removes from the environment).
-pub fn load_root_key(args: &ServeArgs, env_value: Option<Zeroizing<String>>) -> anyhow::Result<RootKey> {
+pub fn load_root_key(
+    args: &ServeArgs,
+    env_value: Option<Zeroizing<String>>,
+) -> anyhow::Result<RootKey> {
     let bytes: Zeroizing<Vec<u8>> = if let Some(path) = &args.root_key_file {
         Zeroizing::new(
-            std::fs::read(path).with_context(|| format!("cannot read root key file {}", path.display()))?,
+            std::fs::read(path)
+                .with_context(|| format!("cannot read root key file {}", path.display()))?,
         )
     } else if args.root_key_stdin {
         let mut buffer = Zeroizing::new(Vec::new());
@@ -137,7 +149,9 @@ pub fn load_root_key(args: &ServeArgs, env_value: Option<Zeroizing<String>>) -> 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -167,7 +181,11 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
 pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
     let vault = open_vault(&args.data.data_dir, root, &args.listen)?;
     let listener = server::bind(args.listen.listen).await?;
-    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let address = format!("{scheme}://{}", listener.local_addr()?);
     let first_admin = vault.with_tx(|tx, now| {
         if tx.admin_count()? == 0 {
@@ -178,14 +196,17 @@ pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
     })?;
     if let Some(token) = first_admin {
         // Printed on standard output once, never logged.
-        println!(
+        say(&format!(
             "No admin yet. One-time admin bootstrap token (valid 24 h):\n  {}\nRegister your key with:\n  signet --vault {address} admin enroll --token {} --out admin.json",
             token.as_str(),
             token.as_str()
-        );
+        ));
     }
     tracing::info!(%address, data_dir = %args.data.data_dir.display(), "vault listening");
-    let tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| Tls { cert, key });
+    let tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| Tls { cert, key });
     server::serve(vault, listener, tls).await?;
     Ok(())
 }
@@ -202,10 +223,18 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let listener = server::bind(args.listen.listen).await?;
     let address = format!("http://{}", listener.local_addr()?);
     let token = vault.with_tx(|tx, now| enroll::create_bootstrap_token(tx, now))?;
-    println!("{}", dev_banner(&address, &data_dir, &root_hex, &token));
+    say(&dev_banner(&address, &data_dir, &root_hex, &token));
     tracing::info!(%address, "dev vault listening");
     server::serve(vault, listener, None).await?;
     Ok(())
+}
+
+/// Prints to standard output; a closed stdout (the reader went away) must
+/// not take the vault down with it.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 fn tempdir_path() -> anyhow::Result<PathBuf> {

@@ -45,7 +45,13 @@ impl Key {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| Error::Seal)?;
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
@@ -61,7 +67,13 @@ impl Key {
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let cipher = Aes256Gcm::new_from_slice(self.0.as_ref()).map_err(|_| Error::Open)?;
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| Error::Open)
     }
@@ -102,7 +114,9 @@ impl RootKey {
         if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             *decoded = hex::decode(text).map_err(|_| Error::RootKeyFormat("bad hex".into()))?;
         } else {
-            use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD, STANDARD_NO_PAD};
+            use base64::engine::general_purpose::{
+                STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+            };
             for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
                 if let Ok(bytes) = engine.decode(text) {
                     *decoded = bytes;
@@ -155,16 +169,33 @@ pub fn value_aad(project_id: &str, secret_id: &str, version: u32) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
     fn a_ciphertext_opens_only_in_its_own_context() {
         let key = Key::generate();
         let sealed = key.seal(b"hunter2", &value_aad("p1", "s1", 1)).unwrap();
-        assert_eq!(key.open(&sealed, &value_aad("p1", "s1", 1)).unwrap().as_slice(), b"hunter2");
-        assert_eq!(key.open(&sealed, &value_aad("p1", "s1", 2)).err(), Some(Error::Open));
-        assert_eq!(key.open(&sealed, &value_aad("p2", "s1", 1)).err(), Some(Error::Open));
-        assert_eq!(Key::generate().open(&sealed, &value_aad("p1", "s1", 1)).err(), Some(Error::Open));
+        assert_eq!(
+            key.open(&sealed, &value_aad("p1", "s1", 1))
+                .unwrap()
+                .as_slice(),
+            b"hunter2"
+        );
+        assert_eq!(
+            key.open(&sealed, &value_aad("p1", "s1", 2)).err(),
+            Some(Error::Open)
+        );
+        assert_eq!(
+            key.open(&sealed, &value_aad("p2", "s1", 1)).err(),
+            Some(Error::Open)
+        );
+        assert_eq!(
+            Key::generate()
+                .open(&sealed, &value_aad("p1", "s1", 1))
+                .err(),
+            Some(Error::Open)
+        );
     }
 
     #[test]
@@ -172,10 +203,17 @@ mod tests {
         let root = RootKey::generate();
         let project = Key::generate();
         let wrapped = root.key().wrap(&project, &project_key_aad("p1")).unwrap();
-        let back = root.key().unwrap_key(&wrapped, &project_key_aad("p1")).unwrap();
+        let back = root
+            .key()
+            .unwrap_key(&wrapped, &project_key_aad("p1"))
+            .unwrap();
         let sealed = project.seal(b"x", b"ctx").unwrap();
         assert_eq!(back.open(&sealed, b"ctx").unwrap().as_slice(), b"x");
-        assert!(root.key().unwrap_key(&wrapped, &project_key_aad("p2")).is_err());
+        assert!(
+            root.key()
+                .unwrap_key(&wrapped, &project_key_aad("p2"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -186,8 +224,12 @@ mod tests {
         let check = root.check_value().unwrap();
         assert!(parsed.matches(&check));
         assert!(!RootKey::generate().matches(&check));
-        let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(hex.as_str()).unwrap());
+        let b64 =
+            base64::engine::general_purpose::STANDARD.encode(hex::decode(hex.as_str()).unwrap());
         assert!(RootKey::parse(b64.as_bytes()).unwrap().matches(&check));
-        assert!(matches!(RootKey::parse(b"too short"), Err(Error::RootKeyFormat(_))));
+        assert!(matches!(
+            RootKey::parse(b"too short"),
+            Err(Error::RootKeyFormat(_))
+        ));
     }
 }

@@ -47,7 +47,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains.
-pub async fn serve(vault: Arc<Vault>, listener: TcpListener, tls: Option<Tls>) -> Result<(), Error> {
+pub async fn serve(
+    vault: Arc<Vault>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+) -> Result<(), Error> {
     let sweeper = tokio::spawn(sweep(Arc::clone(&vault)));
     let app = crate::http::router(vault).into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
@@ -86,7 +90,12 @@ async fn sweep(vault: Arc<Vault>) {
         every.tick().await;
         match vault.deliver_webhooks().await {
             Ok(report) if report != Default::default() => {
-                tracing::debug!(delivered = report.delivered, retrying = report.retrying, failed = report.failed, "webhook deliveries");
+                tracing::debug!(
+                    delivered = report.delivered,
+                    retrying = report.retrying,
+                    failed = report.failed,
+                    "webhook deliveries"
+                );
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(error = ?error, "webhook delivery pass failed"),
@@ -99,7 +108,10 @@ async fn sweep(vault: Arc<Vault>) {
         let swept = tokio::task::spawn_blocking(move || sweeper.sweep(sweeper.now())).await;
         match swept {
             Ok(Ok(report)) => {
-                if report.nonces > 0 || !report.machines_deleted.is_empty() || report.audit_pruned_to.is_some() {
+                if report.nonces > 0
+                    || !report.machines_deleted.is_empty()
+                    || report.audit_pruned_to.is_some()
+                {
                     tracing::info!(
                         nonces = report.nonces,
                         machines_deleted = report.machines_deleted.len(),

@@ -133,7 +133,10 @@ impl Caller {
     pub fn machine(&self) -> Result<&Machine> {
         match self {
             Self::Machine(m) => Ok(m),
-            _ => Err(Error::denied(ErrorCode::NotAMachine, "only machines may do this")),
+            _ => Err(Error::denied(
+                ErrorCode::NotAMachine,
+                "only machines may do this",
+            )),
         }
     }
 }
@@ -161,7 +164,10 @@ impl Ctx<'_> {
             // echoes a value longer than a token of the input.
             Error::denied(
                 ErrorCode::MalformedJson,
-                format!("request body is not the expected JSON: {}", redact_serde(&e)),
+                format!(
+                    "request body is not the expected JSON: {}",
+                    redact_serde(&e)
+                ),
             )
         })
     }
@@ -265,8 +271,10 @@ impl Vault {
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
         let vault = Arc::clone(self);
-        tokio::task::spawn_blocking(move || vault.handle_blocking(request, action, target, audience, op))
-            .await?
+        tokio::task::spawn_blocking(move || {
+            vault.handle_blocking(request, action, target, audience, op)
+        })
+        .await?
     }
 
     fn handle_blocking<T>(
@@ -307,7 +315,8 @@ impl Vault {
                 record.reason = format!("{}: {}", code.as_str(), error.public_message());
                 // A denial that committed with its own work was audited there.
                 if !record.committed
-                    && let Err(audit_error) = self.with_tx(|tx, _| record_denial(tx, now, &record, code))
+                    && let Err(audit_error) =
+                        self.with_tx(|tx, _| record_denial(tx, now, &record, code))
                 {
                     tracing::error!(error = ?audit_error, "cannot audit a denial");
                 }
@@ -441,7 +450,12 @@ impl Vault {
                 "the key id names no identity this route serves",
             )
         };
-        let disabled = || Error::denied(ErrorCode::IdentityDisabled, "this identity is disabled or expired");
+        let disabled = || {
+            Error::denied(
+                ErrorCode::IdentityDisabled,
+                "this identity is disabled or expired",
+            )
+        };
         match audience {
             Audience::Enroll(public_key) => {
                 if key_id != ENROLL_KEY_ID {
@@ -519,7 +533,8 @@ fn caller_key(caller: &Caller) -> Result<PublicKey> {
         Caller::Agent(a) => &a.public_key,
         Caller::Enrolling(key) => return Ok(*key),
     };
-    PublicKey::parse(text).map_err(|_| crate::store::Error::Corrupt("stored public key".into()).into())
+    PublicKey::parse(text)
+        .map_err(|_| crate::store::Error::Corrupt("stored public key".into()).into())
 }
 
 /// Checks that the verified caller may use a management route.
@@ -531,6 +546,9 @@ pub fn authorize(caller: &Caller, scope: Option<Scope>) -> Result<()> {
             ErrorCode::Forbidden,
             format!("this agent lacks the {scope:?} scope").to_lowercase(),
         )),
-        _ => Err(Error::denied(ErrorCode::Forbidden, "only admins may do this")),
+        _ => Err(Error::denied(
+            ErrorCode::Forbidden,
+            "only admins may do this",
+        )),
     }
 }

@@ -17,7 +17,12 @@ const USAGE: &str = "usage: signet-init run | probe
 /// the process exit code.
 pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
     let args: Vec<String> = args.collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["run"] => run(),
         ["probe"] => probe(),
         ["-h" | "--help" | "help"] => {

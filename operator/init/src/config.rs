@@ -297,7 +297,11 @@ mod tests {
             );
         }
         let map = vars(&[]);
-        let missing = Config::from_vars(|k| map.get(k).filter(|_| k != contract::ENV_POD_NAME).cloned());
-        assert!(matches!(missing, Err(Error::Missing(contract::ENV_POD_NAME))));
+        let missing =
+            Config::from_vars(|k| map.get(k).filter(|_| k != contract::ENV_POD_NAME).cloned());
+        assert!(matches!(
+            missing,
+            Err(Error::Missing(contract::ENV_POD_NAME))
+        ));
     }
 }

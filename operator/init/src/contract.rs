@@ -157,9 +157,7 @@ pub fn is_file_name(name: &str) -> bool {
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    first_ok
-        && name.len() <= 253
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    first_ok && name.len() <= 253 && bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

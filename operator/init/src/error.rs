@@ -1,5 +1,7 @@
 //! The failures of `signet-init run`, each with its exit code (see the
 //! table in the crate docs).
+//!
+//! SDK errors are boxed: they are large and only travel on the way out.
 
 use signet_client::sdk;
 
@@ -17,7 +19,7 @@ pub enum Error {
         url: String,
         attempts: u32,
         #[source]
-        source: sdk::Error,
+        source: Box<sdk::Error>,
     },
     #[error(
         "the vault at {url} refused the enrollment; check the EnrollmentToken (expired, used up, revoked, hostname or source CIDR rules) and its status"
@@ -25,7 +27,7 @@ pub enum Error {
     EnrollmentRefused {
         url: String,
         #[source]
-        source: sdk::Error,
+        source: Box<sdk::Error>,
     },
     #[error(
         "the vault at {url} no longer accepts this machine (revoked or expired); restarting re-enrolls it"
@@ -33,7 +35,7 @@ pub enum Error {
     IdentityRefused {
         url: String,
         #[source]
-        source: sdk::Error,
+        source: Box<sdk::Error>,
     },
     #[error(
         "secret {secret} is not granted to this machine; check the SecretGrant for it and its status"
@@ -47,7 +49,7 @@ pub enum Error {
         project: String,
         secret: String,
         #[source]
-        source: sdk::Error,
+        source: Box<sdk::Error>,
     },
     #[error("cannot write secret {secret} as asked; check the SecretGrant's fields and format")]
     Render {

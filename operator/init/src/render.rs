@@ -295,7 +295,10 @@ mod tests {
             Err(Error::PlainWithFields { .. })
         ));
         assert!(matches!(
-            render(&spec(FileFormat::Raw, &["nope"]), &structured(&[("a", "1")])),
+            render(
+                &spec(FileFormat::Raw, &["nope"]),
+                &structured(&[("a", "1")])
+            ),
             Err(Error::MissingField { .. })
         ));
         assert!(matches!(

@@ -153,16 +153,17 @@ fn classify(url: &str, call: Call<'_>, Failed { error, attempts }: Failed) -> Er
         return Error::Unreachable {
             url,
             attempts,
-            source: error,
+            source: Box::new(error),
         };
     }
     let unauthenticated = matches!(error, sdk::Error::Api { status: 401, .. });
+    let error = Box::new(error);
     match call {
         Call::Enroll => Error::EnrollmentRefused { url, source: error },
-        Call::Read { .. } | Call::Grants if unauthenticated => {
-            Error::IdentityRefused { url, source: error }
-        }
+        // Listing grants is the machine's own business: any refusal means
+        // the vault no longer takes this identity.
         Call::Grants => Error::IdentityRefused { url, source: error },
+        Call::Read { .. } if unauthenticated => Error::IdentityRefused { url, source: error },
         Call::Read { project, secret } => Error::SecretRefused {
             url,
             project: project.to_owned(),
@@ -253,7 +254,15 @@ impl<'a> Files<'a> {
         let mut cache = BTreeMap::new();
         for target in &mut self.targets {
             let project = project_of(&grants, &target.spec.secret)?;
-            let value = fetch(&mut cache, client, &retry, url, &project, &target.spec.secret).await?;
+            let value = fetch(
+                &mut cache,
+                client,
+                &retry,
+                url,
+                &project,
+                &target.spec.secret,
+            )
+            .await?;
             write_target(self.config, target, value)?;
             target.project = Some(project);
         }

@@ -45,6 +45,11 @@ struct ControllerArgs {
     #[arg(long, env = "SIGNET_IDENTITY")]
     identity: PathBuf,
 
+    /// Agent id printed by `signet agent create`, when --identity is the bare
+    /// key pair from `signet keygen`.
+    #[arg(long, env = "SIGNET_AGENT_ID")]
+    agent_id: Option<String>,
+
     /// Extra PEM CA certificate to trust for the vault's TLS.
     #[arg(long, env = "SIGNET_CA_CERT")]
     ca_cert: Option<PathBuf>,
@@ -142,12 +147,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let ControllerArgs {
         vault,
         identity,
+        agent_id,
         ca_cert,
         resync,
         waiting_retry,
         sweep_interval,
     } = args;
-    let vault = controller::connect(&vault, &identity, ca_cert.as_deref())
+    let vault = controller::connect(&vault, &identity, agent_id.as_deref(), ca_cert.as_deref())
         .context("connecting to the vault")?;
     let client = kube::Client::try_default()
         .await

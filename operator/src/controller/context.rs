@@ -133,11 +133,7 @@ impl<V: VaultApi> Context<V> {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self
-            .recorder
-            .publish(&event, &object.object_ref(&()))
-            .await
-        {
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish event");
         }
     }

@@ -181,10 +181,7 @@ pub async fn reconcile<V: VaultApi>(
     result
 }
 
-async fn apply<V: VaultApi>(
-    token: &EnrollmentToken,
-    ctx: &Context<V>,
-) -> Result<Action, Error> {
+async fn apply<V: VaultApi>(token: &EnrollmentToken, ctx: &Context<V>) -> Result<Action, Error> {
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let name = token.name_any();
     let generation = token.metadata.generation;
@@ -287,7 +284,9 @@ async fn ensure_token<V: VaultApi>(
     );
 
     let view = match why {
-        None => current.cloned().ok_or(Error::Inconsistent("current token"))?,
+        None => current
+            .cloned()
+            .ok_or(Error::Inconsistent("current token"))?,
         Some(why) => {
             let view = issue(token, ctx, namespace, name, durations).await?;
             tracing::info!(namespace, name, token_id = %view.id, reason = why.as_str(), "issued enrollment token");
@@ -457,7 +456,7 @@ async fn revoke_others<V: VaultApi>(
     }) {
         match ctx.vault.revoke_token(&view.id).await {
             Ok(()) => {
-                tracing::info!(token_id = %view.id, "revoked replaced enrollment token");
+                tracing::info!(token_id = %view.id, "revoked enrollment token");
             }
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(error.into()),
@@ -466,10 +465,7 @@ async fn revoke_others<V: VaultApi>(
     Ok(())
 }
 
-async fn cleanup<V: VaultApi>(
-    token: &EnrollmentToken,
-    ctx: &Context<V>,
-) -> Result<Action, Error> {
+async fn cleanup<V: VaultApi>(token: &EnrollmentToken, ctx: &Context<V>) -> Result<Action, Error> {
     let namespace = token.namespace().ok_or(Error::MissingNamespace)?;
     let name = token.name_any();
     let views = ctx.vault.tokens().await?;

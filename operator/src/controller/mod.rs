@@ -61,8 +61,11 @@ pub enum Error {
     /// The identity file could not be read.
     #[error("cannot load the vault identity: {0}")]
     Identity(#[from] signet_client::identity::Error),
-    /// The identity is not a registered agent.
-    #[error("the vault identity must be a registered agent (`signet agent create`), not {0}")]
+    /// The identity is not a registered agent (or its id is missing or
+    /// contradicts `--agent-id`).
+    #[error(
+        "the vault identity must be an agent registered with `signet agent create` (pass its id with --agent-id for a `signet keygen` file); got a {0} identity"
+    )]
     NotAnAgent(String),
     /// The CA certificate file could not be read.
     #[error("cannot read the CA certificate {path}: {source}")]
@@ -79,10 +82,27 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Builds the signed vault client from an agent identity file.
-pub fn connect(vault_url: &str, identity: &Path, ca_cert: Option<&Path>) -> Result<sdk::Client> {
-    let identity = Identity::load(identity)?;
-    if identity.kind != Kind::Agent || identity.id.is_none() {
-        return Err(Error::NotAnAgent(format!("{:?}", identity.kind).to_lowercase()));
+///
+/// The file is either a registered agent identity (kind `agent` with its
+/// id) or the key pair `signet keygen` wrote, with the id that
+/// `signet agent create` printed passed as `agent_id`.
+pub fn connect(
+    vault_url: &str,
+    identity: &Path,
+    agent_id: Option<&str>,
+    ca_cert: Option<&Path>,
+) -> Result<sdk::Client> {
+    let mut identity = Identity::load(identity)?;
+    match (identity.kind, identity.id.as_deref(), agent_id) {
+        (Kind::Agent, Some(_), None) => {}
+        (Kind::Agent, Some(id), Some(given)) if id == given => {}
+        (Kind::Unregistered | Kind::Agent, None, Some(given)) => {
+            identity.kind = Kind::Agent;
+            identity.id = Some(given.to_owned());
+        }
+        (kind, _, _) => {
+            return Err(Error::NotAnAgent(format!("{kind:?}").to_lowercase()));
+        }
     }
     let ca_pem = ca_cert
         .map(|path| {
@@ -129,11 +149,7 @@ pub async fn run<V: vault::VaultApi>(
 
     let tokens = Controller::new(Api::<EnrollmentToken>::all(client.clone()), config.clone())
         .graceful_shutdown_on(shutdown.clone())
-        .run(
-            enrollment_token::reconcile,
-            error_policy,
-            ctx.clone(),
-        )
+        .run(enrollment_token::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Ok((object, _)) = result {
                 tracing::debug!(object = %object, "reconciled EnrollmentToken");

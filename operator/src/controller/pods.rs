@@ -134,9 +134,9 @@ async fn pod_exists(
 /// Watches injected pods and revokes a pod's machines when it is deleted.
 /// Runs until the watch stream ends (it retries with backoff on errors).
 pub async fn watch_deletions<V: VaultApi>(ctx: std::sync::Arc<Context<V>>) {
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let pods: Api<PartialObjectMeta<Pod>> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().labels(&selector());
-    let events = kube::runtime::metadata_watcher(pods, config).default_backoff();
+    let events = watcher(pods, config).default_backoff();
     let mut events = std::pin::pin!(events);
     loop {
         match events.try_next().await {
@@ -162,7 +162,9 @@ async fn on_deleted<V: VaultApi>(ctx: &Context<V>, pod: &PartialObjectMeta<Pod>)
                 .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
         }
         // The sweep retries what failed here.
-        Err(error) => tracing::warn!(%error, pod_uid = uid, "cannot revoke the machine of a deleted pod"),
+        Err(error) => {
+            tracing::warn!(%error, pod_uid = uid, "cannot revoke the machine of a deleted pod")
+        }
     }
 }
 
@@ -174,7 +176,10 @@ pub async fn sweep_forever<V: VaultApi>(ctx: std::sync::Arc<Context<V>>) {
         ticks.tick().await;
         match sweep(&ctx).await {
             Ok(revoked) if !revoked.is_empty() => {
-                tracing::info!(count = revoked.len(), "sweep revoked machines of vanished pods");
+                tracing::info!(
+                    count = revoked.len(),
+                    "sweep revoked machines of vanished pods"
+                );
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "machine sweep failed"),

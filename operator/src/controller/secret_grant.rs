@@ -93,18 +93,31 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
     let now = ctx.now();
 
     let Some((project, token_id)) = token_target(ctx, &namespace, token_name).await? else {
-        let message = format!("EnrollmentToken {token_name} does not exist or has no vault token yet");
+        let message =
+            format!("EnrollmentToken {token_name} does not exist or has no vault token yet");
         let status = SecretGrantStatus {
             conditions: merge_condition(
                 &previous.conditions,
-                ready_condition(false, reason::TOKEN_NOT_READY, message.clone(), generation, now),
+                ready_condition(
+                    false,
+                    reason::TOKEN_NOT_READY,
+                    message.clone(),
+                    generation,
+                    now,
+                ),
             ),
             observed_generation: generation,
             ..previous.clone()
         };
         if status != previous {
-            ctx.event(grant, EventType::Normal, reason::TOKEN_NOT_READY, "Resolve", message)
-                .await;
+            ctx.event(
+                grant,
+                EventType::Normal,
+                reason::TOKEN_NOT_READY,
+                "Resolve",
+                message,
+            )
+            .await;
         }
         patch_status(ctx, &namespace, &name, &previous, &status).await?;
         // The EnrollmentToken watch triggers a reconcile as soon as it gets
@@ -124,7 +137,11 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
     }
 
     let mut resolved = resolution.resolved.get(&name).cloned().unwrap_or_default();
-    let mut unresolved = resolution.unresolved.get(&name).cloned().unwrap_or_default();
+    let mut unresolved = resolution
+        .unresolved
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
     // A secret the vault refused after metadata said it was fine (deleted
     // meanwhile, for instance) is unresolved too.
     for refused in &outcome.refused {
@@ -138,7 +155,10 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
         ready_condition(
             true,
             reason::RESOLVED,
-            format!("{} secret(s) granted on vault token {token_id}", resolved.len()),
+            format!(
+                "{} secret(s) granted on vault token {token_id}",
+                resolved.len()
+            ),
             generation,
             now,
         )

@@ -18,8 +18,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Client, client::Body, runtime::controller::Action};
 use serde_json::{Value, json};
 use signet_client::api::{
-    CreateGrant, CreateToken, CreatedToken, GrantRecord, MachineView, SecretMeta,
-    TokenConstraints, TokenView,
+    CreateGrant, CreateToken, CreatedToken, GrantRecord, MachineView, SecretMeta, TokenConstraints,
+    TokenView,
 };
 
 use super::{
@@ -86,7 +86,10 @@ impl VaultApi for FakeVault {
     async fn revoke_token(&self, id: &str) -> Result<(), vault::Error> {
         self.revoked_tokens.lock().unwrap().push(id.to_owned());
         let mut tokens = self.tokens.lock().unwrap();
-        let token = tokens.iter_mut().find(|t| t.id == id).ok_or_else(not_found)?;
+        let token = tokens
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(not_found)?;
         token.revoked = true;
         Ok(())
     }
@@ -210,9 +213,7 @@ fn mock_api(routes: Routes) -> (Client, Arc<Mutex<Vec<Call>>>) {
 
 fn context(client: Client, vault: FakeVault) -> Arc<Context<FakeVault>> {
     let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-    Arc::new(
-        Context::new(client, vault, Settings::default()).with_clock(Arc::new(move || now)),
-    )
+    Arc::new(Context::new(client, vault, Settings::default()).with_clock(Arc::new(move || now)))
 }
 
 fn calls_to(calls: &Arc<Mutex<Vec<Call>>>, method: Method, path: &str) -> Vec<Call> {
@@ -316,7 +317,10 @@ async fn new_token_is_issued_seeded_stored_and_reported() {
         secret["data"]["token"],
         json!(base64_encode("tok_1.raw-secret"))
     );
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "EnrollmentToken");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"],
+        "EnrollmentToken"
+    );
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-web");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
 
@@ -421,7 +425,14 @@ async fn healthy_token_only_refreshes_its_status() {
         .unwrap();
     assert!(ctx.vault.created.lock().unwrap().is_empty());
     assert!(ctx.vault.revoked_tokens.lock().unwrap().is_empty());
-    assert!(calls_to(&calls, Method::PATCH, &format!("{SECRETS}/signet-token-web")).is_empty());
+    assert!(
+        calls_to(
+            &calls,
+            Method::PATCH,
+            &format!("{SECRETS}/signet-token-web")
+        )
+        .is_empty()
+    );
     let status = calls_to(&calls, Method::PATCH, &format!("{TOKENS}/web/status"));
     assert_eq!(status[0].body["status"]["uses"], 3);
 }
@@ -445,7 +456,12 @@ async fn invalid_duration_is_a_condition_not_a_crash() {
     let condition = &status[0].body["status"]["conditions"][0];
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["reason"], "InvalidSpec");
-    assert!(condition["message"].as_str().unwrap().starts_with("tokenTtl"));
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tokenTtl")
+    );
     let events = calls_to(&calls, Method::POST, EVENTS);
     assert_eq!(events[0].body["reason"], "InvalidSpec");
     assert_eq!(events[0].body["type"], "Warning");
@@ -485,7 +501,12 @@ async fn deletion_revokes_the_token_and_tolerates_not_found() {
     );
     // The Secret was deleted (404 is fine) and the finalizer removed.
     assert_eq!(
-        calls_to(&calls, Method::DELETE, &format!("{SECRETS}/signet-token-web")).len(),
+        calls_to(
+            &calls,
+            Method::DELETE,
+            &format!("{SECRETS}/signet-token-web")
+        )
+        .len(),
         1
     );
     let patches = calls_to(&calls, Method::PATCH, &format!("{TOKENS}/web"));
@@ -546,7 +567,11 @@ async fn grant_resolves_present_secrets_and_reports_missing_ones() {
             fields: None,
         },
     ]);
-    vault.machines.lock().unwrap().push(machine("m_1", Some("tok_1"), "pod-1"));
+    vault
+        .machines
+        .lock()
+        .unwrap()
+        .push(machine("m_1", Some("tok_1"), "pod-1"));
     let ctx = context(client, vault);
     let object: SecretGrant = serde_json::from_value(mine).unwrap();
     let action = bounded(secret_grant::reconcile(Arc::new(object), ctx.clone()))
@@ -658,10 +683,11 @@ async fn sweep_revokes_machines_of_vanished_pods_only() {
 #[tokio::test]
 async fn deleted_pod_revokes_its_machine() {
     let vault = FakeVault::default();
-    vault.machines.lock().unwrap().extend([
-        machine("m_1", None, "uid-1"),
-        machine("m_2", None, "uid-2"),
-    ]);
+    vault
+        .machines
+        .lock()
+        .unwrap()
+        .extend([machine("m_1", None, "uid-1"), machine("m_2", None, "uid-2")]);
     let count = pods::revoke_pod_machines(&vault, "uid-1").await.unwrap();
     assert_eq!(count, 1);
     assert_eq!(*vault.revoked_machines.lock().unwrap(), ["m_1"]);

@@ -13,7 +13,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => Some(cli::load_root_key(args, take_root_key_env())?),
         _ => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(cli::run(cli.command, root))
 }
 

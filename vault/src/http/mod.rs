@@ -53,8 +53,14 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/v1/machines/{id}/enable", post(enable_machine))
         .route("/v1/machines/{id}/extend", post(extend_machine))
         .route("/v1/projects/{project}/unlock", post(unlock_project))
-        .route("/v1/projects/{project}/secrets/{secret}/policy", put(set_policy))
-        .route("/v1/projects/{project}/secrets/{secret}/rollback", post(rollback_secret))
+        .route(
+            "/v1/projects/{project}/secrets/{secret}/policy",
+            put(set_policy),
+        )
+        .route(
+            "/v1/projects/{project}/secrets/{secret}/rollback",
+            post(rollback_secret),
+        )
         .route("/v1/cosign", get(list_cosigns).post(create_cosign))
         .route("/v1/cosign/{id}/approve", post(approve_cosign))
         .route("/v1/machine/cosign", post(machine_cosign))
@@ -129,9 +135,13 @@ async fn metrics(State(vault): AppState) -> Response {
 async fn enroll_machine(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     let (body, key) = parse_enroll(&vault, &request, "enroll").await?;
     vault
-        .handle(request, "enroll", "token".into(), Audience::Enroll(key), move |ctx, tx| {
-            enroll::enroll(ctx, tx, &body)
-        })
+        .handle(
+            request,
+            "enroll",
+            "token".into(),
+            Audience::Enroll(key),
+            move |ctx, tx| enroll::enroll(ctx, tx, &body),
+        )
         .await
         .map(created)
 }
@@ -142,9 +152,13 @@ async fn enroll_machine(State(vault): AppState, Signed(request): Signed) -> Resu
 async fn enroll_admin(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     let (body, key) = parse_enroll(&vault, &request, "admin.enroll").await?;
     vault
-        .handle(request, "admin.enroll", "bootstrap".into(), Audience::Enroll(key), move |ctx, tx| {
-            enroll::enroll_admin(ctx, tx, &body)
-        })
+        .handle(
+            request,
+            "admin.enroll",
+            "bootstrap".into(),
+            Audience::Enroll(key),
+            move |ctx, tx| enroll::enroll_admin(ctx, tx, &body),
+        )
         .await
         .map(created)
 }
@@ -175,21 +189,31 @@ async fn parse_enroll(
             request.clone(),
             Error::denied(error.code(), error.public_message()),
         );
-        tokio::task::spawn_blocking(move || vault.deny_early(&request, action, &error_copy)).await?;
+        tokio::task::spawn_blocking(move || vault.deny_early(&request, action, &error_copy))
+            .await?;
     }
     parsed
 }
 
 /// What the calling machine may read, with live versions.
 #[utoipa::path(get, path = "/v1/machine/grants", responses((status = 200, body = GrantList), (status = 401, body = ErrorBody)))]
-async fn machine_grants(State(vault): AppState, Signed(request): Signed) -> Result<Json<GrantList>> {
+async fn machine_grants(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<GrantList>> {
     vault
-        .handle(request, "machine.grants", "self".into(), Audience::Machine, |ctx, tx| {
-            let id = ctx.caller.machine()?.id.clone();
-            Ok(GrantList {
-                grants: grants::views(tx, &Grantee::Machine(id))?,
-            })
-        })
+        .handle(
+            request,
+            "machine.grants",
+            "self".into(),
+            Audience::Machine,
+            |ctx, tx| {
+                let id = ctx.caller.machine()?.id.clone();
+                Ok(GrantList {
+                    grants: grants::views(tx, &Grantee::Machine(id))?,
+                })
+            },
+        )
         .await
         .map(Json)
 }
@@ -198,7 +222,13 @@ async fn machine_grants(State(vault): AppState, Signed(request): Signed) -> Resu
 #[utoipa::path(delete, path = "/v1/machine/self", responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn revoke_self(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "machine.revoke_self", "self".into(), Audience::Machine, identities::revoke_self)
+        .handle(
+            request,
+            "machine.revoke_self",
+            "self".into(),
+            Audience::Machine,
+            identities::revoke_self,
+        )
         .await
         .map(no_content)
 }
@@ -216,19 +246,30 @@ async fn read_secret(
 ) -> Result<Json<SecretValue>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(request, "secret.read", target, Audience::Machine, move |ctx, tx| {
-            secrets::read(ctx, tx, &project, &secret)
-        })
+        .handle(
+            request,
+            "secret.read",
+            target,
+            Audience::Machine,
+            move |ctx, tx| secrets::read(ctx, tx, &project, &secret),
+        )
         .await
         .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/projects", responses((status = 200, body = ProjectList)))]
-async fn list_projects(State(vault): AppState, Signed(request): Signed) -> Result<Json<ProjectList>> {
+async fn list_projects(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<ProjectList>> {
     vault
-        .handle(request, "project.list", "projects".into(), Audience::Management(Some(Scope::Metadata)), |_, tx| {
-            secrets::list_projects(tx)
-        })
+        .handle(
+            request,
+            "project.list",
+            "projects".into(),
+            Audience::Management(Some(Scope::Metadata)),
+            |_, tx| secrets::list_projects(tx),
+        )
         .await
         .map(Json)
 }
@@ -236,10 +277,16 @@ async fn list_projects(State(vault): AppState, Signed(request): Signed) -> Resul
 #[utoipa::path(post, path = "/v1/projects", request_body = CreateProject, responses((status = 201, body = ProjectView), (status = 409, body = ErrorBody)))]
 async fn create_project(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "project.create", "project".into(), Audience::Management(None), |ctx, tx| {
-            let body: CreateProject = ctx.json()?;
-            secrets::create_project(ctx, tx, &body.name)
-        })
+        .handle(
+            request,
+            "project.create",
+            "project".into(),
+            Audience::Management(None),
+            |ctx, tx| {
+                let body: CreateProject = ctx.json()?;
+                secrets::create_project(ctx, tx, &body.name)
+            },
+        )
         .await
         .map(created)
 }
@@ -252,9 +299,13 @@ async fn list_secrets(
 ) -> Result<Json<SecretList>> {
     let target = format!("project:{project}");
     vault
-        .handle(request, "secret.list", target, Audience::Management(Some(Scope::Metadata)), move |_, tx| {
-            secrets::list(tx, &project)
-        })
+        .handle(
+            request,
+            "secret.list",
+            target,
+            Audience::Management(Some(Scope::Metadata)),
+            move |_, tx| secrets::list(tx, &project),
+        )
         .await
         .map(Json)
 }
@@ -268,11 +319,17 @@ async fn secret_meta(
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(request, "secret.meta", target, Audience::Management(Some(Scope::Metadata)), move |_, tx| {
-            let p = secrets::project(tx, &project)?;
-            let s = secrets::secret(tx, &p, &secret)?;
-            secrets::meta(tx, &p, &s)
-        })
+        .handle(
+            request,
+            "secret.meta",
+            target,
+            Audience::Management(Some(Scope::Metadata)),
+            move |_, tx| {
+                let p = secrets::project(tx, &project)?;
+                let s = secrets::secret(tx, &p, &secret)?;
+                secrets::meta(tx, &p, &s)
+            },
+        )
         .await
         .map(Json)
 }
@@ -286,9 +343,13 @@ async fn write_secret(
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(request, "secret.write", target, Audience::Management(None), move |ctx, tx| {
-            secrets::write(ctx, tx, &project, &secret)
-        })
+        .handle(
+            request,
+            "secret.write",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| secrets::write(ctx, tx, &project, &secret),
+        )
         .await
         .map(Json)
 }
@@ -301,17 +362,30 @@ async fn delete_secret(
 ) -> Result<Response> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(request, "secret.delete", target, Audience::Management(None), move |ctx, tx| {
-            secrets::delete(ctx, tx, &project, &secret)
-        })
+        .handle(
+            request,
+            "secret.delete",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| secrets::delete(ctx, tx, &project, &secret),
+        )
         .await
         .map(no_content)
 }
 
 #[utoipa::path(get, path = "/v1/grants", params(("machine_id" = Option<String>, Query), ("token_id" = Option<String>, Query)), responses((status = 200, body = GrantRecordList)))]
-async fn list_grants(State(vault): AppState, Signed(request): Signed) -> Result<Json<GrantRecordList>> {
+async fn list_grants(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<GrantRecordList>> {
     vault
-        .handle(request, "grant.list", "grants".into(), Audience::Management(Some(Scope::Grants)), grants::list)
+        .handle(
+            request,
+            "grant.list",
+            "grants".into(),
+            Audience::Management(Some(Scope::Grants)),
+            grants::list,
+        )
         .await
         .map(Json)
 }
@@ -319,18 +393,32 @@ async fn list_grants(State(vault): AppState, Signed(request): Signed) -> Result<
 #[utoipa::path(post, path = "/v1/grants", request_body = CreateGrant, responses((status = 201, body = GrantRecord)))]
 async fn create_grant(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "grant.create", "grant".into(), Audience::Management(Some(Scope::Grants)), grants::create)
+        .handle(
+            request,
+            "grant.create",
+            "grant".into(),
+            Audience::Management(Some(Scope::Grants)),
+            grants::create,
+        )
         .await
         .map(created)
 }
 
 #[utoipa::path(delete, path = "/v1/grants/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn delete_grant(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+async fn delete_grant(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
     let target = format!("grant:{id}");
     vault
-        .handle(request, "grant.delete", target, Audience::Management(Some(Scope::Grants)), move |ctx, tx| {
-            grants::delete(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "grant.delete",
+            target,
+            Audience::Management(Some(Scope::Grants)),
+            move |ctx, tx| grants::delete(ctx, tx, &id),
+        )
         .await
         .map(no_content)
 }
@@ -338,9 +426,13 @@ async fn delete_grant(State(vault): AppState, Path(id): Path<String>, Signed(req
 #[utoipa::path(get, path = "/v1/enrollment-tokens", responses((status = 200, body = TokenList)))]
 async fn list_tokens(State(vault): AppState, Signed(request): Signed) -> Result<Json<TokenList>> {
     vault
-        .handle(request, "token.list", "tokens".into(), Audience::Management(Some(Scope::Tokens)), |_, tx| {
-            enroll::list_tokens(tx)
-        })
+        .handle(
+            request,
+            "token.list",
+            "tokens".into(),
+            Audience::Management(Some(Scope::Tokens)),
+            |_, tx| enroll::list_tokens(tx),
+        )
         .await
         .map(Json)
 }
@@ -349,39 +441,68 @@ async fn list_tokens(State(vault): AppState, Signed(request): Signed) -> Result<
 #[utoipa::path(post, path = "/v1/enrollment-tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken)))]
 async fn create_token(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "token.create", "token".into(), Audience::Management(Some(Scope::Tokens)), enroll::create_token)
+        .handle(
+            request,
+            "token.create",
+            "token".into(),
+            Audience::Management(Some(Scope::Tokens)),
+            enroll::create_token,
+        )
         .await
         .map(created)
 }
 
 #[utoipa::path(delete, path = "/v1/enrollment-tokens/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn revoke_token(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+async fn revoke_token(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
     let target = format!("token:{id}");
     vault
-        .handle(request, "token.revoke", target, Audience::Management(Some(Scope::Tokens)), move |ctx, tx| {
-            enroll::revoke_token(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "token.revoke",
+            target,
+            Audience::Management(Some(Scope::Tokens)),
+            move |ctx, tx| enroll::revoke_token(ctx, tx, &id),
+        )
         .await
         .map(no_content)
 }
 
 #[utoipa::path(get, path = "/v1/machines", responses((status = 200, body = MachineList)))]
-async fn list_machines(State(vault): AppState, Signed(request): Signed) -> Result<Json<MachineList>> {
+async fn list_machines(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<MachineList>> {
     vault
-        .handle(request, "machine.list", "machines".into(), Audience::Management(Some(Scope::Machines)), |ctx, tx| {
-            identities::list_machines(ctx, tx)
-        })
+        .handle(
+            request,
+            "machine.list",
+            "machines".into(),
+            Audience::Management(Some(Scope::Machines)),
+            |ctx, tx| identities::list_machines(ctx, tx),
+        )
         .await
         .map(Json)
 }
 
 #[utoipa::path(delete, path = "/v1/machines/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn revoke_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+async fn revoke_machine(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
     let target = format!("machine:{id}");
     vault
-        .handle(request, "machine.revoke", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
-            identities::revoke_machine(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "machine.revoke",
+            target,
+            Audience::Management(Some(Scope::Machines)),
+            move |ctx, tx| identities::revoke_machine(ctx, tx, &id),
+        )
         .await
         .map(no_content)
 }
@@ -390,7 +511,13 @@ async fn revoke_machine(State(vault): AppState, Path(id): Path<String>, Signed(r
 #[utoipa::path(post, path = "/v1/agents", request_body = CreateIdentity, responses((status = 201, body = IdentityView)))]
 async fn create_agent(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "agent.create", "agent".into(), Audience::Management(None), identities::create_agent)
+        .handle(
+            request,
+            "agent.create",
+            "agent".into(),
+            Audience::Management(None),
+            identities::create_agent,
+        )
         .await
         .map(created)
 }
@@ -399,7 +526,13 @@ async fn create_agent(State(vault): AppState, Signed(request): Signed) -> Result
 #[utoipa::path(post, path = "/v1/admins", request_body = CreateIdentity, responses((status = 201, body = IdentityView)))]
 async fn create_admin(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "admin.create", "admin".into(), Audience::Management(None), identities::create_admin)
+        .handle(
+            request,
+            "admin.create",
+            "admin".into(),
+            Audience::Management(None),
+            identities::create_admin,
+        )
         .await
         .map(created)
 }
@@ -408,55 +541,93 @@ async fn create_admin(State(vault): AppState, Signed(request): Signed) -> Result
 #[utoipa::path(get, path = "/v1/audit", params(("after" = Option<u64>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, body = AuditPage)))]
 async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<AuditPage>> {
     vault
-        .handle(request, "audit.list", "audit".into(), Audience::Management(None), crate::service::audit_page)
+        .handle(
+            request,
+            "audit.list",
+            "audit".into(),
+            Audience::Management(None),
+            crate::service::audit_page,
+        )
         .await
         .map(Json)
 }
 
 /// Disables a machine: its requests are refused with `identity_disabled`.
 #[utoipa::path(post, path = "/v1/machines/{id}/disable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
-async fn disable_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<MachineView>> {
+async fn disable_machine(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Json<MachineView>> {
     let target = format!("machine:{id}");
     vault
-        .handle(request, "machine.disable", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
-            lifecycle::disable(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "machine.disable",
+            target,
+            Audience::Management(Some(Scope::Machines)),
+            move |ctx, tx| lifecycle::disable(ctx, tx, &id),
+        )
         .await
         .map(Json)
 }
 
 /// Re-enables a disabled machine (an expired one needs `extend`).
 #[utoipa::path(post, path = "/v1/machines/{id}/enable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
-async fn enable_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<MachineView>> {
+async fn enable_machine(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Json<MachineView>> {
     let target = format!("machine:{id}");
     vault
-        .handle(request, "machine.enable", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
-            lifecycle::enable(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "machine.enable",
+            target,
+            Audience::Management(Some(Scope::Machines)),
+            move |ctx, tx| lifecycle::enable(ctx, tx, &id),
+        )
         .await
         .map(Json)
 }
 
 /// Sets a machine's expiry to `lifetime_seconds` from now; audited with the previous expiry.
 #[utoipa::path(post, path = "/v1/machines/{id}/extend", params(("id" = String, Path)), request_body = ExtendMachine, responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
-async fn extend_machine(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<MachineView>> {
+async fn extend_machine(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Json<MachineView>> {
     let target = format!("machine:{id}");
     vault
-        .handle(request, "machine.extend", target, Audience::Management(Some(Scope::Machines)), move |ctx, tx| {
-            lifecycle::extend(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "machine.extend",
+            target,
+            Audience::Management(Some(Scope::Machines)),
+            move |ctx, tx| lifecycle::extend(ctx, tx, &id),
+        )
         .await
         .map(Json)
 }
 
 /// Unlocks a project a canary read locked (admins only).
 #[utoipa::path(post, path = "/v1/projects/{project}/unlock", params(("project" = String, Path)), responses((status = 200, body = ProjectView), (status = 409, body = ErrorBody)))]
-async fn unlock_project(State(vault): AppState, Path(project): Path<String>, Signed(request): Signed) -> Result<Json<ProjectView>> {
+async fn unlock_project(
+    State(vault): AppState,
+    Path(project): Path<String>,
+    Signed(request): Signed,
+) -> Result<Json<ProjectView>> {
     let target = format!("project:{project}");
     vault
-        .handle(request, "project.unlock", target, Audience::Management(None), move |ctx, tx| {
-            access::unlock(ctx, tx, &project)
-        })
+        .handle(
+            request,
+            "project.unlock",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| access::unlock(ctx, tx, &project),
+        )
         .await
         .map(Json)
 }
@@ -470,9 +641,13 @@ async fn set_policy(
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(request, "secret.policy", target, Audience::Management(None), move |ctx, tx| {
-            access::set_policy(ctx, tx, &project, &secret)
-        })
+        .handle(
+            request,
+            "secret.policy",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| access::set_policy(ctx, tx, &project, &secret),
+        )
         .await
         .map(Json)
 }
@@ -486,9 +661,13 @@ async fn rollback_secret(
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(request, "secret.rollback", target, Audience::Management(None), move |ctx, tx| {
-            access::rollback(ctx, tx, &project, &secret)
-        })
+        .handle(
+            request,
+            "secret.rollback",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| access::rollback(ctx, tx, &project, &secret),
+        )
         .await
         .map(Json)
 }
@@ -497,9 +676,13 @@ async fn rollback_secret(
 #[utoipa::path(get, path = "/v1/cosign", responses((status = 200, body = CosignList)))]
 async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result<Json<CosignList>> {
     vault
-        .handle(request, "cosign.list", "cosign".into(), Audience::Management(None), |ctx, tx| {
-            access::list_cosigns(ctx, tx)
-        })
+        .handle(
+            request,
+            "cosign.list",
+            "cosign".into(),
+            Audience::Management(None),
+            |ctx, tx| access::list_cosigns(ctx, tx),
+        )
         .await
         .map(Json)
 }
@@ -508,7 +691,13 @@ async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result
 #[utoipa::path(post, path = "/v1/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView)))]
 async fn create_cosign(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "cosign.request", "cosign".into(), Audience::Management(None), access::create_cosign)
+        .handle(
+            request,
+            "cosign.request",
+            "cosign".into(),
+            Audience::Management(None),
+            access::create_cosign,
+        )
         .await
         .map(created)
 }
@@ -517,27 +706,50 @@ async fn create_cosign(State(vault): AppState, Signed(request): Signed) -> Resul
 #[utoipa::path(post, path = "/v1/machine/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView)))]
 async fn machine_cosign(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(request, "cosign.request", "cosign".into(), Audience::Machine, access::create_cosign)
+        .handle(
+            request,
+            "cosign.request",
+            "cosign".into(),
+            Audience::Machine,
+            access::create_cosign,
+        )
         .await
         .map(created)
 }
 
 /// Approves a co-sign request: single use, valid 15 minutes, by an admin other than the requester.
 #[utoipa::path(post, path = "/v1/cosign/{id}/approve", params(("id" = String, Path)), responses((status = 200, body = CosignView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn approve_cosign(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Json<CosignView>> {
+async fn approve_cosign(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Json<CosignView>> {
     let target = format!("cosign:{id}");
     vault
-        .handle(request, "cosign.approve", target, Audience::Management(None), move |ctx, tx| {
-            access::approve_cosign(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "cosign.approve",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| access::approve_cosign(ctx, tx, &id),
+        )
         .await
         .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", responses((status = 200, body = WebhookList)))]
-async fn list_webhooks(State(vault): AppState, Signed(request): Signed) -> Result<Json<WebhookList>> {
+async fn list_webhooks(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<WebhookList>> {
     vault
-        .handle(request, "webhook.list", "webhooks".into(), Audience::Management(None), |_, tx| webhooks::list(tx))
+        .handle(
+            request,
+            "webhook.list",
+            "webhooks".into(),
+            Audience::Management(None),
+            |_, tx| webhooks::list(tx),
+        )
         .await
         .map(Json)
 }
@@ -556,20 +768,32 @@ async fn create_webhook(State(vault): AppState, Signed(request): Signed) -> Resu
         None => Ok(Vec::new()),
     };
     vault
-        .handle(request, "webhook.create", "webhook".into(), Audience::Management(None), move |ctx, tx| {
-            webhooks::create(ctx, tx, resolved)
-        })
+        .handle(
+            request,
+            "webhook.create",
+            "webhook".into(),
+            Audience::Management(None),
+            move |ctx, tx| webhooks::create(ctx, tx, resolved),
+        )
         .await
         .map(created)
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path)), responses((status = 204)))]
-async fn delete_webhook(State(vault): AppState, Path(id): Path<String>, Signed(request): Signed) -> Result<Response> {
+async fn delete_webhook(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
     let target = format!("webhook:{id}");
     vault
-        .handle(request, "webhook.delete", target, Audience::Management(None), move |ctx, tx| {
-            webhooks::delete(ctx, tx, &id)
-        })
+        .handle(
+            request,
+            "webhook.delete",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| webhooks::delete(ctx, tx, &id),
+        )
         .await
         .map(no_content)
 }

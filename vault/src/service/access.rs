@@ -48,20 +48,28 @@ pub fn is_policy_denial(code: ErrorCode) -> bool {
 pub fn time_zone(name: Option<&str>) -> Result<TimeZone> {
     match name {
         None => Ok(TimeZone::UTC),
-        Some(name) => TimeZone::get(name)
-            .map_err(|_| invalid(format!("unknown IANA time zone {name:?}"))),
+        Some(name) => {
+            TimeZone::get(name).map_err(|_| invalid(format!("unknown IANA time zone {name:?}")))
+        }
     }
 }
 
 fn minutes(text: &str) -> Result<i32> {
-    let part = |p: &str| (1..=2).contains(&p.len()).then(|| p.parse::<i32>().ok()).flatten();
+    let part = |p: &str| {
+        (1..=2)
+            .contains(&p.len())
+            .then(|| p.parse::<i32>().ok())
+            .flatten()
+    };
     let parsed = text
         .split_once(':')
         .and_then(|(h, m)| Some((part(h)?, part(m)?)))
         .filter(|(h, m)| *m < 60 && h * 60 + m <= 24 * 60);
-    parsed
-        .map(|(h, m)| h * 60 + m)
-        .ok_or_else(|| invalid(format!("time {text:?} is not HH:MM between 00:00 and 24:00")))
+    parsed.map(|(h, m)| h * 60 + m).ok_or_else(|| {
+        invalid(format!(
+            "time {text:?} is not HH:MM between 00:00 and 24:00"
+        ))
+    })
 }
 
 fn weekday(name: &str) -> Result<Weekday> {
@@ -73,7 +81,11 @@ fn weekday(name: &str) -> Result<Weekday> {
         "fri" | "friday" => Weekday::Friday,
         "sat" | "saturday" => Weekday::Saturday,
         "sun" | "sunday" => Weekday::Sunday,
-        _ => return Err(invalid(format!("day {name:?} is not one of mon, tue, wed, thu, fri, sat, sun"))),
+        _ => {
+            return Err(invalid(format!(
+                "day {name:?} is not one of mon, tue, wed, thu, fri, sat, sun"
+            )));
+        }
     })
 }
 
@@ -159,7 +171,9 @@ fn check_restrictions(r: &MachineRestrictions, now: i64, source_ip: &str) -> Res
     if !r.ip_allowlist.is_empty() && !ip_allowed(&r.ip_allowlist, source_ip)? {
         return Err(Error::denied(
             ErrorCode::PolicyIp,
-            format!("this machine may only make requests from its allowlist, not from {source_ip:?}"),
+            format!(
+                "this machine may only make requests from its allowlist, not from {source_ip:?}"
+            ),
         ));
     }
     if let Some(window) = &r.window {
@@ -182,7 +196,9 @@ pub fn validate_policy(policy: &AccessPolicy) -> Result<()> {
     }
     parse_cidrs(&policy.ip_allowlist)?;
     if policy.daily_read_cap == Some(0) {
-        return Err(invalid("daily_read_cap must be at least 1 (omit it for no cap)"));
+        return Err(invalid(
+            "daily_read_cap must be at least 1 (omit it for no cap)",
+        ));
     }
     if policy.canary_cascade && !policy.canary {
         return Err(invalid("canary_cascade needs canary"));
@@ -215,7 +231,10 @@ pub fn enforce_read(
     {
         return Err(Error::denied(
             ErrorCode::PolicyTimeWindow,
-            format!("{}/{} may not be read at this time of day", project.name, secret.name),
+            format!(
+                "{}/{} may not be read at this time of day",
+                project.name, secret.name
+            ),
         ));
     }
     if !policy.ip_allowlist.is_empty() && !ip_allowed(&policy.ip_allowlist, ctx.source_ip)? {
@@ -247,7 +266,10 @@ pub fn enforce_read(
         if !tx.count_read(&secret.id, &day, cap)? {
             return Err(Error::denied(
                 ErrorCode::PolicyDailyCap,
-                format!("{}/{} was read {cap} times today; the daily cap is reached", project.name, secret.name),
+                format!(
+                    "{}/{} was read {cap} times today; the daily cap is reached",
+                    project.name, secret.name
+                ),
             ));
         }
     }
@@ -272,7 +294,10 @@ fn trip_canary(
     machine: &Machine,
     cascade: bool,
 ) -> Result<()> {
-    let reason = format!("canary {}/{} read by machine {}", project.name, secret.name, machine.id);
+    let reason = format!(
+        "canary {}/{} read by machine {}",
+        project.name, secret.name, machine.id
+    );
     let mut locked_projects = vec![project.clone()];
     if cascade {
         for detail in tx.grants(Some(&crate::store::Grantee::Machine(machine.id.clone())))? {
@@ -321,7 +346,12 @@ fn trip_canary(
 }
 
 /// `PUT /v1/projects/{p}/secrets/{s}/policy` (an empty policy removes it).
-pub fn set_policy(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str, name: &str) -> Result<SecretMeta> {
+pub fn set_policy(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    project_name: &str,
+    name: &str,
+) -> Result<SecretMeta> {
     ctx.audit.target = format!("secret:{project_name}/{name}");
     let policy: AccessPolicy = ctx.json()?;
     validate_policy(&policy)?;
@@ -333,7 +363,14 @@ pub fn set_policy(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str, name: 
         "secret:{project_name}/{name} policy={}",
         serde_json::to_string(&stored).unwrap_or_default()
     );
-    secrets::meta(tx, &project, &crate::store::Secret { policy: stored, ..secret })
+    secrets::meta(
+        tx,
+        &project,
+        &crate::store::Secret {
+            policy: stored,
+            ..secret
+        },
+    )
 }
 
 /// `POST /v1/projects/{p}/unlock`
@@ -341,7 +378,10 @@ pub fn unlock(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str) -> Result<
     ctx.audit.target = format!("project:{project_name}");
     let project = secrets::project(tx, project_name)?;
     if !tx.unlock_project(&project.id)? {
-        return Err(Error::denied(ErrorCode::Conflict, format!("project {project_name} is not locked")));
+        return Err(Error::denied(
+            ErrorCode::Conflict,
+            format!("project {project_name} is not locked"),
+        ));
     }
     ctx.audit.target = format!(
         "project:{project_name} (was locked: {})",
@@ -356,23 +396,35 @@ pub fn unlock(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str) -> Result<
 
 /// `POST /v1/projects/{p}/secrets/{s}/rollback`: an older version becomes
 /// live again (its own data key still opens it).
-pub fn rollback(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str, name: &str) -> Result<SecretMeta> {
+pub fn rollback(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    project_name: &str,
+    name: &str,
+) -> Result<SecretMeta> {
     ctx.audit.target = format!("secret:{project_name}/{name}");
     let body: Rollback = ctx.json()?;
     let project = secrets::project(tx, project_name)?;
     let secret = secrets::secret(tx, &project, name)?;
     if tx.version(&secret.id, body.version)?.is_none() {
-        return Err(not_found(format!("version {} of {project_name}/{name}", body.version)));
+        return Err(not_found(format!(
+            "version {} of {project_name}/{name}",
+            body.version
+        )));
     }
     tx.set_live_version(&secret.id, body.version)?;
     ctx.audit.target = format!(
         "secret:{project_name}/{name} live version {} -> {}",
         secret.live_version, body.version
     );
-    secrets::meta(tx, &project, &Secret {
-        live_version: body.version,
-        ..secret
-    })
+    secrets::meta(
+        tx,
+        &project,
+        &Secret {
+            live_version: body.version,
+            ..secret
+        },
+    )
 }
 
 /// `POST /v1/cosign` (admin, naming the machine) and
@@ -382,7 +434,9 @@ pub fn create_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignView> {
     ctx.audit.target = format!("secret:{}/{}", body.project, body.secret);
     let machine_id = match (&ctx.caller, &body.machine_id) {
         (Caller::Machine(m), None) => m.id.clone(),
-        (Caller::Machine(_), Some(_)) => return Err(invalid("a machine requests co-sign for itself only")),
+        (Caller::Machine(_), Some(_)) => {
+            return Err(invalid("a machine requests co-sign for itself only"));
+        }
         (_, Some(id)) => id.clone(),
         (_, None) => return Err(invalid("machine_id is required")),
     };
@@ -393,7 +447,10 @@ pub fn create_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignView> {
     if tx.machine_grant(&machine_id, &secret.id)?.is_none() {
         return Err(Error::denied(
             ErrorCode::NotGranted,
-            format!("machine {machine_id} has no grant on {}/{}", body.project, body.secret),
+            format!(
+                "machine {machine_id} has no grant on {}/{}",
+                body.project, body.secret
+            ),
         ));
     }
     let cosign = Cosign {
@@ -408,7 +465,10 @@ pub fn create_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignView> {
         consumed_at: None,
     };
     tx.insert_cosign(&cosign)?;
-    ctx.audit.target = format!("cosign:{} {}/{} for {}", cosign.id, body.project, body.secret, cosign.machine_id);
+    ctx.audit.target = format!(
+        "cosign:{} {}/{} for {}",
+        cosign.id, body.project, body.secret, cosign.machine_id
+    );
     Ok(cosign_view(&cosign, &body.project, &body.secret))
 }
 
@@ -416,10 +476,15 @@ pub fn create_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignView> {
 pub fn approve_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<CosignView> {
     ctx.audit.target = format!("cosign:{id}");
     let Caller::Admin(admin) = &ctx.caller else {
-        return Err(Error::denied(ErrorCode::Forbidden, "only admins approve co-sign requests"));
+        return Err(Error::denied(
+            ErrorCode::Forbidden,
+            "only admins approve co-sign requests",
+        ));
     };
     let admin_id = admin.id.clone();
-    let cosign = tx.cosign(id)?.ok_or_else(|| not_found(format!("co-sign request {id}")))?;
+    let cosign = tx
+        .cosign(id)?
+        .ok_or_else(|| not_found(format!("co-sign request {id}")))?;
     if cosign.requested_by == admin_id {
         return Err(Error::denied(
             ErrorCode::Forbidden,

@@ -13,12 +13,14 @@ use signet_client::api::{
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-use super::{access, grants, webhooks};
 use super::secrets;
+use super::{access, grants, webhooks};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
-use crate::store::{Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Tx};
+use crate::store::{
+    Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Tx,
+};
 use crate::vault::{Caller, Ctx};
 
 /// Longest enrollment-token lifetime: one year.
@@ -40,7 +42,9 @@ const NAME_MAX: usize = 128;
 /// hostile pattern cannot eat the vault's memory.
 fn hostname_regex(pattern: &str) -> Result<regex::Regex> {
     if pattern.len() > REGEX_MAX_LEN {
-        return Err(invalid(format!("hostname_regex is longer than {REGEX_MAX_LEN} characters")));
+        return Err(invalid(format!(
+            "hostname_regex is longer than {REGEX_MAX_LEN} characters"
+        )));
     }
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(REGEX_SIZE_LIMIT)
@@ -54,7 +58,9 @@ const PLACEHOLDERS: [&str; 5] = ["hostname", "namespace", "pod", "token", "id"];
 /// Checks that a name template uses only known placeholders.
 fn validate_template(template: &str) -> Result<()> {
     if template.is_empty() || template.len() > NAME_MAX {
-        return Err(invalid(format!("name_template must be 1 to {NAME_MAX} characters")));
+        return Err(invalid(format!(
+            "name_template must be 1 to {NAME_MAX} characters"
+        )));
     }
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -77,7 +83,12 @@ fn validate_template(template: &str) -> Result<()> {
 }
 
 /// Fills a name template from the enrollment.
-fn render_name(template: &str, request: &EnrollRequest, token: &EnrollmentToken, machine_id: &str) -> String {
+fn render_name(
+    template: &str,
+    request: &EnrollRequest,
+    token: &EnrollmentToken,
+    machine_id: &str,
+) -> String {
     let meta = |key: &str| request.metadata.get(key).map_or("", String::as_str);
     let short_id = machine_id
         .get(machine_id.len().saturating_sub(8)..)
@@ -89,7 +100,10 @@ fn render_name(template: &str, request: &EnrollRequest, token: &EnrollmentToken,
         .replace("{pod}", meta("k8s.pod.name"))
         .replace("{token}", &token.name)
         .replace("{id}", &short_id);
-    name.chars().filter(|c| !c.is_control()).take(NAME_MAX).collect()
+    name.chars()
+        .filter(|c| !c.is_control())
+        .take(NAME_MAX)
+        .collect()
 }
 
 /// Checks a token's constraints before it is stored.
@@ -108,9 +122,12 @@ fn validate_constraints(c: &TokenConstraints, body: &CreateToken) -> Result<()> 
     }
     if c.bootstrap {
         if body.max_uses.is_some_and(|m| m != 1) {
-            return Err(invalid("a bootstrap token is single use: max_uses must be 1 or omitted"));
+            return Err(invalid(
+                "a bootstrap token is single use: max_uses must be 1 or omitted",
+            ));
         }
-        if !(BOOTSTRAP_MIN_LIFETIME..=MAX_MACHINE_LIFETIME).contains(&body.machine_lifetime_seconds) {
+        if !(BOOTSTRAP_MIN_LIFETIME..=MAX_MACHINE_LIFETIME).contains(&body.machine_lifetime_seconds)
+        {
             return Err(invalid(
                 "a bootstrap token's machine lifetime must be between 1 hour and 12 months",
             ));
@@ -150,21 +167,33 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
         return Err(invalid("ttl_seconds must be between 1 and one year"));
     }
     if body.machine_lifetime_seconds == 0 || body.machine_lifetime_seconds > MAX_MACHINE_LIFETIME {
-        return Err(invalid("machine_lifetime_seconds must be between 1 and one year"));
+        return Err(invalid(
+            "machine_lifetime_seconds must be between 1 and one year",
+        ));
     }
     if body.max_uses == Some(0) {
-        return Err(invalid("max_uses must be at least 1 (omit it for unlimited)"));
+        return Err(invalid(
+            "max_uses must be at least 1 (omit it for unlimited)",
+        ));
     }
     validate_constraints(&body.constraints, &body)?;
     let project = secrets::project(tx, &body.project)?;
     let (id, raw, hash) = mint(ids::TOKEN);
     let token = EnrollmentToken {
         id: id.clone(),
-        name: if body.name.is_empty() { id.clone() } else { body.name.clone() },
+        name: if body.name.is_empty() {
+            id.clone()
+        } else {
+            body.name.clone()
+        },
         project_id: project.id.clone(),
         secret_hash: hash,
         // A bootstrap token is single use whatever the request said.
-        max_uses: if body.constraints.bootstrap { Some(1) } else { body.max_uses },
+        max_uses: if body.constraints.bootstrap {
+            Some(1)
+        } else {
+            body.max_uses
+        },
         uses: 0,
         expires_at: ctx.now + body.ttl_seconds as i64,
         machine_lifetime: body.machine_lifetime_seconds as i64,
@@ -228,9 +257,7 @@ pub fn revoke_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<()> 
 }
 
 fn check_enroll_request(request: &EnrollRequest) -> Result<()> {
-    if request.hostname.len() > HOSTNAME_MAX
-        || request.hostname.chars().any(|c| c.is_control())
-    {
+    if request.hostname.len() > HOSTNAME_MAX || request.hostname.chars().any(|c| c.is_control()) {
         return Err(invalid("hostname must be at most 253 printable characters"));
     }
     if request.metadata.len() > METADATA_MAX_ENTRIES
@@ -239,14 +266,20 @@ fn check_enroll_request(request: &EnrollRequest) -> Result<()> {
             .iter()
             .any(|(k, v)| k.len() > 128 || v.len() > 512)
     {
-        return Err(invalid("metadata: at most 32 entries, keys up to 128 and values up to 512 bytes"));
+        return Err(invalid(
+            "metadata: at most 32 entries, keys up to 128 and values up to 512 bytes",
+        ));
     }
     Ok(())
 }
 
 /// `POST /v1/enroll`: a new key becomes a machine. The token's use is counted
 /// in the transaction that creates the machine.
-pub fn enroll(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, request: &EnrollRequest) -> Result<EnrollResponse> {
+pub fn enroll(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    request: &EnrollRequest,
+) -> Result<EnrollResponse> {
     let Caller::Enrolling(public_key) = &ctx.caller else {
         return Err(invalid("enrollment is signed with Signet-Key: enroll"));
     };
@@ -259,10 +292,16 @@ pub fn enroll(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, request: &EnrollRequest) -> Re
         return Err(invalid_token());
     }
     if token.revoked_at.is_some() {
-        return Err(Error::denied(ErrorCode::InvalidToken, "the enrollment token was revoked"));
+        return Err(Error::denied(
+            ErrorCode::InvalidToken,
+            "the enrollment token was revoked",
+        ));
     }
     if token.expires_at <= ctx.now {
-        return Err(Error::denied(ErrorCode::TokenExpired, "the enrollment token has expired"));
+        return Err(Error::denied(
+            ErrorCode::TokenExpired,
+            "the enrollment token has expired",
+        ));
     }
     let constraints = &token.constraints;
     if let Some(pattern) = &constraints.hostname_regex
@@ -270,17 +309,28 @@ pub fn enroll(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, request: &EnrollRequest) -> Re
     {
         return Err(Error::denied(
             ErrorCode::HostnameNotAllowed,
-            format!("hostname {:?} does not match the token's hostname pattern", request.hostname),
+            format!(
+                "hostname {:?} does not match the token's hostname pattern",
+                request.hostname
+            ),
         ));
     }
-    if !constraints.source_cidrs.is_empty() && !access::ip_allowed(&constraints.source_cidrs, ctx.source_ip)? {
+    if !constraints.source_cidrs.is_empty()
+        && !access::ip_allowed(&constraints.source_cidrs, ctx.source_ip)?
+    {
         return Err(Error::denied(
             ErrorCode::SourceNotAllowed,
-            format!("enrollment from {:?} is outside the token's source CIDRs", ctx.source_ip),
+            format!(
+                "enrollment from {:?} is outside the token's source CIDRs",
+                ctx.source_ip
+            ),
         ));
     }
     if !tx.use_token(&token.id)? {
-        return Err(Error::denied(ErrorCode::TokenExhausted, "the enrollment token has no uses left"));
+        return Err(Error::denied(
+            ErrorCode::TokenExhausted,
+            "the enrollment token has no uses left",
+        ));
     }
     let machine_id = ids::new(ids::MACHINE);
     let name = match &constraints.name_template {
@@ -371,10 +421,16 @@ pub fn enroll_admin(
         return Err(invalid_token());
     }
     if token.expires_at <= ctx.now {
-        return Err(Error::denied(ErrorCode::TokenExpired, "the bootstrap token has expired"));
+        return Err(Error::denied(
+            ErrorCode::TokenExpired,
+            "the bootstrap token has expired",
+        ));
     }
     if !tx.use_bootstrap_token(&token.id, ctx.now)? {
-        return Err(Error::denied(ErrorCode::TokenExhausted, "the bootstrap token was already used"));
+        return Err(Error::denied(
+            ErrorCode::TokenExhausted,
+            "the bootstrap token was already used",
+        ));
     }
     let name = if request.hostname.is_empty() {
         "admin".to_owned()

@@ -22,7 +22,9 @@ pub fn insert(
     let secret = secrets::secret(tx, project, secret_name)?;
     if let Some(fields) = &fields {
         if fields.is_empty() {
-            return Err(invalid("`fields` must name at least one field (omit it for the whole secret)"));
+            return Err(invalid(
+                "`fields` must name at least one field (omit it for the whole secret)",
+            ));
         }
         for field in fields {
             check_field_name(field)?;
@@ -86,7 +88,14 @@ pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<GrantRecord> {
         _ => return Err(invalid("give exactly one of `machine_id` and `token_id`")),
     };
     let project = secrets::project(tx, &body.project)?;
-    let grant = insert(ctx, tx, grantee.clone(), &project, &body.secret, body.fields.clone())?;
+    let grant = insert(
+        ctx,
+        tx,
+        grantee.clone(),
+        &project,
+        &body.secret,
+        body.fields.clone(),
+    )?;
     // A grant on a token also reaches the machines it already enrolled.
     if let Grantee::Token(token) = &grantee {
         for machine in tx.machines()? {
@@ -99,7 +108,10 @@ pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<GrantRecord> {
         Grantee::Machine(m) => format!("machine:{m}"),
         Grantee::Token(t) => format!("token:{t}"),
     };
-    ctx.audit.target = format!("grant:{} {who} -> {}/{}", grant.id, body.project, body.secret);
+    ctx.audit.target = format!(
+        "grant:{} {who} -> {}/{}",
+        grant.id, body.project, body.secret
+    );
     Ok(record(&GrantDetail {
         grant,
         project: body.project,

@@ -13,8 +13,8 @@ use crate::vault::{Caller, Ctx};
 fn parse_identity(ctx: &Ctx<'_>) -> Result<(CreateIdentity, String)> {
     let body: CreateIdentity = ctx.json()?;
     check_display_name(&body.name)?;
-    let key = PublicKey::parse(&body.public_key)
-        .map_err(|e| invalid(format!("public_key: {e}")))?;
+    let key =
+        PublicKey::parse(&body.public_key).map_err(|e| invalid(format!("public_key: {e}")))?;
     Ok((body, key.encode()))
 }
 
@@ -41,7 +41,9 @@ pub fn create_agent(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<IdentityView> 
 pub fn create_admin(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<IdentityView> {
     let (body, public_key) = parse_identity(ctx)?;
     if !body.scopes.is_empty() {
-        return Err(invalid("admins hold every management right; scopes are for agents"));
+        return Err(invalid(
+            "admins hold every management right; scopes are for agents",
+        ));
     }
     let admin = Admin {
         id: ids::new(ids::ADMIN),

@@ -16,11 +16,15 @@ pub const EXPIRED_GRACE: i64 = 30 * 24 * 3600;
 const MAX_EXTENSION: u64 = 366 * 24 * 3600;
 
 fn machine(tx: &mut dyn Tx, id: &str) -> Result<Machine> {
-    tx.machine(id)?.ok_or_else(|| not_found(format!("machine {id}")))
+    tx.machine(id)?
+        .ok_or_else(|| not_found(format!("machine {id}")))
 }
 
 fn view(tx: &mut dyn Tx, m: &Machine, now: i64) -> Result<MachineView> {
-    let project = tx.project(&m.project_id)?.map(|p| p.name).unwrap_or_default();
+    let project = tx
+        .project(&m.project_id)?
+        .map(|p| p.name)
+        .unwrap_or_default();
     Ok(machine_view(m, &project, now))
 }
 

@@ -3,9 +3,9 @@
 
 pub mod access;
 pub mod enroll;
-pub mod lifecycle;
 pub mod grants;
 pub mod identities;
+pub mod lifecycle;
 pub mod secrets;
 pub mod webhooks;
 
@@ -73,7 +73,10 @@ pub fn audit_page(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditPage> {
     let query: AuditQuery = ctx.query()?;
     let limit = query.limit.unwrap_or(500);
     if !(1..=5000).contains(&limit) {
-        return Err(Error::denied(ErrorCode::InvalidRequest, "limit must be 1 to 5000"));
+        return Err(Error::denied(
+            ErrorCode::InvalidRequest,
+            "limit must be 1 to 5000",
+        ));
     }
     Ok(AuditPage {
         entries: tx.audit(query.after, limit)?,

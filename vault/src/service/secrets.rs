@@ -127,10 +127,7 @@ pub fn write(
             secret
         }
     };
-    let version = tx
-        .versions(&secret.id)?
-        .last()
-        .map_or(1, |v| v.version + 1);
+    let version = tx.versions(&secret.id)?.last().map_or(1, |v| v.version + 1);
     let field_names = match &stored {
         Stored::Plain(_) => None,
         Stored::Fields(fields) => Some(fields.keys().cloned().collect()),
@@ -159,10 +156,14 @@ pub fn write(
     })?;
     tx.set_live_version(&secret.id, version)?;
     ctx.audit.target = format!("secret:{project_name}/{name}@{version}");
-    meta(tx, &project, &Secret {
-        live_version: version,
-        ..secret
-    })
+    meta(
+        tx,
+        &project,
+        &Secret {
+            live_version: version,
+            ..secret
+        },
+    )
 }
 
 /// Names, versions and field names; never values.
@@ -250,23 +251,34 @@ pub fn read(
     match stored {
         Stored::Plain(value) => {
             if query.field.is_some() {
-                return Err(invalid(format!("{project_name}/{name} is a plain secret with no fields")));
+                return Err(invalid(format!(
+                    "{project_name}/{name} is a plain secret with no fields"
+                )));
             }
             answer.value = Some(value);
         }
         Stored::Fields(mut fields) => {
-            let allowed = |field: &str| grant.fields.as_ref().is_none_or(|g| g.iter().any(|f| f == field));
+            let allowed = |field: &str| {
+                grant
+                    .fields
+                    .as_ref()
+                    .is_none_or(|g| g.iter().any(|f| f == field))
+            };
             if let Some(field) = &query.field {
                 if !allowed(field) {
                     ctx.audit.target.push_str(&format!("#{field}"));
                     return Err(Error::denied(
                         ErrorCode::FieldNotGranted,
-                        format!("this machine has no grant on field {field:?} of {project_name}/{name}"),
+                        format!(
+                            "this machine has no grant on field {field:?} of {project_name}/{name}"
+                        ),
                     ));
                 }
                 fields.retain(|k, _| k == field);
                 if fields.is_empty() {
-                    return Err(not_found(format!("field {field:?} of {project_name}/{name}@{version_number}")));
+                    return Err(not_found(format!(
+                        "field {field:?} of {project_name}/{name}@{version_number}"
+                    )));
                 }
             } else {
                 fields.retain(|k, _| allowed(k));

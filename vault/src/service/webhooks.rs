@@ -99,7 +99,8 @@ fn refusal_v4(v4: Ipv4Addr) -> Option<&'static str> {
         Some("multicast or broadcast")
     } else if in_net(ip, "100.64.0.0/10") {
         Some("carrier-grade NAT")
-    } else if in_net(ip, "192.0.0.0/24") || in_net(ip, "198.18.0.0/15") || in_net(ip, "240.0.0.0/4") {
+    } else if in_net(ip, "192.0.0.0/24") || in_net(ip, "198.18.0.0/15") || in_net(ip, "240.0.0.0/4")
+    {
         Some("reserved")
     } else {
         None
@@ -142,7 +143,9 @@ pub fn check_addresses(addresses: &[IpAddr], allow: &[IpNet]) -> Result<()> {
         if let Some(why) = refusal(ip) {
             return Err(Error::denied(
                 ErrorCode::DestinationNotAllowed,
-                format!("webhook destination {ip} is {why}; allowlist it with --webhook-allow-cidr to permit it"),
+                format!(
+                    "webhook destination {ip} is {why}; allowlist it with --webhook-allow-cidr to permit it"
+                ),
             ));
         }
     }
@@ -231,13 +234,21 @@ pub fn create(
     let dest = destination(&body.url)?;
     ctx.audit.target = format!("webhook:{}", dest.host);
     if body.events.is_empty() {
-        return Err(invalid(format!("events: name at least one of {}", EVENTS.join(", "))));
+        return Err(invalid(format!(
+            "events: name at least one of {}",
+            EVENTS.join(", ")
+        )));
     }
     if let Some(unknown) = body.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-        return Err(invalid(format!("unknown event {unknown:?}; known: {}", EVENTS.join(", "))));
+        return Err(invalid(format!(
+            "unknown event {unknown:?}; known: {}",
+            EVENTS.join(", ")
+        )));
     }
     if body.secret.len() < MIN_SECRET || body.secret.len() > 512 {
-        return Err(invalid(format!("secret must be {MIN_SECRET} to 512 characters")));
+        return Err(invalid(format!(
+            "secret must be {MIN_SECRET} to 512 characters"
+        )));
     }
     let addresses = resolved.map_err(|e| Error::denied(ErrorCode::DestinationNotAllowed, e))?;
     check_addresses(&addresses, &ctx.vault.settings().webhook_allow)?;
@@ -318,7 +329,10 @@ impl Vault {
                     let Some(hook) = tx.webhook(&delivery.webhook_id)? else {
                         continue;
                     };
-                    let secret = vault.root.key().open(&hook.sealed_secret, &secret_aad(&hook.id))?;
+                    let secret = vault
+                        .root
+                        .key()
+                        .open(&hook.sealed_secret, &secret_aad(&hook.id))?;
                     batch.push((delivery, hook.url, secret));
                 }
                 Ok(batch)
@@ -358,7 +372,12 @@ impl Vault {
         Ok(report)
     }
 
-    async fn attempt(&self, delivery: &Delivery, url: &str, secret: &Zeroizing<Vec<u8>>) -> Result<(), AttemptError> {
+    async fn attempt(
+        &self,
+        delivery: &Delivery,
+        url: &str,
+        secret: &Zeroizing<Vec<u8>>,
+    ) -> Result<(), AttemptError> {
         let permanent = |message: String| AttemptError {
             message,
             permanent: true,
@@ -371,7 +390,8 @@ impl Vault {
         let addresses = resolve(&dest).await.map_err(transient)?;
         // Checked again at delivery: DNS may now answer differently than it
         // did when the webhook was created.
-        check_addresses(&addresses, &self.settings.webhook_allow).map_err(|e| permanent(e.public_message()))?;
+        check_addresses(&addresses, &self.settings.webhook_allow)
+            .map_err(|e| permanent(e.public_message()))?;
         let Some(ip) = addresses.first().copied() else {
             return Err(transient("no address".into()));
         };
@@ -391,7 +411,10 @@ impl Vault {
             .post(dest.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(HEADER_TIMESTAMP, timestamp.to_string())
-            .header(HEADER_SIGNATURE, signature(secret, timestamp, delivery.body.as_bytes()))
+            .header(
+                HEADER_SIGNATURE,
+                signature(secret, timestamp, delivery.body.as_bytes()),
+            )
             .header(HEADER_EVENT, &delivery.event)
             .header(HEADER_DELIVERY, delivery.id.to_string())
             .body(delivery.body.clone())
@@ -401,7 +424,10 @@ impl Vault {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(transient(format!("receiver answered {}", response.status())))
+            Err(transient(format!(
+                "receiver answered {}",
+                response.status()
+            )))
         }
     }
 }
@@ -414,15 +440,29 @@ mod tests {
     #[test]
     fn internal_addresses_are_refused() {
         for text in [
-            "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.1.1",
-            "0.0.0.0", "224.0.0.1", "::1", "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1", "::",
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.1.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::",
         ] {
             let ip: IpAddr = text.parse().unwrap();
             assert!(refusal(ip).is_some(), "{text} should be refused");
             assert!(check_addresses(&[ip], &[]).is_err());
         }
         for text in ["93.184.216.34", "2606:4700::1111"] {
-            assert!(refusal(text.parse().unwrap()).is_none(), "{text} should be allowed");
+            assert!(
+                refusal(text.parse().unwrap()).is_none(),
+                "{text} should be allowed"
+            );
         }
     }
 

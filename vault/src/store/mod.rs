@@ -194,9 +194,14 @@ pub struct DeliveryCounts {
 pub enum Attempt {
     Delivered,
     /// Try again at `next_attempt_at`.
-    Retry { next_attempt_at: i64, error: String },
+    Retry {
+        next_attempt_at: i64,
+        error: String,
+    },
     /// Give up.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// Who a grant is for.
@@ -322,10 +327,17 @@ pub trait Tx {
     fn webhooks(&mut self) -> Result<Vec<Webhook>>;
     fn delete_webhook(&mut self, id: &str) -> Result<bool>;
     fn delivery_counts(&mut self, webhook_id: &str) -> Result<DeliveryCounts>;
-    fn enqueue_delivery(&mut self, webhook_id: &str, event: &str, body: &str, now: i64) -> Result<()>;
+    fn enqueue_delivery(
+        &mut self,
+        webhook_id: &str,
+        event: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<()>;
     /// Due deliveries, leased until `lease_until` so a concurrent worker
     /// skips them.
-    fn claim_deliveries(&mut self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Delivery>>;
+    fn claim_deliveries(&mut self, now: i64, lease_until: i64, limit: u32)
+    -> Result<Vec<Delivery>>;
     fn finish_delivery(&mut self, id: i64, attempt: &Attempt, now: i64) -> Result<()>;
     fn deliveries(&mut self, webhook_id: &str) -> Result<Vec<Delivery>>;
 }

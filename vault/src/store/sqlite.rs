@@ -119,7 +119,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> rusqlite::Result<Option<T>> {
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
         })
     })
     .transpose()
@@ -133,7 +137,12 @@ fn unique_violation(err: &rusqlite::Error) -> bool {
     )
 }
 
-fn insert(conn: &Connection, what: &'static str, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+fn insert(
+    conn: &Connection,
+    what: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<()> {
     match conn.execute(sql, params) {
         Ok(_) => Ok(()),
         Err(e) if unique_violation(&e) => Err(Error::Duplicate(what)),
@@ -273,7 +282,8 @@ fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
     })
 }
 
-const AUDIT_COLS: &str = "seq, at, actor, action, target, outcome, reason, source_ip, prev_hash, hash";
+const AUDIT_COLS: &str =
+    "seq, at, actor, action, target, outcome, reason, source_ip, prev_hash, hash";
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
@@ -410,7 +420,14 @@ impl Tx for SqliteTx<'_> {
             &self.conn,
             "agent",
             "INSERT INTO agents (id, name, public_key, scopes, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.id, a.name, a.public_key, scopes, a.created_at, a.disabled_at],
+            params![
+                a.id,
+                a.name,
+                a.public_key,
+                scopes,
+                a.created_at,
+                a.disabled_at
+            ],
         )
     }
 
@@ -429,7 +446,9 @@ impl Tx for SqliteTx<'_> {
         insert(
             &self.conn,
             "machine",
-            &format!("INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!(
+                "INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ),
             params![
                 m.id,
                 m.name,
@@ -471,7 +490,14 @@ impl Tx for SqliteTx<'_> {
             &self.conn,
             "project",
             &format!("INSERT INTO projects ({PROJECT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-            params![p.id, p.name, p.wrapped_key, p.created_at, p.locked_at, p.lock_reason],
+            params![
+                p.id,
+                p.name,
+                p.wrapped_key,
+                p.created_at,
+                p.locked_at,
+                p.lock_reason
+            ],
         )
     }
 
@@ -505,7 +531,14 @@ impl Tx for SqliteTx<'_> {
             &self.conn,
             "secret",
             &format!("INSERT INTO secrets ({SECRET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-            params![s.id, s.project_id, s.name, s.live_version, s.created_at, policy],
+            params![
+                s.id,
+                s.project_id,
+                s.name,
+                s.live_version,
+                s.created_at,
+                policy
+            ],
         )
     }
 
@@ -549,7 +582,9 @@ impl Tx for SqliteTx<'_> {
         insert(
             &self.conn,
             "secret version",
-            &format!("INSERT INTO secret_versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            &format!(
+                "INSERT INTO secret_versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ),
             params![
                 v.secret_id,
                 v.version,
@@ -564,7 +599,9 @@ impl Tx for SqliteTx<'_> {
 
     fn version(&mut self, secret_id: &str, version: u32) -> Result<Option<SecretVersion>> {
         self.one(
-            &format!("SELECT {VERSION_COLS} FROM secret_versions WHERE secret_id = ?1 AND version = ?2"),
+            &format!(
+                "SELECT {VERSION_COLS} FROM secret_versions WHERE secret_id = ?1 AND version = ?2"
+            ),
             params![secret_id, version],
             version_row,
         )
@@ -572,7 +609,9 @@ impl Tx for SqliteTx<'_> {
 
     fn versions(&mut self, secret_id: &str) -> Result<Vec<SecretVersion>> {
         self.many(
-            &format!("SELECT {VERSION_COLS} FROM secret_versions WHERE secret_id = ?1 ORDER BY version"),
+            &format!(
+                "SELECT {VERSION_COLS} FROM secret_versions WHERE secret_id = ?1 ORDER BY version"
+            ),
             [secret_id],
             version_row,
         )
@@ -585,7 +624,9 @@ impl Tx for SqliteTx<'_> {
         insert(
             &self.conn,
             "enrollment token",
-            &format!("INSERT INTO enrollment_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            &format!(
+                "INSERT INTO enrollment_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
             params![
                 t.id,
                 t.name,
@@ -643,7 +684,14 @@ impl Tx for SqliteTx<'_> {
             &self.conn,
             "grant",
             "INSERT INTO grants (id, machine_id, token_id, secret_id, fields, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![g.id, machine, token, g.secret_id, json_list(&g.fields), g.created_at],
+            params![
+                g.id,
+                machine,
+                token,
+                g.secret_id,
+                json_list(&g.fields),
+                g.created_at
+            ],
         )
     }
 
@@ -673,7 +721,9 @@ impl Tx for SqliteTx<'_> {
 
     fn machine_grant(&mut self, machine_id: &str, secret_id: &str) -> Result<Option<Grant>> {
         self.one(
-            &format!("SELECT {GRANT_COLS} FROM grants g WHERE g.machine_id = ?1 AND g.secret_id = ?2"),
+            &format!(
+                "SELECT {GRANT_COLS} FROM grants g WHERE g.machine_id = ?1 AND g.secret_id = ?2"
+            ),
             [machine_id, secret_id],
             grant_row,
         )
@@ -695,7 +745,9 @@ impl Tx for SqliteTx<'_> {
         insert(
             &self.conn,
             "audit entry",
-            &format!("INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             params![
                 e.seq,
                 e.at,
@@ -728,7 +780,8 @@ impl Tx for SqliteTx<'_> {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if let Some((seq, _)) = &last {
-            self.conn.execute("DELETE FROM audit WHERE seq <= ?1", [seq])?;
+            self.conn
+                .execute("DELETE FROM audit WHERE seq <= ?1", [seq])?;
         }
         Ok(last)
     }
@@ -749,7 +802,9 @@ impl Tx for SqliteTx<'_> {
 
     fn machines_expired_before(&mut self, before: i64) -> Result<Vec<Machine>> {
         self.many(
-            &format!("SELECT {MACHINE_COLS} FROM machines WHERE expires_at <= ?1 ORDER BY expires_at, id"),
+            &format!(
+                "SELECT {MACHINE_COLS} FROM machines WHERE expires_at <= ?1 ORDER BY expires_at, id"
+            ),
             [before],
             machine_row,
         )
@@ -792,7 +847,9 @@ impl Tx for SqliteTx<'_> {
         insert(
             &self.conn,
             "co-sign request",
-            &format!("INSERT INTO cosign_requests ({COSIGN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            &format!(
+                "INSERT INTO cosign_requests ({COSIGN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
             params![
                 c.id,
                 c.secret_id,
@@ -852,7 +909,14 @@ impl Tx for SqliteTx<'_> {
             "webhook",
             "INSERT INTO webhooks (id, url, events, sealed_secret, created_at, created_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![w.id, w.url, events, w.sealed_secret, w.created_at, w.created_by],
+            params![
+                w.id,
+                w.url,
+                events,
+                w.sealed_secret,
+                w.created_at,
+                w.created_by
+            ],
         )
     }
 
@@ -894,7 +958,13 @@ impl Tx for SqliteTx<'_> {
         )?)
     }
 
-    fn enqueue_delivery(&mut self, webhook_id: &str, event: &str, body: &str, now: i64) -> Result<()> {
+    fn enqueue_delivery(
+        &mut self,
+        webhook_id: &str,
+        event: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO webhook_deliveries (webhook_id, event, body, created_at, next_attempt_at)
              VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -903,7 +973,12 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn claim_deliveries(&mut self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Delivery>> {
+    fn claim_deliveries(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
         let due = self.many(
             &format!(
                 "SELECT {DELIVERY_COLS} FROM webhook_deliveries
@@ -948,15 +1023,16 @@ impl Tx for SqliteTx<'_> {
 
     fn deliveries(&mut self, webhook_id: &str) -> Result<Vec<Delivery>> {
         self.many(
-            &format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook_id = ?1 ORDER BY id"),
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook_id = ?1 ORDER BY id"
+            ),
             [webhook_id],
             delivery_row,
         )
     }
 }
 
-const COSIGN_COLS: &str =
-    "id, secret_id, machine_id, requested_by, created_at, expires_at, approved_by, approved_at, consumed_at";
+const COSIGN_COLS: &str = "id, secret_id, machine_id, requested_by, created_at, expires_at, approved_by, approved_at, consumed_at";
 
 fn cosign_row(r: &Row<'_>) -> rusqlite::Result<Cosign> {
     Ok(Cosign {

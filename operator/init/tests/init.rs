@@ -1,0 +1,583 @@
+//! `signet-init` as a process against a real vault on a loopback port.
+//!
+//! Each test starts its own in-process vault (fresh SQLite in a tempdir),
+//! enrolls an admin through a bootstrap token, creates a project, secrets
+//! and an enrollment token with pre-baked grants through the SDK, then runs
+//! the real `signet-init` binary with the environment contract.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signet_client::api::{CreateToken, WriteSecret};
+use signet_client::identity::Identity;
+use signet_client::sdk::{Client, Options};
+use signet_init::contract::{self, READY_MARKER};
+use signet_vault::clock::SystemClock;
+use signet_vault::crypto::RootKey;
+use signet_vault::service::enroll::create_bootstrap_token;
+use signet_vault::store::SqliteStore;
+use signet_vault::{Config, Vault, server};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signet-init");
+const PROJECT: &str = "shop";
+
+struct TestVault {
+    url: String,
+    admin: Client,
+    _data: TempDir,
+}
+
+async fn start_vault() -> TestVault {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(data.path()).unwrap());
+    let vault = Arc::new(
+        Vault::open(
+            store,
+            RootKey::generate(),
+            Arc::new(SystemClock),
+            Config::default(),
+        )
+        .unwrap(),
+    );
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = signet_vault::http::router(Arc::clone(&vault))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let bootstrap = vault
+        .with_tx(|tx, now| create_bootstrap_token(tx, now))
+        .unwrap();
+    let mut admin = Client::new(&url, Identity::generate(), &Options::default()).unwrap();
+    admin
+        .enroll_admin(bootstrap.as_str(), "test-admin")
+        .await
+        .unwrap();
+    admin.create_project(PROJECT).await.unwrap();
+    TestVault {
+        url,
+        admin,
+        _data: data,
+    }
+}
+
+impl TestVault {
+    async fn plain(&self, name: &str, value: &str) {
+        let body = WriteSecret {
+            value: Some(value.to_owned()),
+            fields: None,
+        };
+        self.admin.write_secret(PROJECT, name, &body).await.unwrap();
+    }
+
+    async fn structured(&self, name: &str, fields: &[(&str, &str)]) {
+        let body = WriteSecret {
+            value: None,
+            fields: Some(
+                fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+        };
+        self.admin.write_secret(PROJECT, name, &body).await.unwrap();
+    }
+
+    /// An enrollment token with whole-secret grants on `secrets`.
+    async fn token(&self, secrets: &[&str]) -> String {
+        let grants: Vec<_> = secrets
+            .iter()
+            .map(|s| serde_json::json!({ "secret": s }))
+            .collect();
+        let body: CreateToken = serde_json::from_value(serde_json::json!({
+            "project": PROJECT,
+            "name": "pods",
+            "ttl_seconds": 3600,
+            "machine_lifetime_seconds": 3600,
+            "grants": grants,
+        }))
+        .unwrap();
+        self.admin.create_token(&body).await.unwrap().token
+    }
+
+    async fn machine_count(&self) -> usize {
+        self.admin
+            .machines()
+            .await
+            .unwrap()
+            .machines
+            .iter()
+            .filter(|m| !m.disabled)
+            .count()
+    }
+}
+
+/// A pod's worth of environment: a token file and a mount directory.
+struct Pod {
+    dir: TempDir,
+    env: BTreeMap<String, String>,
+}
+
+impl Pod {
+    fn new(vault_url: &str, token: &str, mode: &str, files: serde_json::Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("mount")).unwrap();
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+        let env = [
+            (contract::ENV_VAULT, vault_url.to_owned()),
+            (
+                contract::ENV_TOKEN_FILE,
+                dir.path().join("token").display().to_string(),
+            ),
+            (
+                contract::ENV_MOUNT_PATH,
+                dir.path().join("mount").display().to_string(),
+            ),
+            (contract::ENV_MODE, mode.to_owned()),
+            (contract::ENV_REFRESH_SECONDS, "1".to_owned()),
+            (contract::ENV_FILES, files.to_string()),
+            (contract::ENV_POD_NAME, "web-0".to_owned()),
+            (contract::ENV_POD_NAMESPACE, "shop".to_owned()),
+            (
+                contract::ENV_POD_UID,
+                "0d8a4c7e-1111-2222-3333-444455556666".to_owned(),
+            ),
+            (contract::ENV_MAX_ATTEMPTS, "3".to_owned()),
+            (contract::ENV_RETRY_BASE_MS, "50".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self { dir, env }
+    }
+
+    fn mount(&self) -> PathBuf {
+        self.dir.path().join("mount")
+    }
+
+    fn command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg(subcommand)
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `signet-init run` to completion (bounded), returning status and stderr.
+    async fn run(&self) -> (ExitStatus, String) {
+        let child = self.command("run").spawn().unwrap();
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("signet-init run did not finish")
+            .unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    async fn probe(&self) -> i32 {
+        let output = self.command("probe").output().await.unwrap();
+        output.status.code().unwrap()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.mount().join(name)).unwrap()
+    }
+
+    fn mode(&self, name: &str) -> u32 {
+        std::fs::metadata(self.mount().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn names(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.mount())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// True when `text` holds a run of base64url characters long enough to be
+/// an encoded 32-byte (43 chars) or 64-byte (86 chars) key or signature.
+fn has_key_sized_blob(text: &str) -> bool {
+    let mut run = 0usize;
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            run += 1;
+            if run >= 43 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
+/// No file in the mount directory holds anything that looks like key
+/// material: the private key exists only in signet-init's memory.
+fn assert_no_key_material(pod: &Pod) {
+    for name in pod.names() {
+        let bytes = std::fs::read(pod.mount().join(&name)).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            !has_key_sized_blob(&text),
+            "{name} holds a key-sized base64url blob"
+        );
+    }
+    // Nothing but the mount directory and the token may be in the pod dir.
+    let top: BTreeSet<String> = std::fs::read_dir(pod.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(top, set(&["mount", "token"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_mode_writes_every_format_with_exact_contents_and_modes() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "s3cr'et").await;
+    vault
+        .structured(
+            "db",
+            &[("user", "app"), ("password", "p\"w"), ("host", "db.local")],
+        )
+        .await;
+    let token = vault.token(&["api-key", "db"]).await;
+    let pod = Pod::new(
+        &vault.url,
+        &token,
+        "init",
+        serde_json::json!([
+            {"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"},
+            {"secret": "api-key", "fields": [], "file": "api.env", "format": "env"},
+            {"secret": "api-key", "fields": [], "file": "api.json", "format": "json"},
+            {"secret": "db", "fields": [], "file": "db", "format": "raw"},
+            {"secret": "db", "fields": ["user", "password"], "file": "db.env", "format": "env"},
+            {"secret": "db", "fields": [], "file": "db.json", "format": "json"},
+        ]),
+    );
+    assert_eq!(pod.probe().await, 1, "not ready before run");
+
+    let (status, stderr) = pod.run().await;
+    assert!(status.success(), "{status}: {stderr}");
+
+    assert_eq!(pod.read("api-key"), "s3cr'et");
+    assert_eq!(pod.read("api.env"), "API_KEY='s3cr'\\''et'\n");
+    assert_eq!(pod.read("api.json"), r#""s3cr'et""#);
+    assert_eq!(pod.read("db.host"), "db.local");
+    assert_eq!(pod.read("db.password"), "p\"w");
+    assert_eq!(pod.read("db.user"), "app");
+    assert_eq!(pod.read("db.env"), "password='p\"w'\nuser='app'\n");
+    assert_eq!(
+        pod.read("db.json"),
+        r#"{"host":"db.local","password":"p\"w","user":"app"}"#
+    );
+    let expected = set(&[
+        "api-key",
+        "api.env",
+        "api.json",
+        "db.host",
+        "db.password",
+        "db.user",
+        "db.env",
+        "db.json",
+        READY_MARKER,
+    ]);
+    assert_eq!(pod.names(), expected);
+    for name in &expected {
+        assert_eq!(pod.mode(name), 0o440, "{name}");
+    }
+    assert_eq!(pod.probe().await, 0, "ready after run");
+    assert_no_key_material(&pod);
+    // Init mode revokes its machine: the key died with the process.
+    assert_eq!(vault.machine_count().await, 0);
+    assert!(!stderr.contains(&token), "the token must never be logged");
+    assert!(
+        !stderr.contains("s3cr"),
+        "a secret value must never be logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_0400_is_honoured() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    let token = vault.token(&["api-key"]).await;
+    let mut pod = Pod::new(
+        &vault.url,
+        &token,
+        "init",
+        serde_json::json!([{"secret": "api-key", "fields": [], "file": "key", "format": "raw"}]),
+    );
+    pod.env
+        .insert(contract::ENV_FILE_MODE.to_owned(), "0400".to_owned());
+    let (status, stderr) = pod.run().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(pod.read("key"), "v1");
+    assert_eq!(pod.mode("key"), 0o400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_refreshes_after_rotation_and_revokes_itself_on_sigterm() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    vault
+        .structured("db", &[("user", "app"), ("password", "one")])
+        .await;
+    vault.plain("static", "unchanged").await;
+    let token = vault.token(&["api-key", "db", "static"]).await;
+    let pod = Pod::new(
+        &vault.url,
+        &token,
+        "sidecar",
+        serde_json::json!([
+            {"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"},
+            {"secret": "db", "fields": [], "file": "db.json", "format": "json"},
+            {"secret": "static", "fields": [], "file": "static", "format": "raw"},
+        ]),
+    );
+    let mut child: Child = pod.command("run").spawn().unwrap();
+    let pid = child.id().unwrap();
+
+    wait_for(|| pod.mount().join(READY_MARKER).exists(), "first write").await;
+    assert_eq!(pod.probe().await, 0);
+    assert_eq!(pod.read("api-key"), "v1");
+    assert_eq!(pod.read("db.json"), r#"{"password":"one","user":"app"}"#);
+    assert_eq!(vault.machine_count().await, 1);
+    let static_inode = inode(&pod.mount().join("static"));
+
+    vault.plain("api-key", "v2").await;
+    vault
+        .structured("db", &[("user", "app"), ("password", "two")])
+        .await;
+    wait_for(
+        || std::fs::read_to_string(pod.mount().join("api-key")).is_ok_and(|v| v == "v2"),
+        "api-key rotation",
+    )
+    .await;
+    wait_for(
+        || {
+            std::fs::read_to_string(pod.mount().join("db.json"))
+                .is_ok_and(|v| v == r#"{"password":"two","user":"app"}"#)
+        },
+        "db rotation",
+    )
+    .await;
+    assert_eq!(pod.mode("api-key"), 0o440);
+    // An unchanged secret is not rewritten.
+    assert_eq!(inode(&pod.mount().join("static")), static_inode);
+    assert_eq!(
+        pod.names(),
+        set(&["api-key", "db.json", "static", READY_MARKER])
+    );
+    assert_no_key_material(&pod);
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("sidecar did not stop after SIGTERM")
+        .unwrap();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use tokio::io::AsyncReadExt as _;
+        pipe.read_to_string(&mut stderr).await.unwrap();
+    }
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("machine revoked"), "{stderr}");
+    assert_eq!(vault.machine_count().await, 0, "the machine revoked itself");
+    assert!(!stderr.contains(&token));
+    assert!(!stderr.contains("two"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_vault_exits_3_naming_the_url_after_bounded_retries() {
+    // A port nobody listens on: bind, learn it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let pod = Pod::new(
+        &url,
+        "st_enroll_whatever",
+        "init",
+        serde_json::json!([{"secret": "x", "fields": [], "file": "x", "format": "raw"}]),
+    );
+    let started = Instant::now();
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&url), "{stderr}");
+    assert!(stderr.contains("after 3 attempt(s)"), "{stderr}");
+    assert_eq!(stderr.matches("retrying").count(), 2, "{stderr}");
+    // 3 attempts with 50 ms and 100 ms (±20 %) between them.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(pod.names(), BTreeSet::new());
+    assert_eq!(pod.probe().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_token_exits_4_without_retrying() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    let token = vault.token(&["api-key"]).await;
+    let forged = format!("{}x", token);
+    let pod = Pod::new(
+        &vault.url,
+        &forged,
+        "init",
+        serde_json::json!([{"secret": "api-key", "fields": [], "file": "k", "format": "raw"}]),
+    );
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(stderr.contains(&vault.url), "{stderr}");
+    assert!(!stderr.contains(&forged), "the token must never be logged");
+    assert_eq!(pod.names(), BTreeSet::new());
+    assert_eq!(vault.machine_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ungranted_secret_exits_5_and_revokes_the_machine() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    vault.plain("other", "nope").await;
+    let token = vault.token(&["api-key"]).await;
+    let pod = Pod::new(
+        &vault.url,
+        &token,
+        "init",
+        serde_json::json!([
+            {"secret": "api-key", "fields": [], "file": "k", "format": "raw"},
+            {"secret": "other", "fields": [], "file": "o", "format": "raw"},
+        ]),
+    );
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("secret other is not granted"), "{stderr}");
+    assert!(!pod.names().contains(READY_MARKER));
+    assert_eq!(pod.probe().await, 1);
+    assert_eq!(vault.machine_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2() {
+    let pod = Pod::new(
+        "http://127.0.0.1:1",
+        "t",
+        "daemon",
+        serde_json::json!([{"secret": "x", "fields": [], "file": "x", "format": "raw"}]),
+    );
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SIGNET_MODE"), "{stderr}");
+
+    let mut pod = Pod::new(
+        "http://127.0.0.1:1",
+        "t",
+        "init",
+        serde_json::json!([{"secret": "x", "fields": [], "file": "x", "format": "raw"}]),
+    );
+    pod.env.insert(
+        contract::ENV_TOKEN_FILE.to_owned(),
+        "/nonexistent/token".to_owned(),
+    );
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
+
+    pod.env.remove(contract::ENV_MOUNT_PATH);
+    assert_eq!(pod.probe().await, 2);
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// Polls for an effect of the process under test, with a deadline.
+async fn wait_for(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Measures one init-mode run fetching 10 secrets, under `/usr/bin/time -v`.
+/// Ignored by default; BENCHMARKS.md has the command (it points
+/// `SIGNET_INIT_BENCH_BIN` at a release build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_init_run_with_ten_secrets() {
+    let vault = start_vault().await;
+    let mut names = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..10 {
+        let name = format!("secret-{i}");
+        if i % 2 == 0 {
+            vault.plain(&name, &"x".repeat(64)).await;
+        } else {
+            vault
+                .structured(&name, &[("user", "app"), ("password", &"y".repeat(32))])
+                .await;
+        }
+        let format = ["raw", "env", "json"][i % 3];
+        files.push(
+            serde_json::json!({"secret": name, "fields": [], "file": name, "format": format}),
+        );
+        names.push(name);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let token = vault.token(&refs).await;
+    let pod = Pod::new(&vault.url, &token, "init", serde_json::Value::Array(files));
+    let bin = std::env::var("SIGNET_INIT_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let output = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(&bin)
+        .arg("run")
+        .env_clear()
+        .envs(&pod.env)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(pod.names().contains(READY_MARKER));
+    let size = std::fs::metadata(&bin).unwrap().len();
+    println!("binary: {bin} ({size} bytes)");
+    for line in stderr.lines().filter(|l| {
+        l.contains("Maximum resident set size")
+            || l.contains("Elapsed (wall clock)")
+            || l.contains("User time")
+            || l.contains("System time")
+    }) {
+        println!("{}", line.trim());
+    }
+}
