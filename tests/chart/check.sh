@@ -140,8 +140,12 @@ must_fail "no vault TLS Secret and no cert-manager" "vault.tls.existingSecret is
   "$HELM" template signet "$CHART" --set vault.rootKey.existingSecret=a --set operator.identity.existingSecret=b
 must_fail "no operator identity Secret named" "operator.identity.existingSecret is required" \
   "$HELM" template signet "$CHART" --set vault.rootKey.existingSecret=a --set vault.tls.existingSecret=c
-must_fail "unknown value key" "additional properties 'replicas' not allowed" \
+must_fail "unknown value key" "additional properties 'replicaCount' not allowed" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.replicaCount=2
+must_fail "two vault replicas on the single-writer store" "replicas" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.replicas=2
+must_fail "webhook URL that is not HTTPS" "url" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set operator.webhook.url=http://127.0.0.1:8443/mutate
 must_fail "webhook timeout above the API server's 30 s limit" "timeoutSeconds" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set operator.webhook.timeoutSeconds=31
 must_fail "bad image pull policy" "pullPolicy" \
@@ -178,6 +182,14 @@ policy() {
     '--self-signed-service=signet-webhook' '--webhook-config-name=signet'; do
     grep -qF -- "$expect" "$file" || { echo "missing: $expect"; return 1; }
   done
+  grep -q '^ *service:$' "$file" || { echo "default render does not call the webhook Service"; return 1; }
+  grep -q '^ *url: ' "$file" && { echo "default render calls the webhook by URL"; return 1; }
+  # tests/e2e's values: processes outside the cluster, webhook called by URL.
+  local e2e=$WORK/e2e.yaml
+  grep -qF 'url: "https://127.0.0.1:8443/mutate"' "$e2e" || { echo "e2e render lacks the webhook URL"; return 1; }
+  grep -q '^ *service:$' "$e2e" && { echo "e2e render still names the webhook Service"; return 1; }
+  grep -qF -- '--self-signed-extra-name=127.0.0.1' "$e2e" || { echo "e2e render: URL host not in the certificate"; return 1; }
+  [[ $(grep -c '^  replicas: 0$' "$e2e") -eq 3 ]] || { echo "e2e render should have 3 workloads with 0 replicas"; return 1; }
   grep -q 'cert-manager.io/inject-ca-from: signet-system/signet-webhook' "$WORK/cert-manager.yaml" ||
     { echo "cert-manager render lacks the CA injection annotation"; return 1; }
   [[ $(grep -c '^kind: Certificate$' "$WORK/cert-manager.yaml") -eq 3 ]] ||

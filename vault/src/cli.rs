@@ -180,6 +180,9 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
 /// `signet-vault serve`
 pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
     let vault = open_vault(&args.data.data_dir, root, &args.listen)?;
+    // Registered before anything announces the address, so a SIGTERM sent
+    // as soon as the vault says it listens still drains gracefully.
+    let shutdown = server::shutdown_signal();
     let listener = server::bind(args.listen.listen).await?;
     let scheme = if args.tls_cert.is_some() {
         "https"
@@ -207,7 +210,7 @@ pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
         .tls_cert
         .zip(args.tls_key)
         .map(|(cert, key)| Tls { cert, key });
-    server::serve(vault, listener, tls).await?;
+    server::serve_until(vault, listener, tls, shutdown).await?;
     Ok(())
 }
 
@@ -220,12 +223,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let root = RootKey::generate();
     let root_hex = root.to_hex();
     let vault = open_vault(&data_dir, root, &args.listen)?;
+    let shutdown = server::shutdown_signal();
     let listener = server::bind(args.listen.listen).await?;
     let address = format!("http://{}", listener.local_addr()?);
     let token = vault.with_tx(|tx, now| enroll::create_bootstrap_token(tx, now))?;
     say(&dev_banner(&address, &data_dir, &root_hex, &token));
     tracing::info!(%address, "dev vault listening");
-    server::serve(vault, listener, None).await?;
+    server::serve_until(vault, listener, None, shutdown).await?;
     Ok(())
 }
 

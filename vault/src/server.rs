@@ -52,11 +52,23 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Tls>,
 ) -> Result<(), Error> {
+    serve_until(vault, listener, tls, shutdown_signal()).await
+}
+
+/// Serves until `shutdown` resolves, then drains. Callers that announce
+/// readiness before serving create the signal (see [`shutdown_signal`])
+/// first, so a SIGTERM right after the announcement is handled.
+pub async fn serve_until(
+    vault: Arc<Vault>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let sweeper = tokio::spawn(sweep(Arc::clone(&vault)));
     let app = crate::http::router(vault).into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
         None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
             .map_err(Error::Serve),
         Some(tls) => {
@@ -66,7 +78,7 @@ pub async fn serve(
             let handle = axum_server::Handle::new();
             let draining = handle.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                shutdown.await;
                 draining.graceful_shutdown(Some(DRAIN));
             });
             let std_listener = listener.into_std().map_err(Error::Serve)?;
@@ -126,27 +138,38 @@ async fn sweep(vault: Arc<Vault>) {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are registered when this
+/// is called, not when the future is first polled, so a signal that arrives
+/// between start-up and serving is not lost (or fatal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let (term, interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(term) => {},
+                () = recv(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown signal received; draining");
     }
-    tracing::info!("shutdown signal received; draining");
 }

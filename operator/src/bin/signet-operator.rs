@@ -98,6 +98,17 @@ struct WebhookArgs {
     )]
     self_signed_service: Option<String>,
 
+    /// Extra name for the self-signed certificate (repeat, or comma-separate
+    /// in the environment variable): the host of a `clientConfig.url` when
+    /// the API server calls the webhook by URL. IP addresses become IP SANs.
+    #[arg(
+        long = "self-signed-extra-name",
+        env = "SIGNET_WEBHOOK_EXTRA_NAMES",
+        value_delimiter = ',',
+        requires = "self_signed_service"
+    )]
+    self_signed_extra_names: Vec<String>,
+
     /// Namespace of that Service.
     #[arg(long, env = "SIGNET_NAMESPACE")]
     namespace: Option<String>,
@@ -176,6 +187,7 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
         tls_cert,
         tls_key,
         self_signed_service,
+        self_signed_extra_names,
         namespace,
         webhook_config_name,
         vault_url,
@@ -210,6 +222,7 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
             let issued = certs::generate(
                 &service,
                 &namespace,
+                &self_signed_extra_names,
                 std::time::SystemTime::now(),
                 SELF_SIGNED_VALIDITY,
             )?;

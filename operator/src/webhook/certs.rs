@@ -71,9 +71,15 @@ pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
 
 /// Issues a CA and a serving certificate for Service `service` in
 /// `namespace`, valid from an hour before `now` (clock skew) for `validity`.
+///
+/// `extra_names` are added to the certificate's names: an IP address
+/// becomes an IP SAN, anything else a DNS name. They are for an API server
+/// that calls the webhook by URL (`clientConfig.url`) rather than through
+/// the Service.
 pub fn generate(
     service: &str,
     namespace: &str,
+    extra_names: &[String],
     now: SystemTime,
     validity: Duration,
 ) -> Result<ServingCert, Error> {
@@ -93,7 +99,10 @@ pub fn generate(
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut params = CertificateParams::new(dns_names(service, namespace))?;
+    let mut names = dns_names(service, namespace);
+    names.extend(extra_names.iter().cloned());
+    // rcgen turns each name that parses as an IP address into an IP SAN.
+    let mut params = CertificateParams::new(names)?;
     params
         .distinguished_name
         .push(DnType::CommonName, format!("{service}.{namespace}.svc"));
@@ -189,6 +198,7 @@ mod tests {
         let certs = generate(
             "signet-webhook",
             "signet-system",
+            &[],
             now,
             Duration::from_secs(86400),
         )
@@ -206,11 +216,40 @@ mod tests {
     }
 
     #[test]
+    fn extra_names_cover_an_ip_address_and_a_host_name() {
+        let now = SystemTime::now();
+        let certs = generate(
+            "signet-webhook",
+            "signet-system",
+            &["127.0.0.1".to_owned(), "webhook.example".to_owned()],
+            now,
+            Duration::from_secs(86400),
+        )
+        .unwrap();
+        let leaf = CertificateDer::from_pem_slice(certs.cert_pem.as_bytes()).unwrap();
+        let verifier = verifier(&certs.ca_pem);
+        let at = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        for name in ["127.0.0.1", "webhook.example", "signet-webhook.signet-system.svc"] {
+            let server_name = ServerName::try_from(name).unwrap();
+            verifier
+                .verify_server_cert(&leaf, &[], &server_name, &[], at)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let other_ip = ServerName::try_from("127.0.0.2").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&leaf, &[], &other_ip, &[], at)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn serving_cert_is_rejected_for_other_names_other_cas_and_after_expiry() {
         let now = SystemTime::now();
         let certs = generate(
             "signet-webhook",
             "signet-system",
+            &[],
             now,
             Duration::from_secs(86400),
         )
@@ -228,6 +267,7 @@ mod tests {
         let other = generate(
             "signet-webhook",
             "signet-system",
+            &[],
             now,
             Duration::from_secs(86400),
         )
