@@ -15,7 +15,11 @@ use crate::identity::Identity;
 use crate::sdk::{Client, Options};
 
 #[derive(Debug, Parser)]
-#[command(name = "signet", version, about = "Signet: secrets for machines that sign every request")]
+#[command(
+    name = "signet",
+    version,
+    about = "Signet: secrets for machines that sign every request"
+)]
 pub struct Cli {
     /// Vault address (default: the one stored in the identity file).
     #[arg(long, global = true, env = "SIGNET_VAULT")]
@@ -136,7 +140,11 @@ pub enum AgentCommand {
         #[arg(long)]
         name: String,
         /// The agent's public key (from `signet keygen`).
-        #[arg(long, required_unless_present = "key_file", conflicts_with = "key_file")]
+        #[arg(
+            long,
+            required_unless_present = "key_file",
+            conflicts_with = "key_file"
+        )]
         public_key: Option<String>,
         /// The agent's key file from `signet keygen`: its public key is
         /// registered and the issued id (and vault) written back into it,
@@ -212,7 +220,9 @@ pub enum GrantCommand {
         #[arg(long, conflicts_with = "machine")]
         token: Option<String>,
     },
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,7 +249,9 @@ pub enum TokenCommand {
         constraints: Box<ConstraintArgs>,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 /// Restrictions of `token create`.
@@ -304,11 +316,17 @@ fn parse_window(text: &str) -> Result<TimeWindow, String> {
 #[derive(Debug, Subcommand)]
 pub enum MachineCommand {
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
     /// Refuses the machine's requests until re-enabled.
-    Disable { id: String },
+    Disable {
+        id: String,
+    },
     /// Lifts a disable.
-    Enable { id: String },
+    Enable {
+        id: String,
+    },
     /// Sets the machine to expire this long from now (audited with the old expiry).
     Extend {
         id: String,
@@ -375,7 +393,9 @@ pub enum WebhookCommand {
         secret_file: Option<PathBuf>,
     },
     List,
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -417,7 +437,9 @@ impl Output {
 
 fn options(cli: &Cli) -> anyhow::Result<Options> {
     let ca_pem = match &cli.ca_cert {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
         None => None,
     };
     Ok(Options {
@@ -434,13 +456,15 @@ fn vault_address(cli: &Cli, identity: Option<&Identity>) -> anyhow::Result<Strin
 }
 
 fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let path = cli
-        .identity
-        .as_deref()
-        .context("no identity: pass --identity or set SIGNET_IDENTITY (an admin.json or machine.json)")?;
+    let path = cli.identity.as_deref().context(
+        "no identity: pass --identity or set SIGNET_IDENTITY (an admin.json or machine.json)",
+    )?;
     let identity = Identity::load(path)?;
     if identity.id.is_none() {
-        bail!("{} holds a key that is not registered with a vault yet", path.display());
+        bail!(
+            "{} holds a key that is not registered with a vault yet",
+            path.display()
+        );
     }
     let address = vault_address(cli, Some(&identity))?;
     Ok(Client::new(&address, identity, &options(cli)?)?)
@@ -468,7 +492,10 @@ fn write_body(args: ValueArgs) -> anyhow::Result<WriteSecret> {
     let value = if let Some(value) = args.value {
         Some(value)
     } else if let Some(path) = args.value_file {
-        Some(std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?)
+        Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        )
     } else if args.stdin {
         let mut value = String::new();
         std::io::stdin().read_to_string(&mut value)?;
@@ -476,7 +503,8 @@ fn write_body(args: ValueArgs) -> anyhow::Result<WriteSecret> {
     } else {
         None
     };
-    let fields = (!args.fields.is_empty()).then(|| args.fields.into_iter().collect::<BTreeMap<_, _>>());
+    let fields =
+        (!args.fields.is_empty()).then(|| args.fields.into_iter().collect::<BTreeMap<_, _>>());
     Ok(WriteSecret { value, fields })
 }
 
@@ -501,11 +529,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let identity = Identity::generate();
             identity.save(path, false)?;
             let public_key = identity.key.public_key();
-            out.show(&serde_json::json!({ "public_key": public_key, "file": path }), |_| {
-                format!("wrote {} (mode 0600)\npublic key: {public_key}", path.display())
-            })
+            out.show(
+                &serde_json::json!({ "public_key": public_key, "file": path }),
+                |_| {
+                    format!(
+                        "wrote {} (mode 0600)\npublic key: {public_key}",
+                        path.display()
+                    )
+                },
+            )
         }
-        Command::Admin(AdminCommand::Enroll { token, out: path, name }) => {
+        Command::Admin(AdminCommand::Enroll {
+            token,
+            out: path,
+            name,
+        }) => {
             if path.exists() {
                 bail!("{} already exists; choose another --out", path.display());
             }
@@ -546,7 +584,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some((path, identity)) = &agent_file
                 && identity.id.is_some()
             {
-                bail!("{} is already registered as {}", path.display(), identity.id.as_deref().unwrap_or(""));
+                bail!(
+                    "{} is already registered as {}",
+                    path.display(),
+                    identity.id.as_deref().unwrap_or("")
+                );
             }
             let public_key = match (&agent_file, public_key) {
                 (Some((_, identity)), _) => identity.key.public_key(),
@@ -568,7 +610,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 identity.save(path, true)?;
             }
             out.show(&view, |v| match &agent_file {
-                Some((path, _)) => format!("agent {} created: {}; {} now signs as it", v.name, v.id, path.display()),
+                Some((path, _)) => format!(
+                    "agent {} created: {}; {} now signs as it",
+                    v.name,
+                    v.id,
+                    path.display()
+                ),
                 None => format!("agent {} created: {}", v.name, v.id),
             })
         }
@@ -595,14 +642,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 fields: value.fields.clone(),
             })?;
             let meta = client(&cli)?.write_secret(project, secret, &body).await?;
-            out.show(&meta, |m| format!("{}/{} is now at version {}", m.project, m.name, m.live_version))
+            out.show(&meta, |m| {
+                format!(
+                    "{}/{} is now at version {}",
+                    m.project, m.name, m.live_version
+                )
+            })
         }
         Command::Secret(SecretCommand::List { project }) => {
             let list = client(&cli)?.secrets(project).await?;
             out.show(&list, |l| {
                 l.secrets
                     .iter()
-                    .map(|s| format!("{}\tv{}\t{}", s.name, s.live_version, describe_fields(&s.fields)))
+                    .map(|s| {
+                        format!(
+                            "{}\tv{}\t{}",
+                            s.name,
+                            s.live_version,
+                            describe_fields(&s.fields)
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -619,7 +678,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     describe_fields(&m.fields)
                 );
                 for v in &m.versions {
-                    text.push_str(&format!("\n  v{}\t{}\tby {}", v.version, v.created_at, v.created_by));
+                    text.push_str(&format!(
+                        "\n  v{}\t{}\tby {}",
+                        v.version, v.created_at, v.created_by
+                    ));
                 }
                 text
             })
@@ -627,9 +689,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(SecretCommand::Delete { path }) => {
             let (project, secret) = split_path(path)?;
             client(&cli)?.delete_secret(project, secret).await?;
-            out.show(&serde_json::json!({"deleted": path}), |_| format!("deleted {path}"))
+            out.show(&serde_json::json!({"deleted": path}), |_| {
+                format!("deleted {path}")
+            })
         }
-        Command::Grant(GrantCommand::Add { path, machine, token, fields }) => {
+        Command::Grant(GrantCommand::Add {
+            path,
+            machine,
+            token,
+            fields,
+        }) => {
             let (project, secret) = split_path(path)?;
             let record = client(&cli)?
                 .create_grant(&CreateGrant {
@@ -650,8 +719,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 l.grants
                     .iter()
                     .map(|g| {
-                        let who = g.machine_id.as_deref().or(g.token_id.as_deref()).unwrap_or("");
-                        format!("{}\t{who}\t{}/{}\t{}", g.id, g.project, g.secret, describe_fields(&g.fields))
+                        let who = g
+                            .machine_id
+                            .as_deref()
+                            .or(g.token_id.as_deref())
+                            .unwrap_or("");
+                        format!(
+                            "{}\t{who}\t{}/{}\t{}",
+                            g.id,
+                            g.project,
+                            g.secret,
+                            describe_fields(&g.fields)
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -659,7 +738,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Grant(GrantCommand::Delete { id }) => {
             client(&cli)?.delete_grant(id).await?;
-            out.show(&serde_json::json!({"deleted": id}), |_| format!("deleted grant {id}"))
+            out.show(&serde_json::json!({"deleted": id}), |_| {
+                format!("deleted grant {id}")
+            })
         }
         Command::Token(TokenCommand::Create {
             project,
@@ -715,7 +796,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::Revoke { id }) => {
             client(&cli)?.revoke_token(id).await?;
-            out.show(&serde_json::json!({"revoked": id}), |_| format!("revoked token {id}"))
+            out.show(&serde_json::json!({"revoked": id}), |_| {
+                format!("revoked token {id}")
+            })
         }
         Command::Machine(MachineCommand::List) => {
             let list = client(&cli)?.machines().await?;
@@ -738,7 +821,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Machine(MachineCommand::Revoke { id }) => {
             client(&cli)?.revoke_machine(id).await?;
-            out.show(&serde_json::json!({"revoked": id}), |_| format!("revoked machine {id}"))
+            out.show(&serde_json::json!({"revoked": id}), |_| {
+                format!("revoked machine {id}")
+            })
         }
         Command::Machine(MachineCommand::Disable { id }) => {
             let view = client(&cli)?.disable_machine(id).await?;
@@ -746,11 +831,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Machine(MachineCommand::Enable { id }) => {
             let view = client(&cli)?.enable_machine(id).await?;
-            out.show(&view, |v| format!("machine {} enabled (expires {})", v.id, v.expires_at))
+            out.show(&view, |v| {
+                format!("machine {} enabled (expires {})", v.id, v.expires_at)
+            })
         }
         Command::Machine(MachineCommand::Extend { id, lifetime }) => {
             let view = client(&cli)?.extend_machine(id, lifetime.as_secs()).await?;
-            out.show(&view, |v| format!("machine {} now expires {}", v.id, v.expires_at))
+            out.show(&view, |v| {
+                format!("machine {} now expires {}", v.id, v.expires_at)
+            })
         }
         Command::Policy(PolicyCommand::Set {
             path,
@@ -780,7 +869,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let meta = client(&cli)?
                 .set_policy(project, secret, &AccessPolicy::default())
                 .await?;
-            out.show(&meta, |m| format!("policy of {}/{} removed", m.project, m.name))
+            out.show(&meta, |m| {
+                format!("policy of {}/{} removed", m.project, m.name)
+            })
         }
         Command::Cosign(CosignCommand::Request { path, machine }) => {
             let (project, secret) = split_path(path)?;
@@ -795,11 +886,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 client.request_cosign(&body).await?
             };
-            out.show(&view, |v| format!("co-sign request {} waits for an admin's approval", v.id))
+            out.show(&view, |v| {
+                format!("co-sign request {} waits for an admin's approval", v.id)
+            })
         }
         Command::Cosign(CosignCommand::Approve { id }) => {
             let view = client(&cli)?.approve_cosign(id).await?;
-            out.show(&view, |v| format!("approved {}; valid for one read until {}", v.id, v.expires_at))
+            out.show(&view, |v| {
+                format!(
+                    "approved {}; valid for one read until {}",
+                    v.id, v.expires_at
+                )
+            })
         }
         Command::Cosign(CosignCommand::List) => {
             let list = client(&cli)?.cosigns().await?;
@@ -814,14 +912,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             r.secret,
                             r.machine_id,
                             r.requested_by,
-                            r.approved_by.as_deref().map_or("pending".to_owned(), |a| format!("approved by {a}"))
+                            r.approved_by
+                                .as_deref()
+                                .map_or("pending".to_owned(), |a| format!("approved by {a}"))
                         )
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
         }
-        Command::Webhook(WebhookCommand::Create { url, events, secret_file }) => {
+        Command::Webhook(WebhookCommand::Create {
+            url,
+            events,
+            secret_file,
+        }) => {
             let secret = match secret_file {
                 Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
@@ -862,7 +966,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Webhook(WebhookCommand::Delete { id }) => {
             client(&cli)?.delete_webhook(id).await?;
-            out.show(&serde_json::json!({"deleted": id}), |_| format!("deleted webhook {id}"))
+            out.show(&serde_json::json!({"deleted": id}), |_| {
+                format!("deleted webhook {id}")
+            })
         }
         Command::Unlock { project } => {
             let view = client(&cli)?.unlock_project(project).await?;
@@ -870,8 +976,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollback { path, version } => {
             let (project, secret) = split_path(path)?;
-            let meta = client(&cli)?.rollback_secret(project, secret, *version).await?;
-            out.show(&meta, |m| format!("{}/{} is live at version {}", m.project, m.name, m.live_version))
+            let meta = client(&cli)?
+                .rollback_secret(project, secret, *version)
+                .await?;
+            out.show(&meta, |m| {
+                format!(
+                    "{}/{} is live at version {}",
+                    m.project, m.name, m.live_version
+                )
+            })
         }
         Command::Enroll {
             token,
@@ -885,8 +998,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = read_token(token.clone(), token_file.as_deref())?;
             let address = vault_address(&cli, None)?;
             let hostname = hostname.clone().unwrap_or_else(host_name);
-            let (client, answer) =
-                Client::enroll(&address, &token, &hostname, BTreeMap::new(), &options(&cli)?).await?;
+            let (client, answer) = Client::enroll(
+                &address,
+                &token,
+                &hostname,
+                BTreeMap::new(),
+                &options(&cli)?,
+            )
+            .await?;
             client.identity().save(path, false)?;
             out.show(&answer, |a| {
                 let mut text = format!(
@@ -901,7 +1020,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 text
             })
         }
-        Command::Read { path, version, field } => {
+        Command::Read {
+            path,
+            version,
+            field,
+        } => {
             let (project, secret) = split_path(path)?;
             let value = client(&cli)?.read_secret(project, secret, *version).await?;
             if cli.json {
@@ -961,7 +1084,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .as_ref()
                         .map_or_else(|| crate::audit::GENESIS.to_owned(), |a| a.hash.clone())
                 });
-                let Some(last) = page.entries.last() else { break };
+                let Some(last) = page.entries.last() else {
+                    break;
+                };
                 crate::audit::verify_chain(&page.entries, Some(anchor.as_str()))
                     .context("the audit chain is broken")?;
                 after = last.seq;
@@ -973,9 +1098,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     break;
                 }
             }
-            out.show(&serde_json::json!({"intact": true, "entries": count}), |_| {
-                format!("audit chain intact: {count} entries verified")
-            })
+            out.show(
+                &serde_json::json!({"intact": true, "entries": count}),
+                |_| format!("audit chain intact: {count} entries verified"),
+            )
         }
     }
 }

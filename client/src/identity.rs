@@ -83,7 +83,8 @@ impl Identity {
             path: path.to_owned(),
             reason: reason.to_owned(),
         };
-        let disk: OnDisk = serde_json::from_str(&text).map_err(|_| invalid("not valid JSON of the expected shape"))?;
+        let disk: OnDisk = serde_json::from_str(&text)
+            .map_err(|_| invalid("not valid JSON of the expected shape"))?;
         let seed = Zeroizing::new(
             URL_SAFE_NO_PAD
                 .decode(disk.private_key.as_bytes())
@@ -115,10 +116,13 @@ impl Identity {
             public_key: self.key.public_key(),
             private_key: Zeroizing::new(URL_SAFE_NO_PAD.encode(self.key.seed().as_ref())),
         };
-        let json = Zeroizing::new(serde_json::to_string_pretty(&disk).map_err(|e| Error::Invalid {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?);
+        let json =
+            Zeroizing::new(
+                serde_json::to_string_pretty(&disk).map_err(|e| Error::Invalid {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?,
+            );
         if path.exists() && !overwrite {
             return Err(Error::Exists {
                 path: path.to_owned(),
@@ -128,13 +132,18 @@ impl Identity {
             path: path.to_owned(),
             source,
         };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_err)?;
         // Write a private temporary file beside the target and rename it, so a
         // crash never leaves a truncated key behind.
         let tmp = dir.join(format!(
             ".{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("identity")
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("identity")
         ));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -174,7 +183,10 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(identity.save(&path, false), Err(Error::Exists { .. })));
+        assert!(matches!(
+            identity.save(&path, false),
+            Err(Error::Exists { .. })
+        ));
     }
 
     #[test]

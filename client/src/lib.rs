@@ -5,9 +5,9 @@ pub mod api;
 pub mod audit;
 pub mod protocol;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "sdk")]
 pub mod identity;
 #[cfg(feature = "sdk")]
 pub mod sdk;
-#[cfg(feature = "cli")]
-pub mod cli;

@@ -86,9 +86,7 @@ impl PublicKey {
         let bytes = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| Error::MalformedPublicKey)?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| Error::MalformedPublicKey)?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| Error::MalformedPublicKey)?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::InvalidPublicKey)?;
         if key.is_weak() {
             return Err(Error::InvalidPublicKey);
@@ -404,7 +402,8 @@ mod tests {
     #[test]
     fn nonce_length_is_bounded() {
         let sig = URL_SAFE_NO_PAD.encode([0u8; 64]);
-        let parse = |nonce: &str| ParsedHeaders::parse(Some("m_1"), Some("1"), Some(nonce), Some(&sig));
+        let parse =
+            |nonce: &str| ParsedHeaders::parse(Some("m_1"), Some("1"), Some(nonce), Some(&sig));
         assert!(parse(&URL_SAFE_NO_PAD.encode([1u8; 15])).is_err());
         assert!(parse(&URL_SAFE_NO_PAD.encode([1u8; 16])).is_ok());
         assert!(parse(&URL_SAFE_NO_PAD.encode([1u8; 64])).is_ok());

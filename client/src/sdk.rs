@@ -156,7 +156,12 @@ impl Client {
             metadata: BTreeMap::new(),
         };
         let answer: AdminEnrollResponse = self
-            .call_as(ENROLL_KEY_ID, Method::POST, "/v1/admin/enroll", Some(&request))
+            .call_as(
+                ENROLL_KEY_ID,
+                Method::POST,
+                "/v1/admin/enroll",
+                Some(&request),
+            )
             .await?;
         self.identity.kind = Kind::Admin;
         self.identity.id = Some(answer.admin_id.clone());
@@ -182,7 +187,11 @@ impl Client {
         body: Option<&B>,
     ) -> Result<R> {
         let (status, bytes) = self.raw(key_id, method, target, body).await?;
-        let bytes = if bytes.is_empty() { b"null".to_vec() } else { bytes };
+        let bytes = if bytes.is_empty() {
+            b"null".to_vec()
+        } else {
+            bytes
+        };
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             status,
             reason: e.to_string(),
@@ -229,7 +238,8 @@ impl Client {
 
     /// `GET /v1/machine/grants`
     pub async fn grants(&self) -> Result<GrantList> {
-        self.call::<(), _>(Method::GET, "/v1/machine/grants", None).await
+        self.call::<(), _>(Method::GET, "/v1/machine/grants", None)
+            .await
     }
 
     /// `GET /v1/secrets/{project}/{secret}`
@@ -254,7 +264,9 @@ impl Client {
     }
 
     pub async fn create_project(&self, name: &str) -> Result<ProjectView> {
-        let body = CreateProject { name: name.to_owned() };
+        let body = CreateProject {
+            name: name.to_owned(),
+        };
         self.call(Method::POST, "/v1/projects", Some(&body)).await
     }
 
@@ -315,11 +327,13 @@ impl Client {
     }
 
     pub async fn create_token(&self, body: &CreateToken) -> Result<CreatedToken> {
-        self.call(Method::POST, "/v1/enrollment-tokens", Some(body)).await
+        self.call(Method::POST, "/v1/enrollment-tokens", Some(body))
+            .await
     }
 
     pub async fn tokens(&self) -> Result<TokenList> {
-        self.call::<(), _>(Method::GET, "/v1/enrollment-tokens", None).await
+        self.call::<(), _>(Method::GET, "/v1/enrollment-tokens", None)
+            .await
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
@@ -369,8 +383,12 @@ impl Client {
     /// `POST /v1/machines/{id}/extend`: expires `lifetime_seconds` from now.
     pub async fn extend_machine(&self, id: &str, lifetime_seconds: u64) -> Result<MachineView> {
         let target = format!("/v1/machines/{id}/extend");
-        self.call(Method::POST, &target, Some(&ExtendMachine { lifetime_seconds }))
-            .await
+        self.call(
+            Method::POST,
+            &target,
+            Some(&ExtendMachine { lifetime_seconds }),
+        )
+        .await
     }
 
     /// `PUT /v1/projects/{project}/secrets/{secret}/policy` (an empty policy removes it).
@@ -385,9 +403,15 @@ impl Client {
     }
 
     /// `POST /v1/projects/{project}/secrets/{secret}/rollback`
-    pub async fn rollback_secret(&self, project: &str, secret: &str, version: u32) -> Result<SecretMeta> {
+    pub async fn rollback_secret(
+        &self,
+        project: &str,
+        secret: &str,
+        version: u32,
+    ) -> Result<SecretMeta> {
         let target = format!("/v1/projects/{project}/secrets/{secret}/rollback");
-        self.call(Method::POST, &target, Some(&Rollback { version })).await
+        self.call(Method::POST, &target, Some(&Rollback { version }))
+            .await
     }
 
     /// `POST /v1/projects/{project}/unlock`
@@ -403,7 +427,8 @@ impl Client {
 
     /// `POST /v1/machine/cosign`: a machine requests a co-signed read for itself.
     pub async fn request_cosign(&self, body: &CreateCosign) -> Result<CosignView> {
-        self.call(Method::POST, "/v1/machine/cosign", Some(body)).await
+        self.call(Method::POST, "/v1/machine/cosign", Some(body))
+            .await
     }
 
     /// `POST /v1/cosign/{id}/approve`

@@ -82,14 +82,22 @@ impl Drop for Vault {
 fn run(dir: &std::path::Path, env: &[(String, String)], line: &str) -> String {
     let mut words = shell_words(line);
     let mut vars = env.to_vec();
-    while let Some((key, value)) = words.first().and_then(|w| w.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())) {
+    while let Some((key, value)) = words
+        .first()
+        .and_then(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    {
         if !key.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
             break;
         }
         vars.push((key, value));
         words.remove(0);
     }
-    let program = if words[0].ends_with("signet") { CLI.to_owned() } else { words[0].clone() };
+    let program = if words[0].ends_with("signet") {
+        CLI.to_owned()
+    } else {
+        words[0].clone()
+    };
     let output = Command::new(program)
         .args(&words[1..])
         .current_dir(dir)
@@ -100,7 +108,10 @@ fn run(dir: &std::path::Path, env: &[(String, String)], line: &str) -> String {
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(output.status.success(), "`{line}` failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "`{line}` failed:\n{stdout}\n{stderr}"
+    );
     stdout
 }
 
@@ -179,7 +190,10 @@ fn the_printed_next_steps_take_a_new_user_to_a_secret() {
     // Identity files are private.
     use std::os::unix::fs::PermissionsExt as _;
     for file in ["admin.json", "machine.json"] {
-        let mode = std::fs::metadata(work.path().join(file)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(work.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
     // The audit log the admin sees verifies end to end.
@@ -191,7 +205,11 @@ fn the_printed_next_steps_take_a_new_user_to_a_secret() {
 
     // An agent key generated here becomes a working agent identity file.
     run(work.path(), &env_admin, "signet keygen --out agent.json");
-    run(work.path(), &env_admin, "signet agent create --name operator --key-file agent.json --scope machines");
+    run(
+        work.path(),
+        &env_admin,
+        "signet agent create --name operator --key-file agent.json --scope machines",
+    );
     let mut env_agent = env.clone();
     env_agent.push(("SIGNET_IDENTITY".into(), "agent.json".into()));
     let machines = run(work.path(), &env_agent, "signet --json machine list");

@@ -26,7 +26,15 @@ fn now() -> u64 {
 }
 
 fn signed(key: &IdentityKey, id: &str, method: &str, target: &str, body: &[u8]) -> Request<Body> {
-    let headers = protocol::sign(key, id, method, target, body, now(), &protocol::fresh_nonce());
+    let headers = protocol::sign(
+        key,
+        id,
+        method,
+        target,
+        body,
+        now(),
+        &protocol::fresh_nonce(),
+    );
     let mut builder = Request::builder().method(method).uri(target);
     for (name, value) in headers.pairs() {
         builder = builder.header(name, value);
@@ -42,10 +50,21 @@ async fn json_of(app: &axum::Router, request: Request<Body>) -> serde_json::Valu
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let vault = Arc::new(Vault::open(store, RootKey::generate(), Arc::new(SystemClock), Config::default()).unwrap());
+    let vault = Arc::new(
+        Vault::open(
+            store,
+            RootKey::generate(),
+            Arc::new(SystemClock),
+            Config::default(),
+        )
+        .unwrap(),
+    );
     let app = signet_vault::http::router(vault.clone());
 
     let (machine_key, machine_id) = runtime.block_on(async {
@@ -76,7 +95,13 @@ fn bench(c: &mut Criterion) {
 
     c.bench_function("signed secret read (router, SQLite, audit)", |b| {
         b.to_async(&runtime).iter(|| async {
-            let request = signed(&machine_key, &machine_id, "GET", "/v1/secrets/bench/db", b"");
+            let request = signed(
+                &machine_key,
+                &machine_id,
+                "GET",
+                "/v1/secrets/bench/db",
+                b"",
+            );
             let response = app.clone().oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
         });
@@ -84,7 +109,15 @@ fn bench(c: &mut Criterion) {
 
     let key = IdentityKey::generate();
     let public = protocol::PublicKey::parse(&key.public_key()).unwrap();
-    let headers = protocol::sign(&key, "m_x", "GET", "/v1/secrets/a/b", b"", 1_800_000_000, &protocol::fresh_nonce());
+    let headers = protocol::sign(
+        &key,
+        "m_x",
+        "GET",
+        "/v1/secrets/a/b",
+        b"",
+        1_800_000_000,
+        &protocol::fresh_nonce(),
+    );
     let parsed = protocol::ParsedHeaders::parse(
         Some(&headers.key_id),
         Some(&headers.timestamp),
@@ -93,7 +126,11 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     c.bench_function("signature verify (strict)", |b| {
-        b.iter(|| parsed.verify(&public, "GET", "/v1/secrets/a/b", b"").unwrap());
+        b.iter(|| {
+            parsed
+                .verify(&public, "GET", "/v1/secrets/a/b", b"")
+                .unwrap()
+        });
     });
 }
 

@@ -25,10 +25,18 @@ where
     assert!(!reply.body["error"]["message"].as_str().unwrap().is_empty());
     assert_eq!(h.snapshot(), before, "a denied request changed stored data");
     let audit = h.all_audit();
-    assert_eq!(audit.len(), audit_before + 1, "exactly one audit row per denial");
+    assert_eq!(
+        audit.len(),
+        audit_before + 1,
+        "exactly one audit row per denial"
+    );
     let last = audit.last().unwrap();
     assert_eq!(last.outcome, "deny");
-    assert!(last.reason.starts_with(code), "audit reason {:?} names {code}", last.reason);
+    assert!(
+        last.reason.starts_with(code),
+        "audit reason {:?} names {code}",
+        last.reason
+    );
 }
 
 async fn setup() -> (Harness, Actor, Actor) {
@@ -42,56 +50,103 @@ async fn setup() -> (Harness, Actor, Actor) {
 #[tokio::test]
 async fn a_granted_read_succeeds_and_is_audited() {
     let (h, _admin, machine) = setup().await;
-    let r = h.call(&machine, "GET", "/v1/secrets/payments/api-key", None).await;
+    let r = h
+        .call(&machine, "GET", "/v1/secrets/payments/api-key", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["value"], "sk_live_plain_value");
     assert_eq!(r.body["version"], 1);
     let last = h.last_audit();
-    assert_eq!((last.actor.as_str(), last.action.as_str(), last.outcome.as_str()), (machine.id.as_str(), "secret.read", "allow"));
+    assert_eq!(
+        (
+            last.actor.as_str(),
+            last.action.as_str(),
+            last.outcome.as_str()
+        ),
+        (machine.id.as_str(), "secret.read", "allow")
+    );
 }
 
 #[tokio::test]
 async fn a_replayed_request_is_refused() {
     let (h, _admin, machine) = setup().await;
-    let request = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/api-key", b"");
+    let request = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
     let (parts, _) = request.into_parts();
     let copy = || {
-        let mut builder = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone());
         for (name, value) in &parts.headers {
             builder = builder.header(name, value);
         }
         builder.body(Body::empty()).unwrap()
     };
     assert_eq!(h.raw(copy()).await.status, StatusCode::OK);
-    denied(&h, StatusCode::UNAUTHORIZED, "nonce_replayed", || h.raw(copy())).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "nonce_replayed", || {
+        h.raw(copy())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_tampered_body_is_refused() {
     let (h, admin, _machine) = setup().await;
     let signed_body = serde_json::to_vec(&json!({"value": "new"})).unwrap();
-    let request = h.signed(&admin.key, &admin.id, "PUT", "/v1/projects/payments/secrets/api-key", &signed_body);
+    let request = h.signed(
+        &admin.key,
+        &admin.id,
+        "PUT",
+        "/v1/projects/payments/secrets/api-key",
+        &signed_body,
+    );
     let (parts, _) = request.into_parts();
     let tampered = Request::from_parts(parts, Body::from(r#"{"value":"evil"}"#));
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || h.raw(tampered)).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || {
+        h.raw(tampered)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_tampered_path_is_refused() {
     let (h, _admin, machine) = setup().await;
-    let request = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/api-key", b"");
+    let request = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
     let (mut parts, body) = request.into_parts();
     parts.uri = "/v1/secrets/payments/db".parse().unwrap();
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || h.raw(Request::from_parts(parts, body))).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || {
+        h.raw(Request::from_parts(parts, body))
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_tampered_query_is_refused() {
     let (h, _admin, machine) = setup().await;
-    let request = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/db?field=user", b"");
+    let request = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/db?field=user",
+        b"",
+    );
     let (mut parts, body) = request.into_parts();
     parts.uri = "/v1/secrets/payments/db?field=password".parse().unwrap();
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || h.raw(Request::from_parts(parts, body))).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || {
+        h.raw(Request::from_parts(parts, body))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -99,16 +154,40 @@ async fn stale_and_future_timestamps_are_refused() {
     let (h, _admin, machine) = setup().await;
     let skew = h.vault.config().skew_seconds;
     // Signed 31 s ago: the clock moved on after signing.
-    let stale = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/api-key", b"");
+    let stale = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
     h.clock.advance(skew + 1);
-    denied(&h, StatusCode::UNAUTHORIZED, "timestamp_skew", || h.raw(stale)).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "timestamp_skew", || {
+        h.raw(stale)
+    })
+    .await;
     // Signed 31 s in the future.
     h.clock.advance(2 * (skew + 1));
-    let future = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/api-key", b"");
+    let future = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
     h.clock.advance(-2 * (skew + 1));
-    denied(&h, StatusCode::UNAUTHORIZED, "timestamp_skew", || h.raw(future)).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "timestamp_skew", || {
+        h.raw(future)
+    })
+    .await;
     // Exactly at the edge of the window is still accepted.
-    let edge = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/api-key", b"");
+    let edge = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
     h.clock.advance(skew);
     assert_eq!(h.raw(edge).await.status, StatusCode::OK);
 }
@@ -116,33 +195,71 @@ async fn stale_and_future_timestamps_are_refused() {
 #[tokio::test]
 async fn missing_or_malformed_headers_are_refused() {
     let (h, _admin, machine) = setup().await;
-    let bare = Request::builder().uri("/v1/secrets/payments/api-key").body(Body::empty()).unwrap();
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature_headers", || h.raw(bare)).await;
-    let request = h.signed(&machine.key, &machine.id, "GET", "/v1/secrets/payments/api-key", b"");
+    let bare = Request::builder()
+        .uri("/v1/secrets/payments/api-key")
+        .body(Body::empty())
+        .unwrap();
+    denied(
+        &h,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature_headers",
+        || h.raw(bare),
+    )
+    .await;
+    let request = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
     let (mut parts, body) = request.into_parts();
-    parts.headers.insert("signet-timestamp", "0017".parse().unwrap());
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature_headers", || h.raw(Request::from_parts(parts, body))).await;
+    parts
+        .headers
+        .insert("signet-timestamp", "0017".parse().unwrap());
+    denied(
+        &h,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature_headers",
+        || h.raw(Request::from_parts(parts, body)),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_unknown_key_is_refused() {
     let (h, _admin, _machine) = setup().await;
-    let stranger = Actor { id: "m_01HZX3K6Q8J9V2T4N5P7R8S9W0".into(), key: IdentityKey::generate() };
-    denied(&h, StatusCode::UNAUTHORIZED, "unknown_key", || h.call(&stranger, "GET", "/v1/secrets/payments/api-key", None)).await;
+    let stranger = Actor {
+        id: "m_01HZX3K6Q8J9V2T4N5P7R8S9W0".into(),
+        key: IdentityKey::generate(),
+    };
+    denied(&h, StatusCode::UNAUTHORIZED, "unknown_key", || {
+        h.call(&stranger, "GET", "/v1/secrets/payments/api-key", None)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_signature_by_another_key_is_refused() {
     let (h, _admin, machine) = setup().await;
-    let impostor = Actor { id: machine.id.clone(), key: IdentityKey::generate() };
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || h.call(&impostor, "GET", "/v1/secrets/payments/api-key", None)).await;
+    let impostor = Actor {
+        id: machine.id.clone(),
+        key: IdentityKey::generate(),
+    };
+    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || {
+        h.call(&impostor, "GET", "/v1/secrets/payments/api-key", None)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_expired_machine_is_disabled() {
     let (h, _admin, machine) = setup().await;
     h.clock.advance(86_400);
-    denied(&h, StatusCode::UNAUTHORIZED, "identity_disabled", || h.call(&machine, "GET", "/v1/secrets/payments/api-key", None)).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "identity_disabled", || {
+        h.call(&machine, "GET", "/v1/secrets/payments/api-key", None)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -153,13 +270,30 @@ async fn agents_and_admins_never_get_a_value() {
         .call(&admin, "POST", "/v1/agents", Some(json!({"name": "operator", "public_key": agent_key.public_key(), "scopes": ["tokens", "grants", "machines", "metadata"]})))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let agent = Actor { id: r.body["id"].as_str().unwrap().to_owned(), key: agent_key };
-    denied(&h, StatusCode::FORBIDDEN, "not_a_machine", || h.call(&agent, "GET", "/v1/secrets/payments/api-key", None)).await;
-    denied(&h, StatusCode::FORBIDDEN, "not_a_machine", || h.call(&admin, "GET", "/v1/secrets/payments/api-key", None)).await;
+    let agent = Actor {
+        id: r.body["id"].as_str().unwrap().to_owned(),
+        key: agent_key,
+    };
+    denied(&h, StatusCode::FORBIDDEN, "not_a_machine", || {
+        h.call(&agent, "GET", "/v1/secrets/payments/api-key", None)
+    })
+    .await;
+    denied(&h, StatusCode::FORBIDDEN, "not_a_machine", || {
+        h.call(&admin, "GET", "/v1/secrets/payments/api-key", None)
+    })
+    .await;
     // The agent may manage what its scopes allow, but not write secrets.
-    assert_eq!(h.call(&agent, "GET", "/v1/machines", None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.call(&agent, "GET", "/v1/machines", None).await.status,
+        StatusCode::OK
+    );
     denied(&h, StatusCode::FORBIDDEN, "forbidden", || {
-        h.call(&agent, "PUT", "/v1/projects/payments/secrets/api-key", Some(json!({"value": "x"})))
+        h.call(
+            &agent,
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            Some(json!({"value": "x"})),
+        )
     })
     .await;
 }
@@ -167,14 +301,37 @@ async fn agents_and_admins_never_get_a_value() {
 #[tokio::test]
 async fn an_ungranted_secret_or_field_is_refused() {
     let (h, admin, machine) = setup().await;
-    let r = h.call(&admin, "PUT", "/v1/projects/payments/secrets/other", Some(json!({"value": "v"}))).await;
+    let r = h
+        .call(
+            &admin,
+            "PUT",
+            "/v1/projects/payments/secrets/other",
+            Some(json!({"value": "v"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    denied(&h, StatusCode::FORBIDDEN, "not_granted", || h.call(&machine, "GET", "/v1/secrets/payments/other", None)).await;
+    denied(&h, StatusCode::FORBIDDEN, "not_granted", || {
+        h.call(&machine, "GET", "/v1/secrets/payments/other", None)
+    })
+    .await;
     // A secret that does not exist answers exactly like an ungranted one.
-    denied(&h, StatusCode::FORBIDDEN, "not_granted", || h.call(&machine, "GET", "/v1/secrets/payments/nope", None)).await;
-    denied(&h, StatusCode::FORBIDDEN, "field_not_granted", || h.call(&machine, "GET", "/v1/secrets/payments/db?field=password", None)).await;
+    denied(&h, StatusCode::FORBIDDEN, "not_granted", || {
+        h.call(&machine, "GET", "/v1/secrets/payments/nope", None)
+    })
+    .await;
+    denied(&h, StatusCode::FORBIDDEN, "field_not_granted", || {
+        h.call(
+            &machine,
+            "GET",
+            "/v1/secrets/payments/db?field=password",
+            None,
+        )
+    })
+    .await;
     // Without a field, only the granted fields come back.
-    let r = h.call(&machine, "GET", "/v1/secrets/payments/db", None).await;
+    let r = h
+        .call(&machine, "GET", "/v1/secrets/payments/db", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["fields"], json!({"user": "app_user"}));
 }
@@ -182,13 +339,34 @@ async fn an_ungranted_secret_or_field_is_refused() {
 #[tokio::test]
 async fn malformed_json_is_refused() {
     let (h, admin, _machine) = setup().await;
-    let request = h.signed(&admin.key, &admin.id, "PUT", "/v1/projects/payments/secrets/api-key", b"{\"value\": ");
-    denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || h.raw(request)).await;
-    let request = h.signed(&admin.key, &admin.id, "PUT", "/v1/projects/payments/secrets/api-key", b"{\"valu\": \"x\"}");
-    denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || h.raw(request)).await;
+    let request = h.signed(
+        &admin.key,
+        &admin.id,
+        "PUT",
+        "/v1/projects/payments/secrets/api-key",
+        b"{\"value\": ",
+    );
+    denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || {
+        h.raw(request)
+    })
+    .await;
+    let request = h.signed(
+        &admin.key,
+        &admin.id,
+        "PUT",
+        "/v1/projects/payments/secrets/api-key",
+        b"{\"valu\": \"x\"}",
+    );
+    denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || {
+        h.raw(request)
+    })
+    .await;
     let key = IdentityKey::generate();
     let request = h.signed(&key, "enroll", "POST", "/v1/enroll", b"not json");
-    denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || h.raw(request)).await;
+    denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || {
+        h.raw(request)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -196,18 +374,41 @@ async fn an_oversized_body_is_refused() {
     let (h, admin, _machine) = setup().await;
     let limit = h.vault.config().max_body_bytes;
     let huge = serde_json::to_vec(&json!({"value": "x".repeat(limit)})).unwrap();
-    let request = h.signed(&admin.key, &admin.id, "PUT", "/v1/projects/payments/secrets/api-key", &huge);
-    denied(&h, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", || h.raw(request)).await;
+    let request = h.signed(
+        &admin.key,
+        &admin.id,
+        "PUT",
+        "/v1/projects/payments/secrets/api-key",
+        &huge,
+    );
+    denied(&h, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", || {
+        h.raw(request)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn enrollment_signed_by_another_key_is_refused() {
     let (h, admin, _machine) = setup().await;
-    let token = h.token(&admin, "payments", json!([{"secret": "api-key"}]), Some(1)).await;
+    let token = h
+        .token(&admin, "payments", json!([{"secret": "api-key"}]), Some(1))
+        .await;
     let claimed = IdentityKey::generate();
-    let body = serde_json::to_vec(&json!({"token": token, "public_key": claimed.public_key(), "hostname": "h"})).unwrap();
-    let request = h.signed(&IdentityKey::generate(), "enroll", "POST", "/v1/enroll", &body);
-    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || h.raw(request)).await;
+    let body = serde_json::to_vec(
+        &json!({"token": token, "public_key": claimed.public_key(), "hostname": "h"}),
+    )
+    .unwrap();
+    let request = h.signed(
+        &IdentityKey::generate(),
+        "enroll",
+        "POST",
+        "/v1/enroll",
+        &body,
+    );
+    denied(&h, StatusCode::UNAUTHORIZED, "bad_signature", || {
+        h.raw(request)
+    })
+    .await;
     // The token was not spent by the failed attempt.
     assert!(h.enroll(&token).await.is_ok());
 }
@@ -219,14 +420,26 @@ async fn enrollment_tokens_are_checked() {
     let (id, _) = token.split_once('.').unwrap();
     let forged = format!("{id}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     let before = h.snapshot();
-    assert_eq!(h.enroll(&forged).await.err().unwrap().code(), "invalid_token");
+    assert_eq!(
+        h.enroll(&forged).await.err().unwrap().code(),
+        "invalid_token"
+    );
     assert_eq!(h.snapshot(), before);
     assert!(h.enroll(&token).await.is_ok());
-    assert_eq!(h.enroll(&token).await.err().unwrap().code(), "token_exhausted");
+    assert_eq!(
+        h.enroll(&token).await.err().unwrap().code(),
+        "token_exhausted"
+    );
     let expiring = h.token(&admin, "payments", json!([]), None).await;
     h.clock.advance(3601);
-    assert_eq!(h.enroll(&expiring).await.err().unwrap().code(), "token_expired");
-    assert_eq!(h.last_audit().reason.split(':').next(), Some("token_expired"));
+    assert_eq!(
+        h.enroll(&expiring).await.err().unwrap().code(),
+        "token_expired"
+    );
+    assert_eq!(
+        h.last_audit().reason.split(':').next(),
+        Some("token_expired")
+    );
 }
 
 #[tokio::test]
@@ -234,34 +447,70 @@ async fn a_revoked_machine_is_unknown() {
     let (h, _admin, machine) = setup().await;
     let r = h.call(&machine, "DELETE", "/v1/machine/self", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    denied(&h, StatusCode::UNAUTHORIZED, "unknown_key", || h.call(&machine, "GET", "/v1/machine/grants", None)).await;
+    denied(&h, StatusCode::UNAUTHORIZED, "unknown_key", || {
+        h.call(&machine, "GET", "/v1/machine/grants", None)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn versions_are_kept_and_readable() {
     let (h, admin, machine) = setup().await;
-    let r = h.call(&admin, "PUT", "/v1/projects/payments/secrets/api-key", Some(json!({"value": "second"}))).await;
+    let r = h
+        .call(
+            &admin,
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            Some(json!({"value": "second"})),
+        )
+        .await;
     assert_eq!(r.body["live_version"], 2);
-    let live = h.call(&machine, "GET", "/v1/secrets/payments/api-key", None).await;
-    assert_eq!((live.body["version"].as_u64(), live.body["value"].as_str()), (Some(2), Some("second")));
-    let old = h.call(&machine, "GET", "/v1/secrets/payments/api-key?version=1", None).await;
+    let live = h
+        .call(&machine, "GET", "/v1/secrets/payments/api-key", None)
+        .await;
+    assert_eq!(
+        (live.body["version"].as_u64(), live.body["value"].as_str()),
+        (Some(2), Some("second"))
+    );
+    let old = h
+        .call(
+            &machine,
+            "GET",
+            "/v1/secrets/payments/api-key?version=1",
+            None,
+        )
+        .await;
     assert_eq!(old.body["value"], "sk_live_plain_value");
     let grants = h.call(&machine, "GET", "/v1/machine/grants", None).await;
-    let api_key = grants.body["grants"].as_array().unwrap().iter().find(|g| g["secret"] == "api-key").unwrap().clone();
+    let api_key = grants.body["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["secret"] == "api-key")
+        .unwrap()
+        .clone();
     assert_eq!(api_key["version"], 2);
 }
 
 #[tokio::test]
 async fn the_audit_chain_verifies_and_detects_tampering() {
     let (h, _admin, machine) = setup().await;
-    h.call(&machine, "GET", "/v1/secrets/payments/api-key", None).await;
+    h.call(&machine, "GET", "/v1/secrets/payments/api-key", None)
+        .await;
     let entries = h.all_audit();
-    assert_eq!(entries.len(), 7, "admin, project, two writes, token, enroll, read");
+    assert_eq!(
+        entries.len(),
+        7,
+        "admin, project, two writes, token, enroll, read"
+    );
     signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).unwrap();
     let conn = rusqlite::Connection::open(h.dir.path().join("signet.db")).unwrap();
-    conn.execute("UPDATE audit SET outcome = 'deny' WHERE seq = 3", []).unwrap();
+    conn.execute("UPDATE audit SET outcome = 'deny' WHERE seq = 3", [])
+        .unwrap();
     let entries = h.all_audit();
-    assert!(signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).is_err());
+    assert!(
+        signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).is_err()
+    );
 }
 
 #[tokio::test]
@@ -269,7 +518,15 @@ async fn canonical_signing_matches_the_protocol_for_a_live_request() {
     // The SDK and the router agree on the target with a query string.
     let (h, _admin, machine) = setup().await;
     let ts = 1_800_000_000u64;
-    let headers = protocol::sign(&machine.key, &machine.id, "GET", "/v1/secrets/payments/db?version=1&field=user", b"", ts, &protocol::fresh_nonce());
+    let headers = protocol::sign(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/db?version=1&field=user",
+        b"",
+        ts,
+        &protocol::fresh_nonce(),
+    );
     let mut builder = Request::builder().uri("/v1/secrets/payments/db?version=1&field=user");
     for (n, v) in headers.pairs() {
         builder = builder.header(n, v);

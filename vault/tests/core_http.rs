@@ -34,7 +34,9 @@ async fn metrics_count_decisions_by_outcome_and_code() {
     let h = Harness::new();
     let admin = h.admin().await;
     h.seed(&admin, "shop").await;
-    let r = h.call(&admin, "GET", "/v1/secrets/shop/api-key", None).await;
+    let r = h
+        .call(&admin, "GET", "/v1/secrets/shop/api-key", None)
+        .await;
     assert_eq!(r.code(), "not_a_machine");
     let (status, body) = text(&h, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -43,7 +45,9 @@ async fn metrics_count_decisions_by_outcome_and_code() {
         "{body}"
     );
     assert!(
-        body.contains(r#"signet_decisions_total{action="secret.read",outcome="deny",code="not_a_machine"} 1"#),
+        body.contains(
+            r#"signet_decisions_total{action="secret.read",outcome="deny",code="not_a_machine"} 1"#
+        ),
         "{body}"
     );
 }
@@ -69,7 +73,10 @@ async fn the_openapi_document_lists_every_signed_route() {
         "/v1/agents",
         "/v1/audit",
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
 }
@@ -77,10 +84,23 @@ async fn the_openapi_document_lists_every_signed_route() {
 #[tokio::test]
 async fn unknown_routes_answer_json_errors() {
     let h = Harness::new();
-    let r = h.raw(Request::builder().uri("/v2/nothing").body(Body::empty()).unwrap()).await;
+    let r = h
+        .raw(
+            Request::builder()
+                .uri("/v2/nothing")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
     let r = h
-        .raw(Request::builder().method("PATCH").uri("/v1/projects").body(Body::empty()).unwrap())
+        .raw(
+            Request::builder()
+                .method("PATCH")
+                .uri("/v1/projects")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.code(), "invalid_request");

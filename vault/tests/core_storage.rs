@@ -37,7 +37,9 @@ async fn no_plaintext_and_no_root_key_bytes_reach_the_data_directory() {
     let admin = h.admin().await;
     h.seed(&admin, "payments").await;
     let machine = h.machine(&admin, "payments").await;
-    let r = h.call(&machine, "GET", "/v1/secrets/payments/db", None).await;
+    let r = h
+        .call(&machine, "GET", "/v1/secrets/payments/db", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let root = hex::decode(&h.root_hex).unwrap();
     let needles: Vec<(&str, Vec<u8>)> = vec![
@@ -46,11 +48,26 @@ async fn no_plaintext_and_no_root_key_bytes_reach_the_data_directory() {
         ("field value", b"app_user".to_vec()),
         ("root key (raw)", root.clone()),
         ("root key (hex)", h.root_hex.as_bytes().to_vec()),
-        ("root key (base64)", base64::engine::general_purpose::STANDARD.encode(&root).into_bytes()),
-        ("root key (base64url)", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&root).into_bytes()),
+        (
+            "root key (base64)",
+            base64::engine::general_purpose::STANDARD
+                .encode(&root)
+                .into_bytes(),
+        ),
+        (
+            "root key (base64url)",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(&root)
+                .into_bytes(),
+        ),
     ];
     let files = every_file_bytes(h.dir.path());
-    assert!(files.iter().any(|(name, _)| name.ends_with("signet.db-wal")), "WAL mode is on");
+    assert!(
+        files
+            .iter()
+            .any(|(name, _)| name.ends_with("signet.db-wal")),
+        "WAL mode is on"
+    );
     for (name, bytes) in &files {
         for (what, needle) in &needles {
             assert!(!contains(bytes, needle), "{what} found in {name}");
@@ -63,7 +80,12 @@ async fn no_plaintext_and_no_root_key_bytes_reach_the_data_directory() {
 
 fn reopen(dir: &std::path::Path, root: RootKey) -> Result<Vault, OpenError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
-    Vault::open(store, root, Arc::new(ManualClock::new(common::START)), Config::default())
+    Vault::open(
+        store,
+        root,
+        Arc::new(ManualClock::new(common::START)),
+        Config::default(),
+    )
 }
 
 #[tokio::test]
@@ -76,7 +98,8 @@ async fn a_restart_with_the_right_root_key_reads_old_secrets() {
     drop(h.app);
     drop(h.vault);
 
-    let vault = Arc::new(reopen(dir.path(), RootKey::parse(h.root_hex.as_bytes()).unwrap()).unwrap());
+    let vault =
+        Arc::new(reopen(dir.path(), RootKey::parse(h.root_hex.as_bytes()).unwrap()).unwrap());
     let h2 = Harness {
         dir,
         clock: Arc::new(ManualClock::new(common::START + 5)),
@@ -86,7 +109,9 @@ async fn a_restart_with_the_right_root_key_reads_old_secrets() {
     };
     // The harness signs with its own clock; the vault's clock is START.
     h2.clock.set(common::START);
-    let r = h2.call(&machine, "GET", "/v1/secrets/payments/api-key", None).await;
+    let r = h2
+        .call(&machine, "GET", "/v1/secrets/payments/api-key", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["value"], "sk_live_plain_value");
 }
@@ -130,7 +155,9 @@ async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
          WHERE secret_id = (SELECT id FROM secrets WHERE name = 'api-key')",
     )
     .unwrap();
-    let r = h.call(&machine, "GET", "/v1/secrets/payments/api-key", None).await;
+    let r = h
+        .call(&machine, "GET", "/v1/secrets/payments/api-key", None)
+        .await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(r.code(), "internal");
     assert!(!r.body.to_string().contains("pg_password_value"));

@@ -25,7 +25,14 @@ struct Running {
 /// JSON, and reads until it says where it listens.
 fn serve(data_dir: &std::path::Path, root_hex: &str) -> Running {
     let mut child = Command::new(VAULT)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("SIGNET_ROOT_KEY", root_hex)
         .env("SIGNET_LOG", "debug")
@@ -47,7 +54,10 @@ fn serve(data_dir: &std::path::Path, root_hex: &str) -> Running {
             break;
         }
     }
-    assert!(!bootstrap.is_empty(), "no bootstrap token on stdout: {stdout_text}");
+    assert!(
+        !bootstrap.is_empty(),
+        "no bootstrap token on stdout: {stdout_text}"
+    );
     let stderr = child.stderr.take().unwrap();
     let mut stderr = BufReader::new(stderr);
     let mut stderr_lines = Vec::new();
@@ -56,12 +66,15 @@ fn serve(data_dir: &std::path::Path, root_hex: &str) -> Running {
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
         stderr_lines.push(line.clone());
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(address) = v["fields"]["address"].as_str() {
-                break address.to_owned();
-            }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(address) = v["fields"]["address"].as_str()
+        {
+            break address.to_owned();
         }
-        assert!(Instant::now() < deadline, "vault never listened: {stderr_lines:?}");
+        assert!(
+            Instant::now() < deadline,
+            "vault never listened: {stderr_lines:?}"
+        );
     };
     // Keep draining stderr in the background so the pipe never fills.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -71,7 +84,12 @@ fn serve(data_dir: &std::path::Path, root_hex: &str) -> Running {
         let _ = tx.send(rest);
     });
     STDERR_REST.with(|r| *r.borrow_mut() = Some(rx));
-    Running { child, address, bootstrap, stderr_lines }
+    Running {
+        child,
+        address,
+        bootstrap,
+        stderr_lines,
+    }
 }
 
 thread_local! {
@@ -79,7 +97,10 @@ thread_local! {
 }
 
 fn stop(mut running: Running) -> (std::process::ExitStatus, String) {
-    Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
     let status = running.child.wait().unwrap();
     let rest = STDERR_REST
         .with(|r| r.borrow_mut().take())
@@ -91,7 +112,9 @@ fn stop(mut running: Running) -> (std::process::ExitStatus, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_never_hold_a_secret_value_token_or_key() {
     let dir = tempfile::tempdir().unwrap();
-    let root_hex = signet_vault::crypto::RootKey::generate().to_hex().to_string();
+    let root_hex = signet_vault::crypto::RootKey::generate()
+        .to_hex()
+        .to_string();
     let running = serve(dir.path(), &root_hex);
     let options = Options::default();
 
@@ -99,7 +122,14 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     admin.enroll_admin(&running.bootstrap, "ops").await.unwrap();
     admin.create_project("shop").await.unwrap();
     admin
-        .write_secret("shop", "stripe", &WriteSecret { value: Some(SECRET_VALUE.into()), fields: None })
+        .write_secret(
+            "shop",
+            "stripe",
+            &WriteSecret {
+                value: Some(SECRET_VALUE.into()),
+                fields: None,
+            },
+        )
         .await
         .unwrap();
     // Built from JSON so optional token constraints keep their defaults.
@@ -109,13 +139,26 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     }))
     .unwrap();
     let created = admin.create_token(&request).await.unwrap();
-    let (machine, _) = Client::enroll(&running.address, &created.token, "runner", BTreeMap::new(), &options)
-        .await
-        .unwrap();
+    let (machine, _) = Client::enroll(
+        &running.address,
+        &created.token,
+        "runner",
+        BTreeMap::new(),
+        &options,
+    )
+    .await
+    .unwrap();
     let value = machine.read_secret("shop", "stripe", None).await.unwrap();
     assert_eq!(value.value.as_deref(), Some(SECRET_VALUE));
     // Denials are logged too: a replay of the spent token, an admin read.
-    let reuse = Client::enroll(&running.address, &created.token, "again", BTreeMap::new(), &options).await;
+    let reuse = Client::enroll(
+        &running.address,
+        &created.token,
+        "again",
+        BTreeMap::new(),
+        &options,
+    )
+    .await;
     assert_eq!(reuse.err().unwrap().code(), Some("token_exhausted"));
     let pid = running.child.id();
     let bootstrap = running.bootstrap.clone();
@@ -125,14 +168,21 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     // the debug log has no trace of it either (checked below).
     let (status, logs) = stop(running);
     assert!(status.success(), "graceful shutdown exits 0 (pid {pid})");
-    assert!(logs.contains("secret.read") || logs.contains("vault listening"), "logs were captured: {logs}");
+    assert!(
+        logs.contains("secret.read") || logs.contains("vault listening"),
+        "logs were captured: {logs}"
+    );
     let root_b64 = {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(&root_hex).unwrap())
     };
     let (_, enroll_secret) = created.token.split_once('.').unwrap();
     let (_, bootstrap_secret) = bootstrap.split_once('.').unwrap();
-    let verify = Command::new(VAULT).args(["audit-verify", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let verify = Command::new(VAULT)
+        .args(["audit-verify", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(verify.status.success());
     assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain intact"));
     for (what, needle) in [
@@ -149,13 +199,17 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
 #[test]
 fn a_wrong_root_key_stops_the_process_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let right = signet_vault::crypto::RootKey::generate().to_hex().to_string();
+    let right = signet_vault::crypto::RootKey::generate()
+        .to_hex()
+        .to_string();
     // First start records the check value, then stops.
     let running = serve(dir.path(), &right);
     let (status, _) = stop(running);
     assert!(status.success());
 
-    let wrong = signet_vault::crypto::RootKey::generate().to_hex().to_string();
+    let wrong = signet_vault::crypto::RootKey::generate()
+        .to_hex()
+        .to_string();
     let output = Command::new(VAULT)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

@@ -229,7 +229,11 @@ mod tests {
         let leaf = CertificateDer::from_pem_slice(certs.cert_pem.as_bytes()).unwrap();
         let verifier = verifier(&certs.ca_pem);
         let at = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap());
-        for name in ["127.0.0.1", "webhook.example", "signet-webhook.signet-system.svc"] {
+        for name in [
+            "127.0.0.1",
+            "webhook.example",
+            "signet-webhook.signet-system.svc",
+        ] {
             let server_name = ServerName::try_from(name).unwrap();
             verifier
                 .verify_server_cert(&leaf, &[], &server_name, &[], at)

@@ -108,9 +108,7 @@ impl Container {
             .first()
             .cloned()
             .context("the container has no command (the image's entrypoint is not known here)")?;
-        let startup_probe = container["startupProbe"]["exec"]
-            .get("command")
-            .map(&words);
+        let startup_probe = container["startupProbe"]["exec"].get("command").map(&words);
         Ok(Self {
             env,
             argv,
@@ -293,19 +291,31 @@ mod tests {
             assert_eq!(name, "s");
             Ok(json!({"data": {"token": "c2VjcmV0", "unused": "eA=="}}))
         };
-        let c = Container::prepare(&pod(), "side", root.path(), Path::new("/local/side"), secret)
-            .unwrap();
+        let c = Container::prepare(
+            &pod(),
+            "side",
+            root.path(),
+            Path::new("/local/side"),
+            secret,
+        )
+        .unwrap();
         let mem = root.path().join("mem");
         let tok = root.path().join("tok");
         assert_eq!(c.env["DIR"], mem.display().to_string());
         assert_eq!(c.env["TOKEN"], tok.join("token").display().to_string());
-        assert_eq!(c.env["OTHER"], "/mnt/memory", "a prefix that is not a path is kept");
+        assert_eq!(
+            c.env["OTHER"], "/mnt/memory",
+            "a prefix that is not a path is kept"
+        );
         assert_eq!(c.env["POD"], "app");
         assert_eq!(c.env["UID"], "u-1");
         assert_eq!(c.env["TEAM"], "a");
         assert_eq!(std::fs::read(tok.join("token")).unwrap(), b"secret");
         assert!(!tok.join("unused").exists(), "only the listed items");
-        let mode = std::fs::metadata(tok.join("token")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(tok.join("token"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o444);
         assert_eq!(c.local_mount("/mnt/mem"), Some(mem.as_path()));
 

@@ -54,7 +54,8 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 pub fn control_plane_bin() -> anyhow::Result<PathBuf> {
     const TOOLS: [&str; 4] = ["etcd", "kube-apiserver", "kubectl", "helm"];
     let complete = |dir: &Path| TOOLS.iter().all(|tool| dir.join(tool).is_file());
-    let hint = "run `bash tests/control-plane/build.sh` once (CI's .ci/run does it before `cargo test`)";
+    let hint =
+        "run `bash tests/control-plane/build.sh` once (CI's .ci/run does it before `cargo test`)";
     if let Some(bin) = std::env::var_os("SIGNET_CP_BIN").map(PathBuf::from) {
         ensure!(
             complete(&bin),

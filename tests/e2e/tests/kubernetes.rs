@@ -229,7 +229,11 @@ fn signet_on_a_real_control_plane() {
     // ---- 3. vault, admin, secrets, agent, controller, webhook ---------------
     step("signet-vault serve, admin, project, secrets, agent");
     let root_key = work.path().join("root-key");
-    std::fs::write(&root_key, run(Command::new(&vault_bin).arg("root-key")).unwrap()).unwrap();
+    std::fs::write(
+        &root_key,
+        run(Command::new(&vault_bin).arg("root-key")).unwrap(),
+    )
+    .unwrap();
     std::fs::set_permissions(&root_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut vault_cmd = Command::new(&vault_bin);
     vault_cmd
@@ -252,7 +256,9 @@ fn signet_on_a_real_control_plane() {
     let admin_file = work.path().join("admin.json");
     run(Command::new(&cli_bin)
         .env_clear()
-        .args(["--vault", &vault_url, "admin", "enroll", "--token", &bootstrap, "--out"])
+        .args([
+            "--vault", &vault_url, "admin", "enroll", "--token", &bootstrap, "--out",
+        ])
         .arg(&admin_file))
     .unwrap();
     let cli = Cli {
@@ -372,11 +378,11 @@ fn signet_on_a_real_control_plane() {
     // ---- 5. the opted-in pod, mutated by the webhook and stored -------------
     step("opted-in pod through the webhook");
     plane.apply(APP_NS, &opted_in_pod("app", "shop")).unwrap();
-    let pod = plane
-        .get_json(Some(APP_NS), "pod", "app")
-        .unwrap()
-        .unwrap();
-    assert_eq!(pod["metadata"]["annotations"]["signet.dev/injected"], "true");
+    let pod = plane.get_json(Some(APP_NS), "pod", "app").unwrap().unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["signet.dev/injected"],
+        "true"
+    );
     let init = &pod["spec"]["initContainers"][0];
     assert_eq!(init["name"], "signet-init");
     assert_eq!(init["image"], INIT_IMAGE);
@@ -436,7 +442,10 @@ fn signet_on_a_real_control_plane() {
     let probe = sidecar.startup_probe.clone().unwrap();
     eventually("signet-init's startup probe to pass", WAIT, || {
         init_process.ensure_running()?;
-        Ok(output(&mut sidecar.exec(&probe))?.status.success().then_some(()))
+        Ok(output(&mut sidecar.exec(&probe))?
+            .status
+            .success()
+            .then_some(()))
     })
     .unwrap();
     // What the app container reads through its read-only mount.
@@ -550,7 +559,11 @@ fn signet_on_a_real_control_plane() {
         .unwrap()
         .unwrap();
     assert!(plain["spec"].get("initContainers").is_none());
-    assert!(plain["metadata"].get("annotations").is_none_or(|a| a.get("signet.dev/injected").is_none()));
+    assert!(
+        plain["metadata"]
+            .get("annotations")
+            .is_none_or(|a| a.get("signet.dev/injected").is_none())
+    );
     let refused = plane
         .kubectl_stdin(
             &["-n", APP_NS, "apply", "-f", "-"],

@@ -78,7 +78,14 @@ impl Harness {
     }
 
     /// The signed request `key_id` would send now.
-    pub fn signed(&self, key: &IdentityKey, key_id: &str, method: &str, target: &str, body: &[u8]) -> Request<Body> {
+    pub fn signed(
+        &self,
+        key: &IdentityKey,
+        key_id: &str,
+        method: &str,
+        target: &str,
+        body: &[u8],
+    ) -> Request<Body> {
         let headers = protocol::sign(
             key,
             key_id,
@@ -98,9 +105,18 @@ impl Harness {
         builder.body(Body::from(body.to_vec())).unwrap()
     }
 
-    pub async fn call(&self, actor: &Actor, method: &str, target: &str, body: Option<Value>) -> Reply {
-        let body = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
-        self.raw(self.signed(&actor.key, &actor.id, method, target, &body)).await
+    pub async fn call(
+        &self,
+        actor: &Actor,
+        method: &str,
+        target: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let body = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        self.raw(self.signed(&actor.key, &actor.id, method, target, &body))
+            .await
     }
 
     /// A new admin, enrolled with a bootstrap token.
@@ -114,7 +130,9 @@ impl Harness {
             "token": token.as_str(), "public_key": key.public_key(), "hostname": "alice"
         }))
         .unwrap();
-        let reply = self.raw(self.signed(&key, "enroll", "POST", "/v1/admin/enroll", &body)).await;
+        let reply = self
+            .raw(self.signed(&key, "enroll", "POST", "/v1/admin/enroll", &body))
+            .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
         Actor {
             id: reply.body["admin_id"].as_str().unwrap().to_owned(),
@@ -125,10 +143,22 @@ impl Harness {
     /// Creates a project with a plain secret `api-key` and a structured
     /// secret `db` (fields `user`, `password`).
     pub async fn seed(&self, admin: &Actor, project: &str) {
-        let r = self.call(admin, "POST", "/v1/projects", Some(json!({"name": project}))).await;
+        let r = self
+            .call(
+                admin,
+                "POST",
+                "/v1/projects",
+                Some(json!({"name": project})),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let r = self
-            .call(admin, "PUT", &format!("/v1/projects/{project}/secrets/api-key"), Some(json!({"value": "sk_live_plain_value"})))
+            .call(
+                admin,
+                "PUT",
+                &format!("/v1/projects/{project}/secrets/api-key"),
+                Some(json!({"value": "sk_live_plain_value"})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let r = self
@@ -143,7 +173,13 @@ impl Harness {
     }
 
     /// An enrollment token for `project` with the given pre-baked grants.
-    pub async fn token(&self, admin: &Actor, project: &str, grants: Value, max_uses: Option<u32>) -> String {
+    pub async fn token(
+        &self,
+        admin: &Actor,
+        project: &str,
+        grants: Value,
+        max_uses: Option<u32>,
+    ) -> String {
         let r = self
             .call(
                 admin,
@@ -167,7 +203,9 @@ impl Harness {
             "metadata": {"k8s.pod.uid": "uid-1"}
         }))
         .unwrap();
-        let reply = self.raw(self.signed(&key, "enroll", "POST", "/v1/enroll", &body)).await;
+        let reply = self
+            .raw(self.signed(&key, "enroll", "POST", "/v1/enroll", &body))
+            .await;
         if reply.status != StatusCode::CREATED {
             return Err(reply);
         }
@@ -181,7 +219,12 @@ impl Harness {
     /// field of `db`.
     pub async fn machine(&self, admin: &Actor, project: &str) -> Actor {
         let token = self
-            .token(admin, project, json!([{"secret": "api-key"}, {"secret": "db", "fields": ["user"]}]), Some(1))
+            .token(
+                admin,
+                project,
+                json!([{"secret": "api-key"}, {"secret": "db", "fields": ["user"]}]),
+                Some(1),
+            )
             .await;
         self.enroll(&token).await.map_err(|r| r.body).unwrap()
     }
@@ -199,7 +242,9 @@ impl Harness {
     }
 
     pub fn all_audit(&self) -> Vec<AuditEntry> {
-        self.vault.with_tx(|tx, _| Ok(tx.audit(0, 100_000)?)).unwrap()
+        self.vault
+            .with_tx(|tx, _| Ok(tx.audit(0, 100_000)?))
+            .unwrap()
     }
 
     /// Every row of every table but the audit log and the nonces, as text:
@@ -215,7 +260,10 @@ impl Harness {
             .unwrap();
         let mut out = String::new();
         for table in tables {
-            let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid")).or_else(|_| conn.prepare(&format!("SELECT * FROM {table}"))).unwrap();
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))
+                .or_else(|_| conn.prepare(&format!("SELECT * FROM {table}")))
+                .unwrap();
             let columns = stmt.column_count();
             let rows = stmt
                 .query_map([], |row| {
