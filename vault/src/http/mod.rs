@@ -19,7 +19,9 @@ pub use error::status;
 use extract::Signed;
 
 use crate::error::{Error, Result};
-use crate::service::{access, enroll, grants, identities, lifecycle, secrets, webhooks};
+use crate::service::{
+    access, canary, cosign, enroll, grants, identities, lifecycle, secrets, webhooks,
+};
 use crate::store::Grantee;
 use crate::vault::{Audience, Vault};
 
@@ -626,7 +628,7 @@ async fn unlock_project(
             "project.unlock",
             target,
             Audience::Management(None),
-            move |ctx, tx| access::unlock(ctx, tx, &project),
+            move |ctx, tx| canary::unlock(ctx, tx, &project),
         )
         .await
         .map(Json)
@@ -666,7 +668,7 @@ async fn rollback_secret(
             "secret.rollback",
             target,
             Audience::Management(None),
-            move |ctx, tx| access::rollback(ctx, tx, &project, &secret),
+            move |ctx, tx| secrets::rollback(ctx, tx, &project, &secret),
         )
         .await
         .map(Json)
@@ -681,7 +683,7 @@ async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result
             "cosign.list",
             "cosign".into(),
             Audience::Management(None),
-            |ctx, tx| access::list_cosigns(ctx, tx),
+            |ctx, tx| cosign::list_cosigns(ctx, tx),
         )
         .await
         .map(Json)
@@ -696,7 +698,7 @@ async fn create_cosign(State(vault): AppState, Signed(request): Signed) -> Resul
             "cosign.request",
             "cosign".into(),
             Audience::Management(None),
-            access::create_cosign,
+            cosign::create_cosign,
         )
         .await
         .map(created)
@@ -711,7 +713,7 @@ async fn machine_cosign(State(vault): AppState, Signed(request): Signed) -> Resu
             "cosign.request",
             "cosign".into(),
             Audience::Machine,
-            access::create_cosign,
+            cosign::create_cosign,
         )
         .await
         .map(created)
@@ -731,7 +733,7 @@ async fn approve_cosign(
             "cosign.approve",
             target,
             Audience::Management(None),
-            move |ctx, tx| access::approve_cosign(ctx, tx, &id),
+            move |ctx, tx| cosign::approve_cosign(ctx, tx, &id),
         )
         .await
         .map(Json)

@@ -1,6 +1,7 @@
 //! Access rules that stack on top of grants: per-machine restrictions from
-//! bootstrap tokens, per-secret policies (time window, IP allowlist, daily
-//! read cap, co-sign), canaries and project locks, version rollback.
+//! bootstrap tokens and per-secret policies (time window, IP allowlist,
+//! daily read cap, co-sign, canary). Canaries live in [`super::canary`],
+//! co-sign requests in [`super::cosign`].
 //!
 //! Every rule is checked inside the transaction that serves the read, so a
 //! cap counted here, a co-sign consumed here and a lock taken here commit
@@ -11,22 +12,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
-use signet_client::api::{
-    AccessPolicy, CosignList, CosignView, CreateCosign, ErrorCode, ProjectView, Rollback,
-    SecretMeta, TimeWindow,
-};
+use signet_client::api::{AccessPolicy, ErrorCode, SecretMeta, TimeWindow};
 
-use super::{secrets, webhooks};
-use crate::clock::rfc3339;
-use crate::error::{Error, Result, invalid, not_found};
-use crate::ids;
-use crate::store::{Cosign, Machine, MachineRestrictions, Project, Secret, Tx};
-use crate::vault::{Caller, Ctx};
+use super::{canary, secrets};
+use crate::error::{Error, Result, invalid};
+use crate::store::{Machine, MachineRestrictions, Project, Secret, Tx};
+use crate::vault::Ctx;
 
-/// How long a co-sign request waits for its approval.
-pub const COSIGN_PENDING_TTL: i64 = 3600;
-/// How long an approval stays usable for its one read.
-pub const COSIGN_APPROVAL_TTL: i64 = 15 * 60;
 /// Most CIDRs in one allowlist.
 const MAX_CIDRS: usize = 64;
 
@@ -217,13 +209,13 @@ pub fn enforce_read(
     machine: &Machine,
 ) -> Result<()> {
     if project.locked_at.is_some() {
-        return Err(locked(&project.name));
+        return Err(canary::locked(&project.name));
     }
     let Some(policy) = &secret.policy else {
         return Ok(());
     };
     if policy.canary {
-        return trip_canary(ctx, tx, project, secret, machine, policy.canary_cascade);
+        return canary::trip_canary(ctx, tx, project, secret, machine, policy.canary_cascade);
     }
     let zone = time_zone(policy.timezone.as_deref())?;
     if let Some(window) = &policy.window
@@ -276,75 +268,6 @@ pub fn enforce_read(
     Ok(())
 }
 
-fn locked(project: &str) -> Error {
-    Error::denied(
-        ErrorCode::ProjectLocked,
-        format!("project {project} is locked; an admin must unlock it"),
-    )
-}
-
-/// A canary was read: lock its project (and, with cascade, every project
-/// the machine can reach) in this transaction, audit each lock, queue the
-/// webhook, and refuse the read. The pipeline commits this refusal.
-fn trip_canary(
-    ctx: &mut Ctx<'_>,
-    tx: &mut dyn Tx,
-    project: &Project,
-    secret: &Secret,
-    machine: &Machine,
-    cascade: bool,
-) -> Result<()> {
-    let reason = format!(
-        "canary {}/{} read by machine {}",
-        project.name, secret.name, machine.id
-    );
-    let mut locked_projects = vec![project.clone()];
-    if cascade {
-        for detail in tx.grants(Some(&crate::store::Grantee::Machine(machine.id.clone())))? {
-            if locked_projects.iter().all(|p| p.name != detail.project)
-                && let Some(other) = tx.project_by_name(&detail.project)?
-            {
-                locked_projects.push(other);
-            }
-        }
-    }
-    let mut names = Vec::new();
-    for p in &locked_projects {
-        if tx.lock_project(&p.id, ctx.now, &reason)? {
-            names.push(p.name.clone());
-            crate::audit::append(
-                tx,
-                ctx.now,
-                &crate::audit::Record {
-                    actor: machine.id.clone(),
-                    action: "project.lock".into(),
-                    target: format!("project:{}", p.name),
-                    allowed: true,
-                    reason: reason.clone(),
-                    source_ip: ctx.source_ip.to_owned(),
-                    committed: false,
-                },
-            )?;
-        }
-    }
-    webhooks::enqueue(
-        tx,
-        ctx.now,
-        webhooks::CANARY_TRIPPED,
-        serde_json::json!({
-            "project": project.name,
-            "secret": secret.name,
-            "machine_id": machine.id,
-            "machine_name": machine.name,
-            "source_ip": ctx.source_ip,
-            "locked_projects": names,
-        }),
-    )?;
-    tracing::warn!(project = %project.name, secret = %secret.name, machine = %machine.id, "canary read: project locked");
-    ctx.commit_denial = true;
-    Err(locked(&project.name))
-}
-
 /// `PUT /v1/projects/{p}/secrets/{s}/policy` (an empty policy removes it).
 pub fn set_policy(
     ctx: &mut Ctx<'_>,
@@ -371,177 +294,6 @@ pub fn set_policy(
             ..secret
         },
     )
-}
-
-/// `POST /v1/projects/{p}/unlock`
-pub fn unlock(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str) -> Result<ProjectView> {
-    ctx.audit.target = format!("project:{project_name}");
-    let project = secrets::project(tx, project_name)?;
-    if !tx.unlock_project(&project.id)? {
-        return Err(Error::denied(
-            ErrorCode::Conflict,
-            format!("project {project_name} is not locked"),
-        ));
-    }
-    ctx.audit.target = format!(
-        "project:{project_name} (was locked: {})",
-        project.lock_reason.as_deref().unwrap_or("")
-    );
-    Ok(secrets::project_view(&Project {
-        locked_at: None,
-        lock_reason: None,
-        ..project
-    }))
-}
-
-/// `POST /v1/projects/{p}/secrets/{s}/rollback`: an older version becomes
-/// live again (its own data key still opens it).
-pub fn rollback(
-    ctx: &mut Ctx<'_>,
-    tx: &mut dyn Tx,
-    project_name: &str,
-    name: &str,
-) -> Result<SecretMeta> {
-    ctx.audit.target = format!("secret:{project_name}/{name}");
-    let body: Rollback = ctx.json()?;
-    let project = secrets::project(tx, project_name)?;
-    let secret = secrets::secret(tx, &project, name)?;
-    if tx.version(&secret.id, body.version)?.is_none() {
-        return Err(not_found(format!(
-            "version {} of {project_name}/{name}",
-            body.version
-        )));
-    }
-    tx.set_live_version(&secret.id, body.version)?;
-    ctx.audit.target = format!(
-        "secret:{project_name}/{name} live version {} -> {}",
-        secret.live_version, body.version
-    );
-    secrets::meta(
-        tx,
-        &project,
-        &Secret {
-            live_version: body.version,
-            ..secret
-        },
-    )
-}
-
-/// `POST /v1/cosign` (admin, naming the machine) and
-/// `POST /v1/machine/cosign` (the machine for itself).
-pub fn create_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignView> {
-    let body: CreateCosign = ctx.json()?;
-    ctx.audit.target = format!("secret:{}/{}", body.project, body.secret);
-    let machine_id = match (&ctx.caller, &body.machine_id) {
-        (Caller::Machine(m), None) => m.id.clone(),
-        (Caller::Machine(_), Some(_)) => {
-            return Err(invalid("a machine requests co-sign for itself only"));
-        }
-        (_, Some(id)) => id.clone(),
-        (_, None) => return Err(invalid("machine_id is required")),
-    };
-    tx.machine(&machine_id)?
-        .ok_or_else(|| not_found(format!("machine {machine_id}")))?;
-    let project = secrets::project(tx, &body.project)?;
-    let secret = secrets::secret(tx, &project, &body.secret)?;
-    if tx.machine_grant(&machine_id, &secret.id)?.is_none() {
-        return Err(Error::denied(
-            ErrorCode::NotGranted,
-            format!(
-                "machine {machine_id} has no grant on {}/{}",
-                body.project, body.secret
-            ),
-        ));
-    }
-    let cosign = Cosign {
-        id: ids::new(ids::COSIGN),
-        secret_id: secret.id,
-        machine_id,
-        requested_by: ctx.caller.id(),
-        created_at: ctx.now,
-        expires_at: ctx.now + COSIGN_PENDING_TTL,
-        approved_by: None,
-        approved_at: None,
-        consumed_at: None,
-    };
-    tx.insert_cosign(&cosign)?;
-    ctx.audit.target = format!(
-        "cosign:{} {}/{} for {}",
-        cosign.id, body.project, body.secret, cosign.machine_id
-    );
-    Ok(cosign_view(&cosign, &body.project, &body.secret))
-}
-
-/// `POST /v1/cosign/{id}/approve`: an admin other than the requester.
-pub fn approve_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<CosignView> {
-    ctx.audit.target = format!("cosign:{id}");
-    let Caller::Admin(admin) = &ctx.caller else {
-        return Err(Error::denied(
-            ErrorCode::Forbidden,
-            "only admins approve co-sign requests",
-        ));
-    };
-    let admin_id = admin.id.clone();
-    let cosign = tx
-        .cosign(id)?
-        .ok_or_else(|| not_found(format!("co-sign request {id}")))?;
-    if cosign.requested_by == admin_id {
-        return Err(Error::denied(
-            ErrorCode::Forbidden,
-            "a co-sign request must be approved by a different admin than the one who made it",
-        ));
-    }
-    let expires_at = ctx.now + COSIGN_APPROVAL_TTL;
-    if !tx.approve_cosign(id, &admin_id, ctx.now, expires_at)? {
-        return Err(Error::denied(
-            ErrorCode::Conflict,
-            format!("co-sign request {id} is already approved, used or expired"),
-        ));
-    }
-    let (project, secret) = secret_names(tx, &cosign.secret_id)?;
-    ctx.audit.target = format!("cosign:{id} {project}/{secret} for {}", cosign.machine_id);
-    Ok(cosign_view(
-        &Cosign {
-            approved_by: Some(admin_id),
-            approved_at: Some(ctx.now),
-            expires_at,
-            ..cosign
-        },
-        &project,
-        &secret,
-    ))
-}
-
-/// `GET /v1/cosign`: open requests.
-pub fn list_cosigns(ctx: &Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignList> {
-    let mut requests = Vec::new();
-    for cosign in tx.open_cosigns(ctx.now)? {
-        let (project, secret) = secret_names(tx, &cosign.secret_id)?;
-        requests.push(cosign_view(&cosign, &project, &secret));
-    }
-    Ok(CosignList { requests })
-}
-
-fn secret_names(tx: &mut dyn Tx, secret_id: &str) -> Result<(String, String)> {
-    let secret = tx.secret(secret_id)?.ok_or_else(|| not_found("secret"))?;
-    let project = tx
-        .project(&secret.project_id)?
-        .ok_or_else(|| not_found("project"))?;
-    Ok((project.name, secret.name))
-}
-
-fn cosign_view(c: &Cosign, project: &str, secret: &str) -> CosignView {
-    CosignView {
-        id: c.id.clone(),
-        project: project.to_owned(),
-        secret: secret.to_owned(),
-        machine_id: c.machine_id.clone(),
-        requested_by: c.requested_by.clone(),
-        created_at: rfc3339(c.created_at),
-        expires_at: rfc3339(c.expires_at),
-        approved_by: c.approved_by.clone(),
-        consumed: c.consumed_at.is_some(),
-    }
 }
 
 #[cfg(test)]

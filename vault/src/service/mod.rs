@@ -2,6 +2,8 @@
 //! request's transaction with a verified caller (see [`crate::vault`]).
 
 pub mod access;
+pub mod canary;
+pub mod cosign;
 pub mod enroll;
 pub mod grants;
 pub mod identities;

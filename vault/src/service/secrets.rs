@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use signet_client::api::{
-    ErrorCode, ProjectList, ProjectView, SecretList, SecretMeta, SecretValue, VersionMeta,
-    WriteSecret,
+    ErrorCode, ProjectList, ProjectView, Rollback, SecretList, SecretMeta, SecretValue,
+    VersionMeta, WriteSecret,
 };
 use zeroize::Zeroizing;
 
@@ -308,4 +308,37 @@ pub fn delete(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str, name: &str
     let secret = secret(tx, &project, name)?;
     tx.delete_secret(&secret.id)?;
     Ok(())
+}
+
+/// `POST /v1/projects/{p}/secrets/{s}/rollback`: an older version becomes
+/// live again (its own data key still opens it).
+pub fn rollback(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    project_name: &str,
+    name: &str,
+) -> Result<SecretMeta> {
+    ctx.audit.target = format!("secret:{project_name}/{name}");
+    let body: Rollback = ctx.json()?;
+    let project = project(tx, project_name)?;
+    let secret = secret(tx, &project, name)?;
+    if tx.version(&secret.id, body.version)?.is_none() {
+        return Err(not_found(format!(
+            "version {} of {project_name}/{name}",
+            body.version
+        )));
+    }
+    tx.set_live_version(&secret.id, body.version)?;
+    ctx.audit.target = format!(
+        "secret:{project_name}/{name} live version {} -> {}",
+        secret.live_version, body.version
+    );
+    meta(
+        tx,
+        &project,
+        &Secret {
+            live_version: body.version,
+            ..secret
+        },
+    )
 }
