@@ -90,6 +90,51 @@ pub fn verify_chain(entries: &[AuditEntry], anchor: Option<&str>) -> Result<(), 
     Ok(())
 }
 
+/// Checks a whole log fed page by page, oldest first, each page starting
+/// right after the previous one.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    expected_prev: String,
+    last_seq: u64,
+    count: u64,
+}
+
+impl ChainVerifier {
+    /// Page size the callers fetch with; a shorter page is the last one.
+    pub const PAGE: u32 = 5000;
+
+    /// Starts at `anchor` (the hash of the last entry retention pruned), or
+    /// at the genesis hash when nothing was pruned.
+    pub fn new(anchor: Option<&str>) -> Self {
+        Self {
+            expected_prev: anchor.unwrap_or(GENESIS).to_owned(),
+            last_seq: 0,
+            count: 0,
+        }
+    }
+
+    /// Verifies the next page and links it to the pages before.
+    pub fn feed(&mut self, page: &[AuditEntry]) -> Result<(), ChainError> {
+        verify_chain(page, Some(&self.expected_prev))?;
+        if let Some(last) = page.last() {
+            self.expected_prev = last.hash.clone();
+            self.last_seq = last.seq;
+            self.count += page.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The `after` to ask the next page with.
+    pub fn after(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Entries verified so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +186,19 @@ mod tests {
             verify_chain(&entries, Some(GENESIS)),
             Err(ChainError::BrokenLink { seq: 4, prev: 3 })
         );
+    }
+
+    #[test]
+    fn pages_link_to_each_other() {
+        let entries = chain(6);
+        let mut verifier = ChainVerifier::new(None);
+        verifier.feed(&entries[..3]).unwrap();
+        assert_eq!(verifier.after(), 3);
+        verifier.feed(&entries[3..]).unwrap();
+        assert_eq!(verifier.count(), 6);
+        let mut skipping = ChainVerifier::new(None);
+        skipping.feed(&entries[..2]).unwrap();
+        assert!(skipping.feed(&entries[3..]).is_err());
     }
 
     #[test]

@@ -1073,31 +1073,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify) => {
             let client = client(&cli)?;
-            let mut after = 0;
-            let mut anchor: Option<String> = None;
-            let mut count = 0u64;
+            let mut verifier: Option<crate::audit::ChainVerifier> = None;
             loop {
-                let page = client.audit(after, 5000).await?;
+                let after = verifier.as_ref().map_or(0, |v| v.after());
+                let page = client
+                    .audit(after, crate::audit::ChainVerifier::PAGE)
+                    .await?;
                 // A log pruned by retention starts from its anchor, not genesis.
-                let anchor = anchor.get_or_insert_with(|| {
-                    page.anchor
-                        .as_ref()
-                        .map_or_else(|| crate::audit::GENESIS.to_owned(), |a| a.hash.clone())
+                let verifier = verifier.get_or_insert_with(|| {
+                    crate::audit::ChainVerifier::new(page.anchor.as_ref().map(|a| a.hash.as_str()))
                 });
-                let Some(last) = page.entries.last() else {
-                    break;
-                };
-                crate::audit::verify_chain(&page.entries, Some(anchor.as_str()))
+                verifier
+                    .feed(&page.entries)
                     .context("the audit chain is broken")?;
-                after = last.seq;
-                *anchor = last.hash.clone();
-                count += page.entries.len() as u64;
                 // Each page request is itself audited, so the log always has
                 // one more entry: a short page means the end was reached.
-                if page.entries.len() < 5000 {
+                if page.entries.len() < crate::audit::ChainVerifier::PAGE as usize {
                     break;
                 }
             }
+            let count = verifier.map_or(0, |v| v.count());
             out.show(
                 &serde_json::json!({"intact": true, "entries": count}),
                 |_| format!("audit chain intact: {count} entries verified"),

@@ -10,6 +10,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
+use signet_client::audit::ChainVerifier;
+
 use crate::clock::SystemClock;
 use crate::crypto::RootKey;
 use crate::server::{self, Tls};
@@ -303,20 +305,19 @@ pub fn audit_verify(args: &DataArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.data_dir)?;
     let mut tx = store.begin()?;
     // After retention pruned the head of the chain, it starts at the anchor.
-    let (mut after, mut anchor) = match crate::audit::anchor(tx.as_mut())? {
-        Some(a) => (a.seq, Some(a.hash)),
-        None => (0, Some(signet_client::audit::GENESIS.to_owned())),
-    };
-    let mut count = 0u64;
+    let anchor = crate::audit::anchor(tx.as_mut())?;
+    let mut verifier = ChainVerifier::new(anchor.as_ref().map(|a| a.hash.as_str()));
     loop {
-        let page = tx.audit(after, 5000)?;
-        let Some(last) = page.last() else { break };
-        signet_client::audit::verify_chain(&page, anchor.as_deref())
-            .context("audit chain is broken")?;
-        after = last.seq;
-        anchor = Some(last.hash.clone());
-        count += page.len() as u64;
+        let page = tx.audit(
+            verifier.after().max(anchor.as_ref().map_or(0, |a| a.seq)),
+            ChainVerifier::PAGE,
+        )?;
+        if page.is_empty() {
+            break;
+        }
+        verifier.feed(&page).context("audit chain is broken")?;
     }
+    let count = verifier.count();
     println!("audit chain intact: {count} entries");
     Ok(())
 }
