@@ -71,6 +71,38 @@ impl Cli {
     }
 }
 
+/// On a failing test, prints the end of every process log (the vault, the
+/// operator, signet-init, kube-apiserver); `SIGNET_E2E_KEEP=1` keeps the
+/// whole work folder instead of deleting it.
+struct Diagnostics {
+    logs: Vec<PathBuf>,
+}
+
+impl Drop for Diagnostics {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for dir in &self.logs {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "err" || x == "log"))
+                .collect();
+            files.sort();
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("---- last lines of {} ----", file.display());
+                for line in &lines[lines.len().saturating_sub(25)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
 fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -144,9 +176,20 @@ fn signet_on_a_real_control_plane() {
     let bins = ["signet-vault", "signet", "signet-operator", "signet-init"]
         .map(|name| workspace_binary(name).unwrap_or_else(|e| panic!("{e:#}")));
     let [vault_bin, cli_bin, operator_bin, init_bin] = bins;
-    let work = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("SIGNET_E2E_KEEP").is_some_and(|v| v == "1");
+    let work = tempfile::Builder::new()
+        .prefix("signet-e2e.")
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        eprintln!("SIGNET_E2E_KEEP=1: keeping {}", work.path().display());
+    }
     let logs = work.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
+    let _diagnostics = Diagnostics {
+        logs: vec![logs.clone(), work.path().join("control-plane")],
+    };
     let step = |what: &str| eprintln!("[e2e {:>5.1}s] {what}", started.elapsed().as_secs_f64());
 
     // ---- 1. control plane ---------------------------------------------------
@@ -380,8 +423,8 @@ fn signet_on_a_real_control_plane() {
     plane.apply(APP_NS, &opted_in_pod("app", "shop")).unwrap();
     let pod = plane.get_json(Some(APP_NS), "pod", "app").unwrap().unwrap();
     assert_eq!(
-        pod["metadata"]["annotations"]["signet.dev/injected"],
-        "true"
+        pod["metadata"]["annotations"]["signet.dev/injected"], "true",
+        "the stored pod is not the mutated one: kube-apiserver did not call the webhook"
     );
     let init = &pod["spec"]["initContainers"][0];
     assert_eq!(init["name"], "signet-init");
@@ -500,6 +543,10 @@ fn signet_on_a_real_control_plane() {
         Ok(cli.live_machines_of_pod(&pod_uid).is_empty().then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\ncontroller log:\n{}", controller.stderr_tail(40)));
+    assert!(
+        !init_process.stderr_tail(200).contains("machine revoked"),
+        "signet-init revoked itself: the controller's revocation is unproven"
+    );
     init_process.stop().unwrap();
 
     // ---- 9. EnrollmentToken deleted → token revoked, CR gone ------------------
