@@ -139,13 +139,11 @@ signet admin enroll --token "$token" --out "$WORK/admin.json"
 export SIGNET_IDENTITY=$WORK/admin.json
 signet project create demo
 signet secret set demo/db-password --value "first-$RANDOM"
-public_key=$(signet --json keygen --out "$WORK/agent.json" | jq -r .public_key)
-agent_id=$(signet --json agent create --name signet-operator --public-key "$public_key" \
-  --scope metadata --scope tokens --scope grants --scope machines | jq -r .id)
-[[ -n $agent_id && $agent_id != null ]] || die "agent create returned no id"
-jq --arg id "$agent_id" '.kind = "agent" | .id = $id' "$WORK/agent.json" >"$WORK/identity.json"
+signet keygen --out "$WORK/identity.json" >/dev/null
+signet agent create --name signet-operator --key-file "$WORK/identity.json" \
+  --scope metadata --scope tokens --scope grants --scope machines >/dev/null
 k -n "$NS" create secret generic signet-operator-identity --from-file=identity.json="$WORK/identity.json"
-rm -f "$WORK/agent.json" "$WORK/identity.json"
+rm -f "$WORK/identity.json"
 k -n "$NS" rollout status deployment/signet-controller --timeout=180s
 
 # --- the scenario -------------------------------------------------------------------
