@@ -300,7 +300,8 @@ impl Vault {
             source_ip: request.source_ip.clone(),
             committed: false,
         };
-        let result = self.verify_and_run(now, &request, audience, &mut record, op);
+        let mut spent = None;
+        let result = self.verify_and_run(now, &request, audience, &mut record, &mut spent, op);
         match &result {
             Ok(_) => self.metrics.decision(action, "allow", None),
             Err(error) => {
@@ -314,9 +315,16 @@ impl Vault {
                 record.allowed = false;
                 record.reason = format!("{}: {}", code.as_str(), error.public_message());
                 // A denial that committed with its own work was audited there.
+                // Otherwise the nonce of a verified request is spent here too:
+                // a refused request must not succeed when replayed later (after
+                // a grant, an approval, or the opening of a time window).
                 if !record.committed
-                    && let Err(audit_error) =
-                        self.with_tx(|tx, _| record_denial(tx, now, &record, code))
+                    && let Err(audit_error) = self.with_tx(|tx, _| {
+                        if let Some(n) = &spent {
+                            tx.record_nonce(&n.key_id, &n.nonce, n.expires_at)?;
+                        }
+                        record_denial(tx, now, &record, code)
+                    })
                 {
                     tracing::error!(error = ?audit_error, "cannot audit a denial");
                 }
@@ -351,6 +359,7 @@ impl Vault {
         request: &Request,
         audience: Audience,
         record: &mut Record,
+        spent: &mut Option<SpentNonce>,
         op: impl FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
     ) -> Result<T> {
         // 1. Headers present and well formed.
@@ -396,6 +405,11 @@ impl Vault {
                 "this nonce was already used: every request needs a fresh one",
             ));
         }
+        *spent = Some(SpentNonce {
+            key_id: headers.key_id.clone(),
+            nonce: headers.nonce.clone(),
+            expires_at: nonce_expiry,
+        });
 
         // 6. Authorization (scopes are checked only after the signature, so a
         // forged request learns nothing about them) and the work itself.
@@ -507,6 +521,14 @@ impl Vault {
 
 /// Audits a denial and, for a policy refusal, queues the `policy.denied`
 /// webhook event in the same transaction.
+/// The nonce of a request whose signature verified, to be recorded even
+/// when the request is refused after that.
+struct SpentNonce {
+    key_id: String,
+    nonce: String,
+    expires_at: i64,
+}
+
 fn record_denial(tx: &mut dyn Tx, now: i64, record: &Record, code: ErrorCode) -> Result<()> {
     audit::append(tx, now, record)?;
     if crate::service::access::is_policy_denial(code) {

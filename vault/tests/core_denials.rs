@@ -95,6 +95,57 @@ async fn a_replayed_request_is_refused() {
 }
 
 #[tokio::test]
+async fn a_refused_request_stays_refused_when_replayed_after_a_grant() {
+    let (h, admin, machine) = setup().await;
+    let r = h
+        .call(
+            &admin,
+            "PUT",
+            "/v1/projects/payments/secrets/later",
+            Some(json!({"value": "v"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let request = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/later",
+        b"",
+    );
+    let (parts, _) = request.into_parts();
+    let copy = || {
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone());
+        for (name, value) in &parts.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(Body::empty()).unwrap()
+    };
+    assert_eq!(h.raw(copy()).await.code(), "not_granted");
+    let grant = h
+        .call(
+            &admin,
+            "POST",
+            "/v1/grants",
+            Some(json!({"machine_id": machine.id, "project": "payments", "secret": "later"})),
+        )
+        .await;
+    assert_eq!(grant.status, StatusCode::CREATED, "{}", grant.body);
+    // The captured request is worthless even now that it would be allowed.
+    denied(&h, StatusCode::UNAUTHORIZED, "nonce_replayed", || {
+        h.raw(copy())
+    })
+    .await;
+    // A fresh request from the machine itself reads it.
+    let fresh = h
+        .call(&machine, "GET", "/v1/secrets/payments/later", None)
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_tampered_body_is_refused() {
     let (h, admin, _machine) = setup().await;
     let signed_body = serde_json::to_vec(&json!({"value": "new"})).unwrap();
