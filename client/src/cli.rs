@@ -659,7 +659,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             "{}\tv{}\t{}",
                             s.name,
                             s.live_version,
-                            describe_fields(&s.fields)
+                            describe_shape(&s.fields)
                         )
                     })
                     .collect::<Vec<_>>()
@@ -675,7 +675,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     m.project,
                     m.name,
                     m.live_version,
-                    describe_fields(&m.fields)
+                    describe_shape(&m.fields)
                 );
                 for v in &m.versions {
                     text.push_str(&format!(
@@ -1105,5 +1105,13 @@ fn describe_fields(fields: &Option<Vec<String>>) -> String {
     match fields {
         Some(f) => format!("fields: {}", f.join(", ")),
         None => "whole secret".to_owned(),
+    }
+}
+
+/// A secret's shape: plain, or the names of its fields.
+fn describe_shape(fields: &Option<Vec<String>>) -> String {
+    match fields {
+        Some(f) => format!("fields: {}", f.join(", ")),
+        None => "plain value".to_owned(),
     }
 }
