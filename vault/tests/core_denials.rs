@@ -39,6 +39,21 @@ where
     );
 }
 
+/// A captured body-less request that can be sent again and again, byte for
+/// byte, as an attacker replaying it would.
+fn replayable(request: Request<Body>) -> impl Fn() -> Request<Body> {
+    let (parts, _) = request.into_parts();
+    move || {
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone());
+        for (name, value) in &parts.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(Body::empty()).unwrap()
+    }
+}
+
 async fn setup() -> (Harness, Actor, Actor) {
     let h = Harness::new();
     let admin = h.admin().await;
@@ -77,16 +92,7 @@ async fn a_replayed_request_is_refused() {
         "/v1/secrets/payments/api-key",
         b"",
     );
-    let (parts, _) = request.into_parts();
-    let copy = || {
-        let mut builder = Request::builder()
-            .method(parts.method.clone())
-            .uri(parts.uri.clone());
-        for (name, value) in &parts.headers {
-            builder = builder.header(name, value);
-        }
-        builder.body(Body::empty()).unwrap()
-    };
+    let copy = replayable(request);
     assert_eq!(h.raw(copy()).await.status, StatusCode::OK);
     denied(&h, StatusCode::UNAUTHORIZED, "nonce_replayed", || {
         h.raw(copy())
@@ -113,16 +119,7 @@ async fn a_refused_request_stays_refused_when_replayed_after_a_grant() {
         "/v1/secrets/payments/later",
         b"",
     );
-    let (parts, _) = request.into_parts();
-    let copy = || {
-        let mut builder = Request::builder()
-            .method(parts.method.clone())
-            .uri(parts.uri.clone());
-        for (name, value) in &parts.headers {
-            builder = builder.header(name, value);
-        }
-        builder.body(Body::empty()).unwrap()
-    };
+    let copy = replayable(request);
     assert_eq!(h.raw(copy()).await.code(), "not_granted");
     let grant = h
         .call(
