@@ -209,6 +209,42 @@ pub fn merge_condition(previous: &[Condition], mut next: Condition) -> Vec<Condi
     merged
 }
 
+impl<V> Context<V> {
+    /// Writes the status of `K` named `name` with server-side apply, unless
+    /// nothing changed since `previous`.
+    pub async fn apply_status<K, S>(
+        &self,
+        namespace: &str,
+        name: &str,
+        previous: &S,
+        status: &S,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: serde::Serialize + PartialEq,
+    {
+        if previous == status {
+            return Ok(());
+        }
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::apply(MANAGER).force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,6 @@ use kube::{
         finalizer::{Event as Finalizer, finalizer},
     },
 };
-use serde_json::json;
 use signet_client::api::{CreateToken, TokenConstraints, TokenGrant, TokenView};
 use zeroize::Zeroizing;
 
@@ -202,7 +201,8 @@ async fn apply<V: VaultApi>(token: &EnrollmentToken, ctx: &Context<V>) -> Result
                     ctx.now(),
                 ),
             );
-            patch_status(ctx, &namespace, &name, &previous, &status).await?;
+            ctx.apply_status::<EnrollmentToken, _>(&namespace, &name, &previous, &status)
+                .await?;
             ctx.event(
                 token,
                 EventType::Warning,
@@ -232,8 +232,9 @@ async fn apply<V: VaultApi>(token: &EnrollmentToken, ctx: &Context<V>) -> Result
                     ),
                 );
                 // Best effort: the original error is what gets reported.
-                if let Err(patch_error) =
-                    patch_status(ctx, &namespace, &name, &previous, &status).await
+                if let Err(patch_error) = ctx
+                    .apply_status::<EnrollmentToken, _>(&namespace, &name, &previous, &status)
+                    .await
                 {
                     tracing::warn!(error = %patch_error, "cannot record the vault error in the status");
                 }
@@ -329,7 +330,8 @@ async fn ensure_token<V: VaultApi>(
         expires_at: expires.map(Time),
         observed_generation: generation,
     };
-    patch_status(ctx, namespace, name, previous, &status).await?;
+    ctx.apply_status::<EnrollmentToken, _>(namespace, name, previous, &status)
+        .await?;
 
     if why.is_some() {
         // Only once the new token is recorded: revoke the ones it replaces.
@@ -497,33 +499,6 @@ async fn cleanup<V: VaultApi>(token: &EnrollmentToken, ctx: &Context<V>) -> Resu
     )
     .await;
     Ok(Action::await_change())
-}
-
-/// Writes the status with server-side apply, unless nothing but transition
-/// times would change.
-async fn patch_status<V: VaultApi>(
-    ctx: &Context<V>,
-    namespace: &str,
-    name: &str,
-    previous: &EnrollmentTokenStatus,
-    status: &EnrollmentTokenStatus,
-) -> Result<(), Error> {
-    if previous == status {
-        return Ok(());
-    }
-    let api: Api<EnrollmentToken> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": EnrollmentToken::api_version(&()),
-        "kind": EnrollmentToken::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,19 +14,18 @@
 use std::sync::Arc;
 
 use kube::{
-    Api, Resource as _, ResourceExt as _,
-    api::{ListParams, Patch, PatchParams},
+    Api, ResourceExt as _,
+    api::ListParams,
     runtime::{
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
     },
 };
-use serde_json::json;
 
 use super::{
     Error,
-    context::{Context, MANAGER, merge_condition, ready_condition},
+    context::{Context, merge_condition, ready_condition},
     grants,
     vault::VaultApi,
 };
@@ -119,7 +118,8 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
             )
             .await;
         }
-        patch_status(ctx, &namespace, &name, &previous, &status).await?;
+        ctx.apply_status::<SecretGrant, _>(&namespace, &name, &previous, &status)
+            .await?;
         // The EnrollmentToken watch triggers a reconcile as soon as it gets
         // its vault token; the requeue is a safety net.
         return Ok(Action::requeue(ctx.settings.waiting_retry));
@@ -198,7 +198,8 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
         ctx.event(grant, type_, reason, "Resolve", note).await;
     }
     let waiting = !status.unresolved.is_empty();
-    patch_status(ctx, &namespace, &name, &previous, &status).await?;
+    ctx.apply_status::<SecretGrant, _>(&namespace, &name, &previous, &status)
+        .await?;
     Ok(Action::requeue(if waiting {
         ctx.settings.waiting_retry
     } else {
@@ -234,29 +235,4 @@ async fn cleanup<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<A
     // Without a vault token there is nothing to withdraw: the token's
     // revocation ends its grants' use.
     Ok(Action::await_change())
-}
-
-async fn patch_status<V: VaultApi>(
-    ctx: &Context<V>,
-    namespace: &str,
-    name: &str,
-    previous: &SecretGrantStatus,
-    status: &SecretGrantStatus,
-) -> Result<(), Error> {
-    if previous == status {
-        return Ok(());
-    }
-    let api: Api<SecretGrant> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": SecretGrant::api_version(&()),
-        "kind": SecretGrant::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
