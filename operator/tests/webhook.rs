@@ -47,6 +47,7 @@ fn config() -> InjectConfig {
         image: "registry.example/signet/signet-init:0.1.0".into(),
         image_pull_policy: Some("IfNotPresent".into()),
         size_limit: Quantity("1Mi".into()),
+        vault_ca_pem: None,
     }
 }
 
@@ -394,6 +395,43 @@ fn already_mutated_pod_gets_no_patch() {
     let (pod, response) = admitted_pod(&request, &cluster());
     assert_eq!(response.patch, None);
     assert_eq!(serde_json::to_value(&pod).unwrap(), object_json(&request));
+}
+
+#[test]
+fn vault_ca_reaches_signet_init_as_signet_ca_pem_only_when_configured() {
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let with_ca = InjectConfig {
+        vault_ca_pem: Some(PEM.to_owned()),
+        ..config()
+    };
+    for fixture in ["single-container.json", "job-init-mode.json"] {
+        let request = request(fixture);
+
+        let (plain, _) = admitted_pod(&request, &cluster());
+        assert_eq!(env(signet_init(&plain), "SIGNET_CA_PEM"), None, "{fixture}");
+
+        let response = admit(&request, &with_ca, &cluster());
+        assert!(response.allowed, "denied: {}", response.result.message);
+        let mut doc = object_json(&request);
+        json_patch::patch(&mut doc, &patch_of(&response).unwrap()).unwrap();
+        let pod: Pod = serde_json::from_value(doc).unwrap();
+        let init = signet_init(&pod);
+        assert_eq!(env(init, "SIGNET_CA_PEM"), Some(PEM), "{fixture}");
+
+        // The variable is the only difference.
+        let mut without = init.clone();
+        without
+            .env
+            .as_mut()
+            .unwrap()
+            .retain(|e| e.name != "SIGNET_CA_PEM");
+        assert_eq!(&without, signet_init(&plain), "{fixture}");
+
+        // Still idempotent.
+        let mut second = request.clone();
+        second.object = Some(serde_json::from_value(serde_json::to_value(&pod).unwrap()).unwrap());
+        assert_eq!(patch_of(&admit(&second, &with_ca, &cluster())), None);
+    }
 }
 
 #[test]

@@ -184,6 +184,11 @@ policy() {
   done
   grep -q '^ *service:$' "$file" || { echo "default render does not call the webhook Service"; return 1; }
   grep -q '^ *url: ' "$file" && { echo "default render calls the webhook by URL"; return 1; }
+  grep -qF -- '--vault-ca-file' "$file" && { echo "default render passes a vault CA to the webhook"; return 1; }
+  # values-custom.yaml: the vault CA ConfigMap is mounted and passed.
+  for expect in '--vault-ca-file=/etc/signet/vault-ca/ca.crt' 'name: vault-ca-bundle' 'key: root.pem'; do
+    grep -qF -- "$expect" "$WORK/custom.yaml" || { echo "custom render: missing $expect"; return 1; }
+  done
   # tests/e2e's values: processes outside the cluster, webhook called by URL.
   local e2e=$WORK/e2e.yaml
   grep -qF 'url: "https://127.0.0.1:8443/mutate"' "$e2e" || { echo "e2e render lacks the webhook URL"; return 1; }
@@ -195,7 +200,7 @@ policy() {
   [[ $(grep -c '^kind: Certificate$' "$WORK/cert-manager.yaml") -eq 3 ]] ||
     { echo "cert-manager render should have 3 Certificates (CA, vault, webhook)"; return 1; }
 }
-check "policy: restricted security contexts, root key as file, webhook scoping" policy
+check "policy: restricted security contexts, root key as file, webhook scoping, vault CA" policy
 
 if [[ $control_plane == true ]]; then
   section "throw-away control plane (tests/control-plane/start.sh)"

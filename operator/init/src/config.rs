@@ -30,6 +30,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{} and {} are both set; set only one (the webhook sets {})",
+        contract::ENV_CA_FILE,
+        contract::ENV_CA_PEM,
+        contract::ENV_CA_PEM
+    )]
+    ConflictingCa,
+}
+
+/// Where the extra root certificate for the vault's HTTPS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// `SIGNET_CA_FILE`: a PEM file to read.
+    File(PathBuf),
+    /// `SIGNET_CA_PEM`: the PEM text itself, as the webhook injects it.
+    Pem(String),
 }
 
 /// Default permission bits: owner and group may read. The pod's `fsGroup`
@@ -53,7 +69,7 @@ pub struct Config {
     pub pod_uid: Option<String>,
     pub file_mode: u32,
     pub retry: Retry,
-    pub ca_file: Option<PathBuf>,
+    pub ca: Option<CaSource>,
 }
 
 impl Config {
@@ -139,6 +155,24 @@ impl Config {
                 })?;
             retry.base = Duration::from_millis(ms);
         }
+        let ca = match (
+            optional(contract::ENV_CA_FILE),
+            optional(contract::ENV_CA_PEM),
+        ) {
+            (Some(_), Some(_)) => return Err(Error::ConflictingCa),
+            (Some(path), None) => Some(CaSource::File(PathBuf::from(path))),
+            (None, Some(pem)) => {
+                // The value is never echoed: it is public, but long.
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(invalid(
+                        contract::ENV_CA_PEM,
+                        "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+                    ));
+                }
+                Some(CaSource::Pem(pem))
+            }
+            (None, None) => None,
+        };
         Ok(Self {
             vault: vault.trim_end_matches('/').to_owned(),
             token_file: PathBuf::from(required(contract::ENV_TOKEN_FILE)?),
@@ -151,7 +185,7 @@ impl Config {
             pod_uid: optional(contract::ENV_POD_UID),
             file_mode,
             retry,
-            ca_file: optional(contract::ENV_CA_FILE).map(PathBuf::from),
+            ca,
         })
     }
 
@@ -175,17 +209,21 @@ impl Config {
         Ok(token)
     }
 
-    /// Reads the extra CA certificate, if one is configured.
+    /// The extra CA certificate (PEM), if one is configured; reads the file
+    /// of `SIGNET_CA_FILE`.
     pub fn read_ca(&self) -> Result<Option<Vec<u8>>, Error> {
-        self.ca_file
-            .as_ref()
-            .map(|path| {
-                std::fs::read(path).map_err(|source| Error::CaFile {
-                    path: path.clone(),
-                    source,
-                })
-            })
-            .transpose()
+        match &self.ca {
+            None => Ok(None),
+            Some(CaSource::Pem(pem)) => Ok(Some(pem.clone().into_bytes())),
+            Some(CaSource::File(path)) => {
+                std::fs::read(path)
+                    .map(Some)
+                    .map_err(|source| Error::CaFile {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+        }
     }
 }
 
@@ -256,6 +294,37 @@ mod tests {
         assert_eq!(config.file_mode, 0o440);
         assert_eq!(config.retry.max_attempts, 8);
         assert_eq!(config.pod_uid, None);
+        assert_eq!(config.ca, None);
+    }
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn ca_from_a_file_or_inline_pem_but_not_both() {
+        let config = parse(&[(contract::ENV_CA_FILE, "/etc/ca.crt")]).unwrap();
+        assert_eq!(config.ca, Some(CaSource::File("/etc/ca.crt".into())));
+
+        let config = parse(&[(contract::ENV_CA_PEM, PEM)]).unwrap();
+        assert_eq!(config.ca, Some(CaSource::Pem(PEM.to_owned())));
+        assert_eq!(config.read_ca().unwrap().unwrap(), PEM.as_bytes());
+
+        let both = parse(&[
+            (contract::ENV_CA_FILE, "/etc/ca.crt"),
+            (contract::ENV_CA_PEM, PEM),
+        ]);
+        let error = both.unwrap_err();
+        assert!(matches!(error, Error::ConflictingCa));
+        let message = error.to_string();
+        assert!(message.contains("SIGNET_CA_FILE") && message.contains("SIGNET_CA_PEM"));
+
+        let garbage = parse(&[(contract::ENV_CA_PEM, "not a certificate")]);
+        assert!(matches!(
+            garbage,
+            Err(Error::Invalid {
+                name: contract::ENV_CA_PEM,
+                ..
+            })
+        ));
     }
 
     #[test]

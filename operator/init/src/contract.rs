@@ -15,6 +15,7 @@
 //! | `SIGNET_REFRESH_SECONDS` | sidecar refresh period in whole seconds (≥ 1) |
 //! | `SIGNET_FILES` | JSON array of [`FileSpec`] |
 //! | `SIGNET_POD_NAME`, `SIGNET_POD_NAMESPACE`, `SIGNET_POD_UID` | the pod's identity, from the downward API |
+//! | `SIGNET_CA_PEM` | optional: PEM root certificate(s) to trust for the vault's HTTPS; set only when the webhook runs with `--vault-ca-file` |
 //!
 //! Optional knobs of `signet-init` that the webhook does not set (their
 //! defaults are right in a cluster; tests and odd environments change them):
@@ -24,7 +25,7 @@
 //! | `SIGNET_FILE_MODE` | `0440` (default) or `0400` |
 //! | `SIGNET_MAX_ATTEMPTS` | attempts per vault call while the vault is unreachable (default 8) |
 //! | `SIGNET_RETRY_BASE_MS` | first retry delay in milliseconds, doubled per attempt (default 1000) |
-//! | `SIGNET_CA_FILE` | extra PEM root certificate to trust for the vault's HTTPS |
+//! | `SIGNET_CA_FILE` | path of an extra PEM root certificate to trust for the vault's HTTPS (not together with `SIGNET_CA_PEM`) |
 //! | `SIGNET_LOG` | `error`, `warn`, `info` (default), `debug` or `trace` |
 //!
 //! In sidecar mode the kubelet runs [`PROBE_COMMAND`] as the startup probe;
@@ -59,8 +60,12 @@ pub const ENV_FILE_MODE: &str = "SIGNET_FILE_MODE";
 pub const ENV_MAX_ATTEMPTS: &str = "SIGNET_MAX_ATTEMPTS";
 /// Optional: first retry delay in milliseconds.
 pub const ENV_RETRY_BASE_MS: &str = "SIGNET_RETRY_BASE_MS";
-/// Optional: extra PEM root certificate for the vault's HTTPS.
+/// Optional: path of an extra PEM root certificate for the vault's HTTPS.
 pub const ENV_CA_FILE: &str = "SIGNET_CA_FILE";
+/// Optional: extra PEM root certificate(s) for the vault's HTTPS, inline.
+/// The webhook sets it from `--vault-ca-file` (a CA certificate is public,
+/// so an environment variable is fine). Exclusive with [`ENV_CA_FILE`].
+pub const ENV_CA_PEM: &str = "SIGNET_CA_PEM";
 /// Optional: log level.
 pub const ENV_LOG: &str = "SIGNET_LOG";
 

@@ -25,7 +25,7 @@
 //! | --- | --- | --- |
 //! | 0 | files written (`init`), or clean shutdown after SIGTERM (`sidecar`) | |
 //! | 1 | internal error (the async runtime or signal handler could not start) | the container's limits |
-//! | 2 | configuration error (missing or invalid env var, unreadable token file) | the injected env, the token Secret |
+//! | 2 | configuration error (missing or invalid env var, unreadable token or CA file, both `SIGNET_CA_FILE` and `SIGNET_CA_PEM` set) | the injected env, the token Secret |
 //! | 3 | the vault stayed unreachable through every retry (or kept answering 5xx) | `SIGNET_VAULT`, the vault Service and its endpoints, NetworkPolicies, TLS trust |
 //! | 4 | the vault refused the enrollment (4xx, never retried), or later stopped accepting this machine (revoked or expired) | the EnrollmentToken: expired, used up, revoked, hostname or CIDR rules |
 //! | 5 | a secret was refused or cannot be rendered (no grant for it, a field not granted or absent, a plain secret with `fields`) | the SecretGrant and the secret in the vault |
@@ -33,6 +33,15 @@
 //! | 7 | interrupted by SIGTERM/SIGINT before the first complete write | why the pod was stopped |
 //!
 //! `probe` exits 0 (ready), 1 (not ready) or 2 (`SIGNET_MOUNT_PATH` unset).
+//!
+//! # Trusting a private CA
+//!
+//! An `https://` vault is verified against the public web roots plus, when
+//! configured, one extra PEM bundle: `SIGNET_CA_PEM` holds the PEM text
+//! itself (the webhook sets it from its `--vault-ca-file`), `SIGNET_CA_FILE`
+//! names a file holding it. Setting both is a configuration error (exit 2);
+//! a vault whose certificate is still not trusted fails the TLS handshake,
+//! which is retried like any unreachable vault (exit 3).
 //!
 //! # Files
 //!

@@ -33,10 +33,42 @@ const PROJECT: &str = "shop";
 struct TestVault {
     url: String,
     admin: Client,
+    /// The private CA of a vault served over HTTPS.
+    ca_pem: Option<String>,
     _data: TempDir,
 }
 
 async fn start_vault() -> TestVault {
+    start(false).await
+}
+
+/// A vault served over HTTPS with a certificate for 127.0.0.1 and
+/// localhost, issued by a fresh private CA (`TestVault::ca_pem`).
+async fn start_tls_vault() -> TestVault {
+    start(true).await
+}
+
+/// A CA and a serving certificate it signed for 127.0.0.1 and localhost:
+/// (CA PEM, certificate PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "signet test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    // rcgen makes an IP SAN of a name that parses as an IP address.
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+async fn start(tls: bool) -> TestVault {
     let data = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(data.path()).unwrap());
     let vault = Arc::new(
@@ -49,14 +81,38 @@ async fn start_vault() -> TestVault {
         .unwrap(),
     );
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = signet_vault::http::router(Arc::clone(&vault))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = listener.local_addr().unwrap();
+    let (url, ca_pem) = if tls {
+        let (ca_pem, cert_pem, key_pem) = private_ca();
+        let cert = data.path().join("tls.crt");
+        let key = data.path().join("tls.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        let served = Arc::clone(&vault);
+        tokio::spawn(async move {
+            server::serve_until(
+                served,
+                listener,
+                Some(server::Tls { cert, key }),
+                std::future::pending(),
+            )
+            .await
+        });
+        (format!("https://{addr}"), Some(ca_pem))
+    } else {
+        let app = signet_vault::http::router(Arc::clone(&vault))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), None)
+    };
     let bootstrap = vault
         .with_tx(|tx, now| create_bootstrap_token(tx, now))
         .unwrap();
-    let mut admin = Client::new(&url, Identity::generate(), &Options::default()).unwrap();
+    let options = Options {
+        ca_pem: ca_pem.clone().map(String::into_bytes),
+        ..Options::default()
+    };
+    let mut admin = Client::new(&url, Identity::generate(), &options).unwrap();
     admin
         .enroll_admin(bootstrap.as_str(), "test-admin")
         .await
@@ -65,6 +121,7 @@ async fn start_vault() -> TestVault {
     TestVault {
         url,
         admin,
+        ca_pem,
         _data: data,
     }
 }
@@ -514,6 +571,53 @@ async fn bad_configuration_exits_2() {
 
     pod.env.remove(contract::ENV_MOUNT_PATH);
     assert_eq!(pod.probe().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_vault_with_a_private_ca_needs_signet_ca_pem() {
+    let vault = start_tls_vault().await;
+    let ca_pem = vault.ca_pem.clone().unwrap();
+    vault.plain("api-key", "over-tls").await;
+    let token = vault.token(&["api-key"]).await;
+    let files = serde_json::json!([{"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"}]);
+
+    // Without the CA: the handshake fails, retried like an unreachable vault.
+    let pod = Pod::new(&vault.url, &token, "init", files.clone());
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&vault.url), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert_eq!(pod.names(), BTreeSet::new());
+
+    // With the CA as the webhook injects it.
+    let mut pod = Pod::new(&vault.url, &token, "init", files.clone());
+    pod.env
+        .insert(contract::ENV_CA_PEM.to_owned(), ca_pem.clone());
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(pod.read("api-key"), "over-tls");
+    assert!(!stderr.contains("BEGIN CERTIFICATE"), "{stderr}");
+
+    // SIGNET_CA_FILE still works; both at once is a configuration error.
+    let mut pod = Pod::new(&vault.url, &token, "init", files);
+    let ca_file = pod.dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    pod.env.insert(
+        contract::ENV_CA_FILE.to_owned(),
+        ca_file.display().to_string(),
+    );
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(pod.read("api-key"), "over-tls");
+
+    pod.env.insert(contract::ENV_CA_PEM.to_owned(), ca_pem);
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SIGNET_CA_FILE and SIGNET_CA_PEM are both set"),
+        "{stderr}"
+    );
+    assert_eq!(vault.machine_count().await, 0);
 }
 
 fn inode(path: &Path) -> u64 {

@@ -11,6 +11,7 @@ use signet_operator::webhook::{
     lookup::KubeGrants,
     mutate::InjectConfig,
     server::{self, AppState},
+    vault_ca,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -137,6 +138,12 @@ struct WebhookArgs {
         default_value = "1Mi"
     )]
     size_limit: String,
+
+    /// PEM CA certificate(s) that injected signet-init containers trust for
+    /// the vault's HTTPS (a private CA), passed to them as SIGNET_CA_PEM.
+    /// Read once at start; at most 64 KiB, certificates only.
+    #[arg(long, env = "SIGNET_VAULT_CA_FILE")]
+    vault_ca_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -194,7 +201,22 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
         init_image,
         init_image_pull_policy,
         size_limit,
+        vault_ca_file,
     } = args;
+
+    // Before anything else, so a bad CA file fails the start at once.
+    let vault_ca_pem = vault_ca_file
+        .as_deref()
+        .map(|path| {
+            let pem = vault_ca::load(path)?;
+            tracing::info!(
+                path = %path.display(),
+                certificates = pem.matches("-----BEGIN CERTIFICATE-----").count(),
+                "injected containers will trust this vault CA"
+            );
+            Ok::<_, vault_ca::Error>(pem)
+        })
+        .transpose()?;
 
     let client = kube::Client::try_default()
         .await
@@ -242,6 +264,7 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
             image: init_image,
             image_pull_policy: init_image_pull_policy,
             size_limit: Quantity(size_limit),
+            vault_ca_pem,
         }),
         lookup: Arc::new(lookup),
     };

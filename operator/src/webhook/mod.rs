@@ -5,3 +5,4 @@ pub mod contract;
 pub mod lookup;
 pub mod mutate;
 pub mod server;
+pub mod vault_ca;

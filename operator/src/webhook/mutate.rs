@@ -64,6 +64,10 @@ pub struct InjectConfig {
     /// Size limit of the in-memory volume (it counts against the pod's
     /// memory).
     pub size_limit: Quantity,
+    /// PEM certificates `signet-init` trusts for the vault's HTTPS, passed
+    /// as `SIGNET_CA_PEM` (see [`super::vault_ca`]); nothing is added when
+    /// unset.
+    pub vault_ca_pem: Option<String>,
 }
 
 /// Why an opted-in pod is refused. The message reaches whoever created it.
@@ -343,7 +347,7 @@ fn init_container(
     injection: &Injection,
 ) -> Result<Container, Denial> {
     let files = serde_json::to_string(&injection.files)?;
-    let env = vec![
+    let mut env = vec![
         env(contract::ENV_VAULT, &config.vault_url),
         env(contract::ENV_TOKEN_FILE, contract::TOKEN_FILE),
         env(contract::ENV_MOUNT_PATH, &injection.mount_path),
@@ -357,6 +361,9 @@ fn init_container(
         field_env(contract::ENV_POD_NAMESPACE, "metadata.namespace"),
         field_env(contract::ENV_POD_UID, "metadata.uid"),
     ];
+    if let Some(pem) = &config.vault_ca_pem {
+        env.push(self::env(contract::ENV_CA_PEM, pem));
+    }
     let (restart_policy, startup_probe) = match mode {
         Mode::Init => (None, None),
         Mode::Sidecar => (
