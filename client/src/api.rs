@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-/// Error codes of PROTOCOL.md and the management API.
+/// Error codes of docs/protocol.md and the management API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +47,28 @@ pub enum ErrorCode {
     SourceNotAllowed,
     /// A webhook URL resolves to an address the vault refuses to call.
     DestinationNotAllowed,
+    /// An agent acted outside what an admin delegated to it.
+    NotDelegated,
+    /// The attestation names a cluster the vault does not know.
+    UnknownCluster,
+    /// No live enrollment policy of that name in the pod's namespace.
+    UnknownPolicy,
+    /// The projected service-account token has expired.
+    AttestationExpired,
+    /// The projected service-account token is not meant for this vault.
+    AttestationAudience,
+    /// The service-account token is not bound to a pod.
+    AttestationNotPodBound,
+    /// The pod the token is bound to no longer exists.
+    AttestationPodGone,
+    /// The pod of that name has another UID than the token is bound to.
+    AttestationPodMismatch,
+    /// The cluster's TokenReview did not authenticate the token.
+    AttestationRejected,
+    /// The cluster's TokenReview API could not be reached.
+    AttestationUnavailable,
+    /// The pod's service account may not enroll with this policy.
+    ServiceAccountNotAllowed,
 }
 
 impl ErrorCode {
@@ -80,6 +102,17 @@ impl ErrorCode {
             Self::HostnameNotAllowed => "hostname_not_allowed",
             Self::SourceNotAllowed => "source_not_allowed",
             Self::DestinationNotAllowed => "destination_not_allowed",
+            Self::NotDelegated => "not_delegated",
+            Self::UnknownCluster => "unknown_cluster",
+            Self::UnknownPolicy => "unknown_policy",
+            Self::AttestationExpired => "attestation_expired",
+            Self::AttestationAudience => "attestation_audience",
+            Self::AttestationNotPodBound => "attestation_not_pod_bound",
+            Self::AttestationPodGone => "attestation_pod_gone",
+            Self::AttestationPodMismatch => "attestation_pod_mismatch",
+            Self::AttestationRejected => "attestation_rejected",
+            Self::AttestationUnavailable => "attestation_unavailable",
+            Self::ServiceAccountNotAllowed => "service_account_not_allowed",
         }
     }
 }
@@ -105,16 +138,59 @@ pub struct ErrorDetail {
 }
 
 /// `POST /v1/enroll` and `POST /v1/admin/enroll`: proof of possession of a new key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// A machine outside Kubernetes (or a pod of a raw-token policy) presents an
+/// enrollment `token`; a pod presents an `attestation` instead and leaves
+/// `token` empty.
+#[derive(Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    #[serde(default)]
     pub token: String,
     pub public_key: String,
     #[serde(default)]
     pub hostname: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attestation>,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("public_key", &self.public_key)
+            .field("hostname", &self.hostname)
+            .field("attestation", &self.attestation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pod's proof of who it is: a projected service-account token whose
+/// audience names this vault, checked with the cluster's TokenReview API.
+/// The namespace, service account, pod name and pod UID of the machine come
+/// from the verified token, never from the request.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    /// The registered cluster the pod runs in.
+    pub cluster: String,
+    /// The enrollment policy (the `EnrollmentToken` object's name) in the
+    /// pod's own namespace.
+    pub policy: String,
+    /// The projected service-account token (a JWT). Never logged or stored.
+    pub service_account_token: String,
+}
+
+impl std::fmt::Debug for Attestation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attestation")
+            .field("cluster", &self.cluster)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -310,6 +386,43 @@ pub struct CreateToken {
     /// Optional restrictions on who may enroll and on the machines it makes.
     #[serde(default, skip_serializing_if = "TokenConstraints::is_empty")]
     pub constraints: TokenConstraints,
+    /// Binds the token to one namespace of one registered cluster. Pods then
+    /// enroll by attestation and no raw token exists, unless `raw_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesBinding>,
+}
+
+/// The Kubernetes side of an enrollment policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesBinding {
+    /// A cluster registered with `POST /v1/clusters`.
+    pub cluster: String,
+    /// The only namespace whose pods may enroll.
+    pub namespace: String,
+    /// The name pods give in their attestation (the `EnrollmentToken`
+    /// object's name).
+    pub policy: String,
+    /// Service accounts of that namespace allowed to enroll; empty allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    /// Issue a raw bearer token instead (explicit opt-in): the vault can then
+    /// check neither the pod nor its service account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_token: bool,
+}
+
+/// `POST /v1/enrollment-tokens/{id}/renew`: a raw token's successor. The
+/// successor shares the remaining uses; the old token stays valid for
+/// `grace_seconds` (at most its own expiry).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RenewToken {
+    pub ttl_seconds: u64,
+    #[serde(default)]
+    pub grace_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -326,13 +439,17 @@ pub struct TokenView {
     pub revoked: bool,
     #[serde(default, skip_serializing_if = "TokenConstraints::is_empty")]
     pub constraints: TokenConstraints,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesBinding>,
 }
 
 /// The answer to token creation: the only time the raw token is shown.
+/// An attested policy has no raw token.
 #[derive(Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreatedToken {
-    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     #[serde(flatten)]
     pub view: TokenView,
 }
@@ -363,6 +480,123 @@ pub struct MachineView {
     pub expires_at: String,
     pub disabled: bool,
     pub metadata: BTreeMap<String, String>,
+    /// Where the machine runs, for a machine bound to a cluster namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<MachineKubernetes>,
+}
+
+/// The Kubernetes identity of a machine. With `attested`, every field came
+/// from a projected service-account token the cluster verified; without, only
+/// `cluster` and `namespace` are known (from its raw token's binding).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MachineKubernetes {
+    pub cluster: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    pub attested: bool,
+}
+
+/// A namespace of a registered cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceRef {
+    pub cluster: String,
+    pub namespace: String,
+}
+
+/// `POST /v1/delegations` (admins only): lets an agent hand out one secret
+/// (optionally only some fields) to machines of one Kubernetes namespace, or
+/// to machines outside Kubernetes when `kubernetes` is absent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateDelegation {
+    pub agent_id: String,
+    pub project: String,
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<NamespaceRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DelegationView {
+    pub id: String,
+    pub agent_id: String,
+    pub project: String,
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// Absent: for machines outside Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<NamespaceRef>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DelegationList {
+    pub delegations: Vec<DelegationView>,
+}
+
+/// `POST /v1/clusters` (admins only): a cluster whose pods may enroll by
+/// attestation. The vault calls its TokenReview API with `reviewer_token`,
+/// or, when absent, with the token in the vault's `--kube-token-file` (its
+/// own service account's, in the cluster). Either needs only
+/// `system:auth-delegator`.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCluster {
+    /// 1 to 63 characters of a-z, 0-9, '.', '_', '-'.
+    pub name: String,
+    /// `https://` URL of the kube-apiserver.
+    pub api_url: String,
+    /// PEM CA bundle that signs the apiserver's certificate.
+    pub ca_pem: String,
+    /// The audience pods' projected tokens must carry (default `signet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// A bearer token for TokenReview; sealed under the root key, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegisterCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterCluster")
+            .field("name", &self.name)
+            .field("api_url", &self.api_url)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClusterView {
+    pub name: String,
+    pub api_url: String,
+    pub audience: String,
+    /// `token`: a registered reviewer token; `service-account`: the vault's own.
+    pub reviewer: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClusterList {
+    pub clusters: Vec<ClusterView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
-//! The Signet wire protocol, version 1 (`shared/PROTOCOL.md`).
+//! The Signet wire protocol, version 1 (`docs/protocol.md`).
 //!
 //! Signing lives here once: the SDK, the CLI, `signet-init` and the vault's
 //! verifier all call these functions, and the unit tests below reproduce the
-//! shared test vectors byte for byte.
+//! test vectors of `docs/protocol-vectors.json` byte for byte.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -113,7 +113,7 @@ pub fn body_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-/// The seven-line canonical message of PROTOCOL.md.
+/// The seven-line canonical message of `docs/protocol.md`.
 pub fn canonical_message(
     method: &str,
     target: &str,
@@ -310,9 +310,34 @@ mod tests {
         signature: String,
     }
 
+    /// The vectors as the repository carries them.
+    const VECTORS: &str = include_str!("../../docs/protocol-vectors.json");
+
     fn vectors() -> Vectors {
-        let text = include_str!("../../../shared/protocol-vectors.json");
-        serde_json::from_str(text).expect("vectors parse")
+        serde_json::from_str(VECTORS).expect("vectors parse")
+    }
+
+    /// Where a checkout beside the shared design folder finds the original
+    /// vectors. The repository builds and tests without it; while it exists,
+    /// the copy in `docs/` must not drift from it.
+    const SHARED_VECTORS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/protocol-vectors.json"
+    );
+
+    #[test]
+    fn vectors_match_the_shared_original_when_present() {
+        let shared = match std::fs::read(SHARED_VECTORS) {
+            Ok(bytes) => bytes,
+            // Only a missing file means "standing alone"; any other failure
+            // (a directory, no permission) must not pass for a match.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) => panic!("cannot read {SHARED_VECTORS}: {error}"),
+        };
+        assert!(
+            shared == VECTORS.as_bytes(),
+            "docs/protocol-vectors.json differs from {SHARED_VECTORS}: copy it again byte for byte"
+        );
     }
 
     fn vector_key(v: &Vectors) -> IdentityKey {

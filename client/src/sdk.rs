@@ -1,5 +1,5 @@
 //! An async client for the vault. Every request it sends is signed as
-//! PROTOCOL.md says; it never holds or sends a bearer token.
+//! docs/protocol.md says; it never holds or sends a bearer token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -136,14 +136,42 @@ impl Client {
             public_key: client.identity.key.public_key(),
             hostname: hostname.to_owned(),
             metadata,
+            attestation: None,
         };
-        let answer: EnrollResponse = client
-            .call_as(ENROLL_KEY_ID, Method::POST, "/v1/enroll", Some(&request))
-            .await?;
-        client.identity.kind = Kind::Machine;
-        client.identity.id = Some(answer.machine_id.clone());
-        client.identity.vault = Some(client.base.clone());
+        let answer = client.finish_enroll(&request).await?;
         Ok((client, answer))
+    }
+
+    /// Enrolls a fresh key pair as the machine of a pod, proving who the pod
+    /// is with its projected service-account token (`attestation`). The
+    /// private key never leaves this process.
+    pub async fn enroll_attested(
+        base: &str,
+        attestation: Attestation,
+        hostname: &str,
+        metadata: BTreeMap<String, String>,
+        options: &Options,
+    ) -> Result<(Self, EnrollResponse)> {
+        let mut client = Self::new(base, Identity::generate(), options)?;
+        let request = EnrollRequest {
+            token: String::new(),
+            public_key: client.identity.key.public_key(),
+            hostname: hostname.to_owned(),
+            metadata,
+            attestation: Some(attestation),
+        };
+        let answer = client.finish_enroll(&request).await?;
+        Ok((client, answer))
+    }
+
+    async fn finish_enroll(&mut self, request: &EnrollRequest) -> Result<EnrollResponse> {
+        let answer: EnrollResponse = self
+            .call_as(ENROLL_KEY_ID, Method::POST, "/v1/enroll", Some(request))
+            .await?;
+        self.identity.kind = Kind::Machine;
+        self.identity.id = Some(answer.machine_id.clone());
+        self.identity.vault = Some(self.base.clone());
+        Ok(answer)
     }
 
     /// Registers this client's (unregistered) key as an admin with a one-time
@@ -154,6 +182,7 @@ impl Client {
             public_key: self.identity.key.public_key(),
             hostname: name.to_owned(),
             metadata: BTreeMap::new(),
+            attestation: None,
         };
         let answer: AdminEnrollResponse = self
             .call_as(
@@ -338,6 +367,54 @@ impl Client {
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
         let target = format!("/v1/enrollment-tokens/{id}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/enrollment-tokens/{id}/renew`: a raw token's successor,
+    /// sharing its remaining uses; the old one stays valid for the grace.
+    pub async fn renew_token(&self, id: &str, body: &RenewToken) -> Result<CreatedToken> {
+        let target = format!("/v1/enrollment-tokens/{id}/renew");
+        self.call(Method::POST, &target, Some(body)).await
+    }
+
+    /// `POST /v1/clusters` (admins only).
+    pub async fn register_cluster(&self, body: &RegisterCluster) -> Result<ClusterView> {
+        self.call(Method::POST, "/v1/clusters", Some(body)).await
+    }
+
+    /// `GET /v1/clusters`
+    pub async fn clusters(&self) -> Result<ClusterList> {
+        self.call::<(), _>(Method::GET, "/v1/clusters", None).await
+    }
+
+    /// `DELETE /v1/clusters/{name}`
+    pub async fn remove_cluster(&self, name: &str) -> Result<()> {
+        let target = format!("/v1/clusters/{name}");
+        self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/delegations` (admins only).
+    pub async fn create_delegation(&self, body: &CreateDelegation) -> Result<DelegationView> {
+        self.call(Method::POST, "/v1/delegations", Some(body)).await
+    }
+
+    /// `GET /v1/delegations`: every delegation for an admin (optionally one
+    /// agent's), an agent's own for an agent.
+    pub async fn delegations(&self, agent_id: Option<&str>) -> Result<DelegationList> {
+        let target = match agent_id {
+            Some(agent) => format!("/v1/delegations?agent_id={agent}"),
+            None => "/v1/delegations".to_owned(),
+        };
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    /// `DELETE /v1/delegations/{id}` (admins only).
+    pub async fn delete_delegation(&self, id: &str) -> Result<()> {
+        let target = format!("/v1/delegations/{id}");
         self.call::<(), serde_json::Value>(Method::DELETE, &target, None)
             .await
             .map(drop)

@@ -88,6 +88,16 @@ pub struct ListenArgs {
         value_delimiter = ','
     )]
     pub webhook_allow_cidrs: Vec<ipnet::IpNet>,
+    /// Bearer token for the TokenReview API of clusters registered without
+    /// a reviewer token of their own: in a cluster, the vault's own
+    /// service-account token (it needs `system:auth-delegator` only). Read
+    /// at every review, so a rotated projected token is picked up.
+    #[arg(
+        long,
+        env = "SIGNET_KUBE_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub kube_token_file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +182,7 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
     let settings = Settings {
         audit_retention_days: listen.audit_retention_days,
         webhook_allow: listen.webhook_allow_cidrs.clone(),
+        kube_token_file: listen.kube_token_file.clone(),
         ..Settings::default()
     };
     Ok(Arc::new(

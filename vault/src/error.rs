@@ -1,5 +1,5 @@
 //! The vault's one error type. A [`Error::Denied`] carries the wire code of
-//! PROTOCOL.md; everything else is an internal failure whose details go to
+//! docs/protocol.md; everything else is an internal failure whose details go to
 //! the log, never to the caller.
 
 use signet_client::api::ErrorCode;

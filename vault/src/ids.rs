@@ -11,6 +11,7 @@ pub const TOKEN: &str = "et_";
 pub const BOOTSTRAP: &str = "bt_";
 pub const COSIGN: &str = "cs_";
 pub const WEBHOOK: &str = "wh_";
+pub const DELEGATION: &str = "dg_";
 
 /// A new unique id with `prefix` (a ULID: sortable by creation time).
 pub fn new(prefix: &str) -> String {

@@ -1,7 +1,7 @@
 //! The Signet vault: a server that holds secrets under envelope encryption
 //! and serves them only to machines that sign every request.
 //!
-//! Layout: [`vault`] is the request pipeline (PROTOCOL.md's checks, audit),
+//! Layout: [`vault`] is the request pipeline (docs/protocol.md's checks, audit),
 //! [`service`] the operations, [`store`] the storage trait and its SQLite
 //! backend, [`crypto`] the key hierarchy, [`http`] the axum surface,
 //! [`server`] the process around it, [`cli`] the `signet-vault` command.

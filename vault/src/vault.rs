@@ -1,5 +1,5 @@
 //! The request pipeline. Every signed request passes the checks of
-//! PROTOCOL.md in order, then runs its operation, and the decision is
+//! docs/protocol.md in order, then runs its operation, and the decision is
 //! audited: an allowed one inside the very transaction that did the work, a
 //! denied one in a transaction of its own after the work was rolled back.
 
@@ -59,6 +59,10 @@ pub struct Settings {
     pub webhook_allow: Vec<ipnet::IpNet>,
     /// Timeout of one webhook delivery attempt.
     pub webhook_timeout: std::time::Duration,
+    /// TokenReview bearer token of clusters registered without their own.
+    pub kube_token_file: std::path::PathBuf,
+    /// Timeout of one TokenReview call.
+    pub attestation_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -67,6 +71,8 @@ impl Default for Settings {
             audit_retention_days: None,
             webhook_allow: Vec::new(),
             webhook_timeout: std::time::Duration::from_secs(10),
+            kube_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            attestation_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -111,7 +117,7 @@ pub enum Audience {
 /// Who made a request, once verified.
 #[derive(Clone, Debug)]
 pub enum Caller {
-    Machine(Machine),
+    Machine(Box<Machine>),
     Admin(Admin),
     Agent(Agent),
     /// A new key, verified against the public key in its own body.
@@ -132,7 +138,7 @@ impl Caller {
     /// The machine, for machine-only operations.
     pub fn machine(&self) -> Result<&Machine> {
         match self {
-            Self::Machine(m) => Ok(m),
+            Self::Machine(m) => Ok(m.as_ref()),
             _ => Err(Error::denied(
                 ErrorCode::NotAMachine,
                 "only machines may do this",
@@ -333,6 +339,27 @@ impl Vault {
         result
     }
 
+    /// Whether an enrollment request is well formed, fresh and signed by
+    /// `key`, without touching the store. The pipeline checks all of it
+    /// again; this only keeps a forged or stale request from making the
+    /// vault call a cluster's TokenReview API.
+    pub fn enroll_signature_holds(&self, request: &Request, key: &PublicKey) -> bool {
+        let Ok(headers) = ParsedHeaders::parse(
+            request.key_id.as_deref(),
+            request.timestamp.as_deref(),
+            request.nonce.as_deref(),
+            request.signature.as_deref(),
+        ) else {
+            return false;
+        };
+        let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
+        headers.key_id == ENROLL_KEY_ID
+            && self.clock.now().abs_diff(timestamp) <= self.config.skew_seconds.unsigned_abs()
+            && headers
+                .verify(key, &request.method, &request.target, &request.body)
+                .is_ok()
+    }
+
     /// Denies a request that never reached the pipeline (for example a body
     /// over the size limit), with an audit entry.
     pub fn deny_early(&self, request: &Request, action: &str, error: &Error) {
@@ -491,7 +518,7 @@ impl Vault {
                 if machine.disabled_at.is_some() || machine.expires_at <= now {
                     return Err(disabled());
                 }
-                Ok(Caller::Machine(machine))
+                Ok(Caller::Machine(Box::new(machine)))
             }
             Audience::Management(_) => {
                 if key_id.starts_with(crate::ids::ADMIN) {

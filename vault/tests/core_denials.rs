@@ -1,4 +1,4 @@
-//! Bad input gets its PROTOCOL.md code, an audit row, and no change to
+//! Bad input gets its docs/protocol.md code, an audit row, and no change to
 //! stored data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

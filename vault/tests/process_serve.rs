@@ -141,7 +141,7 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     let created = admin.create_token(&request).await.unwrap();
     let (machine, _) = Client::enroll(
         &running.address,
-        &created.token,
+        created.token.as_deref().unwrap(),
         "runner",
         BTreeMap::new(),
         &options,
@@ -153,7 +153,7 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     // Denials are logged too: a replay of the spent token, an admin read.
     let reuse = Client::enroll(
         &running.address,
-        &created.token,
+        created.token.as_deref().unwrap(),
         "again",
         BTreeMap::new(),
         &options,
@@ -176,7 +176,7 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(&root_hex).unwrap())
     };
-    let (_, enroll_secret) = created.token.split_once('.').unwrap();
+    let (_, enroll_secret) = created.token.as_deref().unwrap().split_once('.').unwrap();
     let (_, bootstrap_secret) = bootstrap.split_once('.').unwrap();
     let verify = Command::new(VAULT)
         .args(["audit-verify", "--data-dir"])

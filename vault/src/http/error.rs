@@ -11,11 +11,36 @@ use crate::error::Error;
 pub fn status(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
-        BadSignatureHeaders | TimestampSkew | UnknownKey | IdentityDisabled | BadSignature
-        | NonceReplayed => StatusCode::UNAUTHORIZED,
-        NotAMachine | Forbidden | NotGranted | FieldNotGranted | InvalidToken | TokenExhausted
-        | TokenExpired | PolicyTimeWindow | PolicyIp | PolicyDailyCap | CosignRequired
-        | HostnameNotAllowed | SourceNotAllowed => StatusCode::FORBIDDEN,
+        BadSignatureHeaders
+        | TimestampSkew
+        | UnknownKey
+        | IdentityDisabled
+        | BadSignature
+        | NonceReplayed
+        | UnknownCluster
+        | AttestationExpired
+        | AttestationAudience
+        | AttestationNotPodBound
+        | AttestationPodGone
+        | AttestationPodMismatch
+        | AttestationRejected => StatusCode::UNAUTHORIZED,
+        NotAMachine
+        | Forbidden
+        | NotGranted
+        | FieldNotGranted
+        | InvalidToken
+        | TokenExhausted
+        | TokenExpired
+        | PolicyTimeWindow
+        | PolicyIp
+        | PolicyDailyCap
+        | CosignRequired
+        | HostnameNotAllowed
+        | SourceNotAllowed
+        | NotDelegated
+        | UnknownPolicy
+        | ServiceAccountNotAllowed => StatusCode::FORBIDDEN,
+        AttestationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ProjectLocked => StatusCode::LOCKED,
         NotFound => StatusCode::NOT_FOUND,
         Conflict => StatusCode::CONFLICT,
@@ -25,7 +50,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
     }
 }
 
-/// A JSON error body of PROTOCOL.md.
+/// A JSON error body of docs/protocol.md.
 pub fn body(code: ErrorCode, message: String) -> Response {
     (
         status(code),

@@ -20,7 +20,8 @@ use extract::Signed;
 
 use crate::error::{Error, Result};
 use crate::service::{
-    access, canary, cosign, enroll, grants, identities, lifecycle, secrets, webhooks,
+    access, attest, canary, clusters, cosign, delegations, enroll, grants, identities, lifecycle,
+    secrets, webhooks,
 };
 use crate::store::Grantee;
 use crate::vault::{Audience, Vault};
@@ -49,6 +50,14 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/v1/grants/{id}", delete(delete_grant))
         .route("/v1/enrollment-tokens", get(list_tokens).post(create_token))
         .route("/v1/enrollment-tokens/{id}", delete(revoke_token))
+        .route("/v1/enrollment-tokens/{id}/renew", post(renew_token))
+        .route("/v1/clusters", get(list_clusters).post(register_cluster))
+        .route("/v1/clusters/{name}", delete(remove_cluster))
+        .route(
+            "/v1/delegations",
+            get(list_delegations).post(create_delegation),
+        )
+        .route("/v1/delegations/{id}", delete(delete_delegation))
         .route("/v1/machines", get(list_machines))
         .route("/v1/machines/{id}", delete(revoke_machine))
         .route("/v1/machines/{id}/disable", post(disable_machine))
@@ -131,18 +140,34 @@ async fn metrics(State(vault): AppState) -> Response {
         .into_response()
 }
 
-/// Enrolls a new machine: proof of possession of a fresh key and an enrollment token.
+/// Enrolls a new machine: proof of possession of a fresh key and either an
+/// enrollment token or a pod's attestation (a projected service-account
+/// token the vault checks with its cluster's TokenReview API).
 #[utoipa::path(post, path = "/v1/enroll", request_body = EnrollRequest,
-    responses((status = 201, body = EnrollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = EnrollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "the cluster's TokenReview API cannot be reached")))]
 async fn enroll_machine(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     let (body, key) = parse_enroll(&vault, &request, "enroll").await?;
+    // The review is network I/O: done before the transaction, and only for
+    // a request that is fresh and signed by the key it enrolls. A request
+    // that fails those checks is refused by the pipeline below anyway.
+    let attested = match &body.attestation {
+        Some(attestation) if vault.enroll_signature_holds(&request, &key) => {
+            Some(attest::review(&vault, attestation).await)
+        }
+        Some(_) => Some(Err(Error::denied(
+            ErrorCode::BadSignature,
+            "the enrollment is not signed by the key it enrolls",
+        ))),
+        None => None,
+    };
     vault
         .handle(
             request,
             "enroll",
             "token".into(),
             Audience::Enroll(key),
-            move |ctx, tx| enroll::enroll(ctx, tx, &body),
+            move |ctx, tx| enroll::enroll(ctx, tx, &body, attested),
         )
         .await
         .map(created)
@@ -468,6 +493,131 @@ async fn revoke_token(
             target,
             Audience::Management(Some(Scope::Tokens)),
             move |ctx, tx| enroll::revoke_token(ctx, tx, &id),
+        )
+        .await
+        .map(no_content)
+}
+
+/// A raw token's successor: same project, binding, constraints and grants,
+/// sharing the remaining uses; the old token stays valid for the grace.
+#[utoipa::path(post, path = "/v1/enrollment-tokens/{id}/renew", params(("id" = String, Path)), request_body = RenewToken, responses((status = 201, body = CreatedToken), (status = 409, body = ErrorBody)))]
+async fn renew_token(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
+    let target = format!("token:{id}");
+    vault
+        .handle(
+            request,
+            "token.renew",
+            target,
+            Audience::Management(Some(Scope::Tokens)),
+            move |ctx, tx| enroll::renew_token(ctx, tx, &id),
+        )
+        .await
+        .map(created)
+}
+
+/// Registers a cluster whose pods may enroll by attestation (admins only).
+#[utoipa::path(post, path = "/v1/clusters", request_body = RegisterCluster, responses((status = 201, body = ClusterView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn register_cluster(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(
+            request,
+            "cluster.register",
+            "cluster".into(),
+            Audience::Management(None),
+            clusters::register,
+        )
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/v1/clusters", responses((status = 200, body = ClusterList)))]
+async fn list_clusters(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<ClusterList>> {
+    vault
+        .handle(
+            request,
+            "cluster.list",
+            "clusters".into(),
+            Audience::Management(Some(Scope::Metadata)),
+            |_, tx| clusters::list(tx),
+        )
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/clusters/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn remove_cluster(
+    State(vault): AppState,
+    Path(name): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
+    let target = format!("cluster:{name}");
+    vault
+        .handle(
+            request,
+            "cluster.remove",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| clusters::remove(ctx, tx, &name),
+        )
+        .await
+        .map(no_content)
+}
+
+/// Delegates a secret (or some fields) to an agent for one namespace of a
+/// registered cluster, or for machines outside Kubernetes (admins only).
+#[utoipa::path(post, path = "/v1/delegations", request_body = CreateDelegation, responses((status = 201, body = DelegationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn create_delegation(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(
+            request,
+            "delegation.create",
+            "delegation".into(),
+            Audience::Management(None),
+            delegations::create,
+        )
+        .await
+        .map(created)
+}
+
+/// Delegations: all for an admin (query `agent_id` to filter), its own for an agent.
+#[utoipa::path(get, path = "/v1/delegations", params(("agent_id" = Option<String>, Query)), responses((status = 200, body = DelegationList)))]
+async fn list_delegations(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<DelegationList>> {
+    vault
+        .handle(
+            request,
+            "delegation.list",
+            "delegations".into(),
+            Audience::Management(Some(Scope::Metadata)),
+            delegations::list,
+        )
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/delegations/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_delegation(
+    State(vault): AppState,
+    Path(id): Path<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
+    let target = format!("delegation:{id}");
+    vault
+        .handle(
+            request,
+            "delegation.delete",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| delegations::delete(ctx, tx, &id),
         )
         .await
         .map(no_content)

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
     info(
         title = "Signet vault",
         description = "Every route except /healthz, /readyz, /metrics and /v1/openapi.json is signed: \
-            headers Signet-Key, Signet-Timestamp, Signet-Nonce and Signet-Signature as PROTOCOL.md \
+            headers Signet-Key, Signet-Timestamp, Signet-Nonce and Signet-Signature as docs/protocol.md \
             (signet wire protocol, version 1) describes. There are no bearer tokens."
     ),
     paths(
@@ -33,6 +33,13 @@ use utoipa::OpenApi;
         super::list_tokens,
         super::create_token,
         super::revoke_token,
+        super::renew_token,
+        super::register_cluster,
+        super::list_clusters,
+        super::remove_cluster,
+        super::create_delegation,
+        super::list_delegations,
+        super::delete_delegation,
         super::list_machines,
         super::revoke_machine,
         super::create_agent,
@@ -63,7 +70,11 @@ use utoipa::OpenApi;
         TokenConstraints,
         TimeWindow,
         AccessPolicy,
-        AuditAnchor
+        AuditAnchor,
+        Attestation,
+        KubernetesBinding,
+        MachineKubernetes,
+        NamespaceRef
     ))
 )]
 pub struct ApiDoc;

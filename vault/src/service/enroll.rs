@@ -8,18 +8,21 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use signet_client::api::{
     AdminEnrollResponse, CreateToken, CreatedToken, EnrollRequest, EnrollResponse, ErrorCode,
-    TokenConstraints, TokenList, TokenView,
+    KubernetesBinding, MachineKubernetes, NamespaceRef, RenewToken, TokenConstraints, TokenList,
+    TokenView,
 };
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
+use super::attest::PodIdentity;
+use super::delegations::{self, acting_agent, check_namespace};
 use super::secrets;
 use super::{access, grants, webhooks};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::store::{
-    Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Tx,
+    Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Project, Tx,
 };
 use crate::vault::{Caller, Ctx};
 
@@ -86,10 +89,17 @@ fn validate_template(template: &str) -> Result<()> {
 fn render_name(
     template: &str,
     request: &EnrollRequest,
+    pod: Option<&PodIdentity>,
     token: &EnrollmentToken,
     machine_id: &str,
 ) -> String {
-    let meta = |key: &str| request.metadata.get(key).map_or("", String::as_str);
+    // An attested pod's namespace and name come from the cluster; otherwise
+    // from what the machine said about itself.
+    let meta = |key: &str| match (pod, key) {
+        (Some(pod), "k8s.namespace") => pod.namespace.as_str(),
+        (Some(pod), "k8s.pod.name") => pod.pod_name.as_str(),
+        _ => request.metadata.get(key).map_or("", String::as_str),
+    };
     let short_id = machine_id
         .get(machine_id.len().saturating_sub(8)..)
         .unwrap_or(machine_id)
@@ -139,12 +149,18 @@ fn validate_constraints(c: &TokenConstraints, body: &CreateToken) -> Result<()> 
 /// A fresh `<id>.<secret>` token and the hash to store.
 fn mint(prefix: &str) -> (String, Zeroizing<String>, Vec<u8>) {
     let id = ids::new(prefix);
+    let (raw, hash) = mint_secret(&id);
+    (id, raw, hash)
+}
+
+/// A fresh secret for token `id`: the raw `<id>.<secret>` and its hash.
+fn mint_secret(id: &str) -> (Zeroizing<String>, Vec<u8>) {
     let mut secret = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(secret.as_mut());
     let secret_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_ref()));
     let hash = Sha256::digest(secret_text.as_bytes()).to_vec();
     let raw = Zeroizing::new(format!("{id}.{}", secret_text.as_str()));
-    (id, raw, hash)
+    (raw, hash)
 }
 
 /// Splits a raw token and hashes its secret part.
@@ -160,12 +176,104 @@ fn invalid_token() -> Error {
     Error::denied(ErrorCode::InvalidToken, "the enrollment token is not valid")
 }
 
+/// The namespace a token's machines belong to, checked for creation.
+fn check_binding(tx: &mut dyn Tx, binding: &KubernetesBinding) -> Result<()> {
+    check_namespace(&binding.namespace)?;
+    if binding.policy.is_empty()
+        || binding.policy.len() > 253
+        || !binding
+            .policy
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+    {
+        return Err(invalid(
+            "kubernetes.policy must be the EnrollmentToken's name (a DNS subdomain)",
+        ));
+    }
+    if binding.service_accounts.len() > 64
+        || binding
+            .service_accounts
+            .iter()
+            .any(|sa| sa.is_empty() || sa.len() > 253 || sa.chars().any(|c| c.is_control()))
+    {
+        return Err(invalid(
+            "kubernetes.service_accounts: at most 64 service-account names",
+        ));
+    }
+    if tx.cluster(&binding.cluster)?.is_none() {
+        return Err(invalid(format!(
+            "cluster {:?} is not registered (POST /v1/clusters first)",
+            binding.cluster
+        )));
+    }
+    Ok(())
+}
+
+fn binding_scope(binding: Option<&KubernetesBinding>) -> Option<NamespaceRef> {
+    binding.map(|b| NamespaceRef {
+        cluster: b.cluster.clone(),
+        namespace: b.namespace.clone(),
+    })
+}
+
+/// Stores a token (or attested policy) with its pre-baked grants, each
+/// checked against the acting agent's delegations. Returns the raw token,
+/// if the token has one.
+fn store_token(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    project: &Project,
+    token: EnrollmentToken,
+    grants: &[(String, Option<Vec<String>>)],
+) -> Result<(EnrollmentToken, Option<Zeroizing<String>>)> {
+    let scope = binding_scope(token.kubernetes.as_ref());
+    if let Some(agent) = acting_agent(ctx) {
+        // Each grant names what is missing; a token without grants still
+        // needs some delegation in the project for its namespace.
+        for (secret, fields) in grants {
+            let secret = secrets::secret(tx, project, secret)?;
+            delegations::require_grant(
+                tx,
+                agent,
+                project,
+                &secret,
+                fields.as_deref(),
+                scope.as_ref(),
+            )?;
+        }
+        delegations::require_project(tx, agent, project, scope.as_ref())?;
+    }
+    let attested = token.kubernetes.as_ref().is_some_and(|k| !k.raw_token);
+    let (token, raw) = if attested {
+        (token, None)
+    } else {
+        let (raw, hash) = mint_secret(&token.id);
+        (
+            EnrollmentToken {
+                secret_hash: hash,
+                ..token
+            },
+            Some(raw),
+        )
+    };
+    tx.insert_token(&token)?;
+    for (secret, fields) in grants {
+        grants::insert(
+            ctx,
+            tx,
+            Grantee::Token(token.id.clone()),
+            project,
+            secret,
+            fields.clone(),
+        )?;
+    }
+    Ok((token, raw))
+}
+
 pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> {
     let body: CreateToken = ctx.json()?;
     ctx.audit.target = format!("project:{}", body.project);
-    if body.ttl_seconds == 0 || body.ttl_seconds > MAX_TOKEN_TTL {
-        return Err(invalid("ttl_seconds must be between 1 and one year"));
-    }
+    check_ttl(body.ttl_seconds)?;
     if body.machine_lifetime_seconds == 0 || body.machine_lifetime_seconds > MAX_MACHINE_LIFETIME {
         return Err(invalid(
             "machine_lifetime_seconds must be between 1 and one year",
@@ -177,8 +285,11 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
         ));
     }
     validate_constraints(&body.constraints, &body)?;
+    if let Some(binding) = &body.kubernetes {
+        check_binding(tx, binding)?;
+    }
     let project = secrets::project(tx, &body.project)?;
-    let (id, raw, hash) = mint(ids::TOKEN);
+    let id = ids::new(ids::TOKEN);
     let token = EnrollmentToken {
         id: id.clone(),
         name: if body.name.is_empty() {
@@ -187,7 +298,7 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
             body.name.clone()
         },
         project_id: project.id.clone(),
-        secret_hash: hash,
+        secret_hash: Vec::new(),
         // A bootstrap token is single use whatever the request said.
         max_uses: if body.constraints.bootstrap {
             Some(1)
@@ -201,22 +312,78 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
         created_by: ctx.caller.id(),
         revoked_at: None,
         constraints: body.constraints.clone(),
+        kubernetes: body.kubernetes.clone(),
+        lineage: id.clone(),
     };
-    tx.insert_token(&token)?;
-    for grant in &body.grants {
-        grants::insert(
-            ctx,
-            tx,
-            Grantee::Token(id.clone()),
-            &project,
-            &grant.secret,
-            grant.fields.clone(),
-        )?;
-    }
+    let grants: Vec<_> = body
+        .grants
+        .iter()
+        .map(|g| (g.secret.clone(), g.fields.clone()))
+        .collect();
+    let (token, raw) = store_token(ctx, tx, &project, token, &grants)?;
     ctx.audit.target = format!("token:{id}");
     Ok(CreatedToken {
-        token: raw.to_string(),
+        token: raw.map(|raw| raw.to_string()),
         view: token_view(&token, &project.name),
+    })
+}
+
+fn check_ttl(ttl_seconds: u64) -> Result<()> {
+    if ttl_seconds == 0 || ttl_seconds > MAX_TOKEN_TTL {
+        return Err(invalid("ttl_seconds must be between 1 and one year"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/enrollment-tokens/{id}/renew`: a successor with the same
+/// project, binding, constraints and grants that shares the remaining uses
+/// (one use count per lineage), while the old token stays valid for the
+/// grace period at most.
+pub fn renew_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<CreatedToken> {
+    ctx.audit.target = format!("token:{id}");
+    let body: RenewToken = ctx.json()?;
+    check_ttl(body.ttl_seconds)?;
+    if body.grace_seconds > MAX_TOKEN_TTL {
+        return Err(invalid("grace_seconds must be at most one year"));
+    }
+    let old = tx
+        .token(id)?
+        .ok_or_else(|| not_found(format!("enrollment token {id}")))?;
+    if old.revoked_at.is_some() || old.expires_at <= ctx.now {
+        return Err(Error::denied(
+            ErrorCode::Conflict,
+            "only a live token can be renewed: create a new one",
+        ));
+    }
+    if old.constraints.bootstrap {
+        return Err(invalid(
+            "a bootstrap token is single use and cannot be renewed",
+        ));
+    }
+    let project = tx
+        .project(&old.project_id)?
+        .ok_or_else(|| not_found(format!("project of token {id}")))?;
+    let grants: Vec<_> = tx
+        .grants(Some(&Grantee::Token(old.id.clone())))?
+        .into_iter()
+        .map(|d| (d.secret, d.grant.fields))
+        .collect();
+    let new_id = ids::new(ids::TOKEN);
+    let successor = EnrollmentToken {
+        id: new_id.clone(),
+        secret_hash: Vec::new(),
+        expires_at: ctx.now + body.ttl_seconds as i64,
+        created_at: ctx.now,
+        created_by: ctx.caller.id(),
+        revoked_at: None,
+        ..old.clone()
+    };
+    let (successor, raw) = store_token(ctx, tx, &project, successor, &grants)?;
+    tx.shorten_token(&old.id, ctx.now + body.grace_seconds as i64)?;
+    ctx.audit.target = format!("token:{id} renewed as token:{new_id}");
+    Ok(CreatedToken {
+        token: raw.map(|raw| raw.to_string()),
+        view: token_view(&successor, &project.name),
     })
 }
 
@@ -231,6 +398,7 @@ fn token_view(t: &EnrollmentToken, project: &str) -> TokenView {
         machine_lifetime_seconds: t.machine_lifetime as u64,
         revoked: t.revoked_at.is_some(),
         constraints: t.constraints.clone(),
+        kubernetes: t.kubernetes.clone(),
     }
 }
 
@@ -273,30 +441,28 @@ fn check_enroll_request(request: &EnrollRequest) -> Result<()> {
     Ok(())
 }
 
-/// `POST /v1/enroll`: a new key becomes a machine. The token's use is counted
-/// in the transaction that creates the machine.
+/// `POST /v1/enroll`: a new key becomes a machine, with a raw enrollment
+/// token or, for a pod, with the identity its cluster vouched for
+/// (`attested`, reviewed before this transaction). The token's use is
+/// counted in the transaction that creates the machine.
 pub fn enroll(
     ctx: &mut Ctx<'_>,
     tx: &mut dyn Tx,
     request: &EnrollRequest,
+    attested: Option<Result<PodIdentity>>,
 ) -> Result<EnrollResponse> {
     let Caller::Enrolling(public_key) = &ctx.caller else {
         return Err(invalid("enrollment is signed with Signet-Key: enroll"));
     };
     let public_key = public_key.encode();
     check_enroll_request(request)?;
-    let (token_id, presented_hash) = split(&request.token, ids::TOKEN).ok_or_else(invalid_token)?;
-    ctx.audit.target = format!("token:{token_id}");
-    let token = tx.token(&token_id)?.ok_or_else(invalid_token)?;
-    if !bool::from(token.secret_hash.ct_eq(&presented_hash)) {
-        return Err(invalid_token());
-    }
-    if token.revoked_at.is_some() {
-        return Err(Error::denied(
-            ErrorCode::InvalidToken,
-            "the enrollment token was revoked",
-        ));
-    }
+    let (token, pod) = match attested {
+        Some(review) => {
+            let pod = review?;
+            (attested_policy(ctx, tx, request, &pod)?, Some(pod))
+        }
+        None => (raw_token(ctx, tx, request)?, None),
+    };
     if token.expires_at <= ctx.now {
         return Err(Error::denied(
             ErrorCode::TokenExpired,
@@ -332,10 +498,21 @@ pub fn enroll(
             "the enrollment token has no uses left",
         ));
     }
+    // One machine per pod: a restarted sidecar lost its in-memory key, so
+    // the pod's earlier machine is revoked as the new one is made.
+    let mut replaced = Vec::new();
+    if let Some(pod) = &pod {
+        for old in tx.machines_of_pod(&pod.cluster, &pod.pod_uid)? {
+            tx.delete_machine(&old.id)?;
+            replaced.push(old.id);
+        }
+    }
     let machine_id = ids::new(ids::MACHINE);
     let name = match &constraints.name_template {
-        Some(template) => render_name(template, request, &token, &machine_id),
-        None if request.hostname.is_empty() => token.name.clone(),
+        Some(template) => render_name(template, request, pod.as_ref(), &token, &machine_id),
+        None if request.hostname.is_empty() => pod
+            .as_ref()
+            .map_or_else(|| token.name.clone(), |p| p.pod_name.clone()),
         None => request.hostname.clone(),
     };
     let restrictions = MachineRestrictions {
@@ -343,6 +520,30 @@ pub fn enroll(
         window: constraints.machine_window.clone(),
         timezone: constraints.machine_timezone.clone(),
     };
+    let kubernetes = match (&pod, &token.kubernetes) {
+        (Some(pod), _) => Some(MachineKubernetes {
+            cluster: pod.cluster.clone(),
+            namespace: pod.namespace.clone(),
+            service_account: Some(pod.service_account.clone()),
+            pod_name: Some(pod.pod_name.clone()),
+            pod_uid: Some(pod.pod_uid.clone()),
+            attested: true,
+        }),
+        (None, Some(binding)) => Some(MachineKubernetes {
+            cluster: binding.cluster.clone(),
+            namespace: binding.namespace.clone(),
+            ..MachineKubernetes::default()
+        }),
+        (None, None) => None,
+    };
+    let mut metadata = request.metadata.clone();
+    if let Some(pod) = &pod {
+        // What the machine said about itself is replaced by what the
+        // cluster vouched for.
+        metadata.insert("k8s.namespace".into(), pod.namespace.clone());
+        metadata.insert("k8s.pod.name".into(), pod.pod_name.clone());
+        metadata.insert("k8s.pod.uid".into(), pod.pod_uid.clone());
+    }
     let machine = Machine {
         id: machine_id,
         name,
@@ -350,11 +551,12 @@ pub fn enroll(
         token_id: Some(token.id.clone()),
         public_key,
         hostname: request.hostname.clone(),
-        metadata: request.metadata.clone(),
+        metadata,
         created_at: ctx.now,
         expires_at: ctx.now + token.machine_lifetime,
         disabled_at: None,
         restrictions: (restrictions != MachineRestrictions::default()).then_some(restrictions),
+        kubernetes,
     };
     tx.insert_machine(&machine).map_err(|e| match e {
         crate::store::Error::Duplicate(_) => Error::denied(
@@ -379,15 +581,96 @@ pub fn enroll(
             "token_id": token.id,
             "expires_at": rfc3339(machine.expires_at),
             "source_ip": ctx.source_ip,
+            "kubernetes": machine.kubernetes,
+            "replaced": replaced,
         }),
     )?;
     ctx.audit.actor = machine.id.clone();
     ctx.audit.target = format!("machine:{} via token:{}", machine.id, token.id);
+    if let Some(pod) = &pod {
+        ctx.audit.target.push_str(&format!(
+            " pod:{}/{}/{} uid:{} sa:{}",
+            pod.cluster, pod.namespace, pod.pod_name, pod.pod_uid, pod.service_account
+        ));
+    }
+    if !replaced.is_empty() {
+        ctx.audit
+            .target
+            .push_str(&format!(" replaces machine:{}", replaced.join(",machine:")));
+    }
     Ok(EnrollResponse {
         machine_id: machine.id,
         expires_at: rfc3339(machine.expires_at),
         grants: granted,
     })
+}
+
+/// The live raw token presented, checked in constant time.
+fn raw_token(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    request: &EnrollRequest,
+) -> Result<EnrollmentToken> {
+    let (token_id, presented_hash) = split(&request.token, ids::TOKEN).ok_or_else(invalid_token)?;
+    ctx.audit.target = format!("token:{token_id}");
+    let token = tx.token(&token_id)?.ok_or_else(invalid_token)?;
+    // An attested policy stores no hash, so no presented token matches it.
+    if !bool::from(token.secret_hash.ct_eq(&presented_hash)) {
+        return Err(invalid_token());
+    }
+    if token.revoked_at.is_some() {
+        return Err(Error::denied(
+            ErrorCode::InvalidToken,
+            "the enrollment token was revoked",
+        ));
+    }
+    Ok(token)
+}
+
+/// The live attested policy the pod named, in the pod's own (verified)
+/// namespace, if the pod's service account may use it.
+fn attested_policy(
+    ctx: &mut Ctx<'_>,
+    tx: &mut dyn Tx,
+    request: &EnrollRequest,
+    pod: &PodIdentity,
+) -> Result<EnrollmentToken> {
+    let policy = request
+        .attestation
+        .as_ref()
+        .map_or("", |a| a.policy.as_str());
+    ctx.audit.target = format!(
+        "policy:{}/{}/{} pod:{} uid:{}",
+        pod.cluster,
+        pod.namespace,
+        policy.chars().take(253).collect::<String>(),
+        pod.pod_name,
+        pod.pod_uid
+    );
+    let token = tx
+        .policy(&pod.cluster, &pod.namespace, policy, ctx.now)?
+        .ok_or_else(|| {
+            Error::denied(
+                ErrorCode::UnknownPolicy,
+                format!(
+                    "no live enrollment policy {policy:?} in namespace {} of cluster {}",
+                    pod.namespace, pod.cluster
+                ),
+            )
+        })?;
+    let allowed = token.kubernetes.as_ref().is_some_and(|k| {
+        k.service_accounts.is_empty() || k.service_accounts.contains(&pod.service_account)
+    });
+    if !allowed {
+        return Err(Error::denied(
+            ErrorCode::ServiceAccountNotAllowed,
+            format!(
+                "service account {} may not enroll with policy {policy:?}",
+                pod.service_account
+            ),
+        ));
+    }
+    Ok(token)
 }
 
 /// A single-use token that lets one new key become an admin.

@@ -2,8 +2,9 @@
 //! optionally narrowed to fields. No wildcards, no project-wide grants.
 
 use serde::Deserialize;
-use signet_client::api::{CreateGrant, GrantRecord, GrantRecordList, GrantView};
+use signet_client::api::{CreateGrant, GrantRecord, GrantRecordList, GrantView, NamespaceRef};
 
+use super::delegations::{self, acting_agent};
 use super::{check_field_name, secrets};
 use crate::error::{Result, invalid, not_found};
 use crate::ids;
@@ -74,20 +75,43 @@ pub fn copy_to_machine(tx: &mut dyn Tx, grant: &Grant, machine_id: &str, now: i6
 pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<GrantRecord> {
     let body: CreateGrant = ctx.json()?;
     ctx.audit.target = format!("secret:{}/{}", body.project, body.secret);
-    let grantee = match (&body.machine_id, &body.token_id) {
+    // The namespace the grantee's machines belong to decides which
+    // delegations an agent needs.
+    let (grantee, scope) = match (&body.machine_id, &body.token_id) {
         (Some(machine), None) => {
-            tx.machine(machine)?
+            let machine = tx
+                .machine(machine)?
                 .ok_or_else(|| not_found(format!("machine {machine}")))?;
-            Grantee::Machine(machine.clone())
+            let scope = machine.kubernetes.map(|k| NamespaceRef {
+                cluster: k.cluster,
+                namespace: k.namespace,
+            });
+            (Grantee::Machine(machine.id), scope)
         }
         (None, Some(token)) => {
-            tx.token(token)?
+            let token = tx
+                .token(token)?
                 .ok_or_else(|| not_found(format!("enrollment token {token}")))?;
-            Grantee::Token(token.clone())
+            let scope = token.kubernetes.map(|k| NamespaceRef {
+                cluster: k.cluster,
+                namespace: k.namespace,
+            });
+            (Grantee::Token(token.id), scope)
         }
         _ => return Err(invalid("give exactly one of `machine_id` and `token_id`")),
     };
     let project = secrets::project(tx, &body.project)?;
+    if let Some(agent) = acting_agent(ctx) {
+        let secret = secrets::secret(tx, &project, &body.secret)?;
+        delegations::require_grant(
+            tx,
+            agent,
+            &project,
+            &secret,
+            body.fields.as_deref(),
+            scope.as_ref(),
+        )?;
+    }
     let grant = insert(
         ctx,
         tx,

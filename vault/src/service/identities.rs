@@ -73,6 +73,7 @@ pub fn machine_view(m: &Machine, project: &str, now: i64) -> MachineView {
         expires_at: rfc3339(m.expires_at),
         disabled: m.disabled_at.is_some() || m.expires_at <= now,
         metadata: m.metadata.clone(),
+        kubernetes: m.kubernetes.clone(),
     }
 }
 

@@ -2,8 +2,11 @@
 //! request's transaction with a verified caller (see [`crate::vault`]).
 
 pub mod access;
+pub mod attest;
 pub mod canary;
+pub mod clusters;
 pub mod cosign;
+pub mod delegations;
 pub mod enroll;
 pub mod grants;
 pub mod identities;

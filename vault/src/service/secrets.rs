@@ -250,6 +250,16 @@ pub fn read(
     };
     match stored {
         Stored::Plain(value) => {
+            // A grant narrowed to fields never yields a whole value, whatever
+            // version is asked for (a history may mix plain and structured).
+            if grant.fields.is_some() {
+                return Err(Error::denied(
+                    ErrorCode::FieldNotGranted,
+                    format!(
+                        "this machine is granted only some fields of {project_name}/{name}, and version {version_number} is a plain value"
+                    ),
+                ));
+            }
             if query.field.is_some() {
                 return Err(invalid(format!(
                     "{project_name}/{name} is a plain secret with no fields"

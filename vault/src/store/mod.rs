@@ -10,7 +10,10 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use signet_client::api::{AccessPolicy, AuditEntry, Scope, TimeWindow, TokenConstraints};
+use signet_client::api::{
+    AccessPolicy, AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope,
+    TimeWindow, TokenConstraints,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,6 +76,8 @@ pub struct Machine {
     pub disabled_at: Option<i64>,
     /// Restrictions from a bootstrap token, checked on every request.
     pub restrictions: Option<MachineRestrictions>,
+    /// Where the machine runs, when it is bound to a cluster namespace.
+    pub kubernetes: Option<MachineKubernetes>,
 }
 
 /// Per-machine restrictions copied from a temporary bootstrap token.
@@ -139,6 +144,46 @@ pub struct EnrollmentToken {
     pub created_by: String,
     pub revoked_at: Option<i64>,
     pub constraints: TokenConstraints,
+    /// The cluster namespace the token (or attested policy) serves.
+    pub kubernetes: Option<KubernetesBinding>,
+    /// The first token of a line of renewals; they share one use count.
+    pub lineage: String,
+}
+
+/// A cluster whose pods may enroll by attestation.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub api_url: String,
+    pub ca_pem: String,
+    pub audience: String,
+    /// A TokenReview bearer token sealed under the root key; `None` uses the
+    /// vault's own service-account token file.
+    pub sealed_reviewer_token: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// What an agent may hand out: one secret (optionally some fields) for one
+/// cluster namespace, or for machines outside Kubernetes (`scope: None`).
+#[derive(Clone, Debug)]
+pub struct Delegation {
+    pub id: String,
+    pub agent_id: String,
+    pub secret_id: String,
+    pub fields: Option<Vec<String>>,
+    pub scope: Option<NamespaceRef>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// A delegation joined with the names of what it points at.
+#[derive(Clone, Debug)]
+pub struct DelegationDetail {
+    pub delegation: Delegation,
+    pub project_id: String,
+    pub project: String,
+    pub secret: String,
 }
 
 /// A request for one co-signed read of a secret by a machine.
@@ -276,9 +321,41 @@ pub trait Tx {
     fn insert_token(&mut self, token: &EnrollmentToken) -> Result<()>;
     fn token(&mut self, id: &str) -> Result<Option<EnrollmentToken>>;
     fn tokens(&mut self) -> Result<Vec<EnrollmentToken>>;
-    /// Counts one use if the token has uses left; false when it has none.
+    /// Counts one use on the token's whole lineage if it has uses left;
+    /// false when it has none.
     fn use_token(&mut self, id: &str) -> Result<bool>;
     fn revoke_token(&mut self, id: &str, now: i64) -> Result<bool>;
+    /// Moves a token's expiry (never later than it was).
+    fn shorten_token(&mut self, id: &str, expires_at: i64) -> Result<bool>;
+    /// The newest live attested policy `policy` of `cluster`/`namespace`.
+    fn policy(
+        &mut self,
+        cluster: &str,
+        namespace: &str,
+        policy: &str,
+        now: i64,
+    ) -> Result<Option<EnrollmentToken>>;
+    /// Machines attested as running in pod `pod_uid` of `cluster`.
+    fn machines_of_pod(&mut self, cluster: &str, pod_uid: &str) -> Result<Vec<Machine>>;
+
+    fn insert_cluster(&mut self, cluster: &Cluster) -> Result<()>;
+    fn cluster(&mut self, name: &str) -> Result<Option<Cluster>>;
+    fn clusters(&mut self) -> Result<Vec<Cluster>>;
+    fn delete_cluster(&mut self, name: &str) -> Result<bool>;
+
+    fn insert_delegation(&mut self, delegation: &Delegation) -> Result<()>;
+    /// Delegations, optionally only those of one agent.
+    fn delegations(&mut self, agent_id: Option<&str>) -> Result<Vec<DelegationDetail>>;
+    /// The delegations of `agent_id` on `secret_id`, whatever their scope.
+    fn delegations_on(&mut self, agent_id: &str, secret_id: &str) -> Result<Vec<Delegation>>;
+    /// Whether `agent_id` holds any delegation in `project_id` for `scope`.
+    fn delegated_in_project(
+        &mut self,
+        agent_id: &str,
+        project_id: &str,
+        scope: Option<&NamespaceRef>,
+    ) -> Result<bool>;
+    fn delete_delegation(&mut self, id: &str) -> Result<bool>;
 
     fn insert_grant(&mut self, grant: &Grant) -> Result<()>;
     fn grants(&mut self, grantee: Option<&Grantee>) -> Result<Vec<GrantDetail>>;

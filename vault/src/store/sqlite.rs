@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
-use signet_client::api::{AuditEntry, Scope};
+use signet_client::api::{AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope};
 
 use super::*;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_access.sql"),
+    include_str!("../../migrations/0003_attestation.sql"),
 ];
 
 /// The SQLite backend.
@@ -175,7 +176,23 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
-const MACHINE_COLS: &str = "id, name, project_id, token_id, public_key, hostname, metadata, created_at, expires_at, disabled_at, restrictions";
+const MACHINE_COLS: &str = "id, name, project_id, token_id, public_key, hostname, metadata, created_at, expires_at, disabled_at, restrictions, k8s_cluster, k8s_namespace, k8s_service_account, k8s_pod_name, k8s_pod_uid, k8s_attested";
+
+fn machine_kubernetes(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<MachineKubernetes>> {
+    let cluster: Option<String> = r.get(first)?;
+    let namespace: Option<String> = r.get(first + 1)?;
+    let (Some(cluster), Some(namespace)) = (cluster, namespace) else {
+        return Ok(None);
+    };
+    Ok(Some(MachineKubernetes {
+        cluster,
+        namespace,
+        service_account: r.get(first + 2)?,
+        pod_name: r.get(first + 3)?,
+        pod_uid: r.get(first + 4)?,
+        attested: r.get::<_, Option<bool>>(first + 5)?.unwrap_or(false),
+    }))
+}
 
 fn machine_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
     let metadata: String = r.get(6)?;
@@ -194,6 +211,7 @@ fn machine_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
         expires_at: r.get(8)?,
         disabled_at: r.get(9)?,
         restrictions: parse_json(10, r.get(10)?)?,
+        kubernetes: machine_kubernetes(r, 11)?,
     })
 }
 
@@ -238,7 +256,23 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<SecretVersion> {
     })
 }
 
-const TOKEN_COLS: &str = "id, name, project_id, secret_hash, max_uses, uses, expires_at, machine_lifetime, created_at, created_by, revoked_at, constraints";
+const TOKEN_COLS: &str = "id, name, project_id, secret_hash, max_uses, uses, expires_at, machine_lifetime, created_at, created_by, revoked_at, constraints, k8s_cluster, k8s_namespace, k8s_policy, k8s_service_accounts, k8s_raw, lineage";
+
+fn token_binding(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<KubernetesBinding>> {
+    let cluster: Option<String> = r.get(first)?;
+    let namespace: Option<String> = r.get(first + 1)?;
+    let policy: Option<String> = r.get(first + 2)?;
+    let (Some(cluster), Some(namespace), Some(policy)) = (cluster, namespace, policy) else {
+        return Ok(None);
+    };
+    Ok(Some(KubernetesBinding {
+        cluster,
+        namespace,
+        policy,
+        service_accounts: parse_list(r.get(first + 3)?)?.unwrap_or_default(),
+        raw_token: r.get::<_, Option<bool>>(first + 4)?.unwrap_or(false),
+    }))
+}
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<EnrollmentToken> {
     Ok(EnrollmentToken {
@@ -254,6 +288,43 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<EnrollmentToken> {
         created_by: r.get(9)?,
         revoked_at: r.get(10)?,
         constraints: parse_json(11, r.get(11)?)?.unwrap_or_default(),
+        kubernetes: token_binding(r, 12)?,
+        lineage: r.get(17)?,
+    })
+}
+
+const CLUSTER_COLS: &str =
+    "name, api_url, ca_pem, audience, sealed_reviewer_token, created_at, created_by";
+
+fn cluster_row(r: &Row<'_>) -> rusqlite::Result<Cluster> {
+    Ok(Cluster {
+        name: r.get(0)?,
+        api_url: r.get(1)?,
+        ca_pem: r.get(2)?,
+        audience: r.get(3)?,
+        sealed_reviewer_token: r.get(4)?,
+        created_at: r.get(5)?,
+        created_by: r.get(6)?,
+    })
+}
+
+const DELEGATION_COLS: &str =
+    "id, agent_id, secret_id, fields, k8s_cluster, k8s_namespace, created_at, created_by";
+const DELEGATION_COLS_D: &str = "d.id, d.agent_id, d.secret_id, d.fields, d.k8s_cluster, d.k8s_namespace, d.created_at, d.created_by";
+
+fn delegation_row(r: &Row<'_>) -> rusqlite::Result<Delegation> {
+    let cluster: Option<String> = r.get(4)?;
+    let namespace: Option<String> = r.get(5)?;
+    Ok(Delegation {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        secret_id: r.get(2)?,
+        fields: parse_list(r.get(3)?)?,
+        scope: cluster
+            .zip(namespace)
+            .map(|(cluster, namespace)| NamespaceRef { cluster, namespace }),
+        created_at: r.get(6)?,
+        created_by: r.get(7)?,
     })
 }
 
@@ -443,11 +514,12 @@ impl Tx for SqliteTx<'_> {
         let metadata =
             serde_json::to_string(&m.metadata).map_err(|e| Error::Corrupt(e.to_string()))?;
         let restrictions = m.restrictions.as_ref().map(json_text).transpose()?;
+        let k = m.kubernetes.as_ref();
         insert(
             &self.conn,
             "machine",
             &format!(
-                "INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                "INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ),
             params![
                 m.id,
@@ -460,7 +532,13 @@ impl Tx for SqliteTx<'_> {
                 m.created_at,
                 m.expires_at,
                 m.disabled_at,
-                restrictions
+                restrictions,
+                k.map(|k| &k.cluster),
+                k.map(|k| &k.namespace),
+                k.and_then(|k| k.service_account.as_ref()),
+                k.and_then(|k| k.pod_name.as_ref()),
+                k.and_then(|k| k.pod_uid.as_ref()),
+                k.map(|k| k.attested),
             ],
         )
     }
@@ -621,11 +699,13 @@ impl Tx for SqliteTx<'_> {
         let constraints = (!t.constraints.is_empty())
             .then(|| json_text(&t.constraints))
             .transpose()?;
+        let k = t.kubernetes.as_ref();
+        let accounts = k.map(|k| json_text(&k.service_accounts)).transpose()?;
         insert(
             &self.conn,
             "enrollment token",
             &format!(
-                "INSERT INTO enrollment_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT INTO enrollment_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
                 t.id,
@@ -639,7 +719,13 @@ impl Tx for SqliteTx<'_> {
                 t.created_at,
                 t.created_by,
                 t.revoked_at,
-                constraints
+                constraints,
+                k.map(|k| &k.cluster),
+                k.map(|k| &k.namespace),
+                k.map(|k| &k.policy),
+                accounts,
+                k.map(|k| k.raw_token),
+                t.lineage,
             ],
         )
     }
@@ -663,9 +749,166 @@ impl Tx for SqliteTx<'_> {
     fn use_token(&mut self, id: &str) -> Result<bool> {
         self.changed(
             "UPDATE enrollment_tokens SET uses = uses + 1
-             WHERE id = ?1 AND (max_uses IS NULL OR uses < max_uses)",
+             WHERE lineage = (SELECT lineage FROM enrollment_tokens WHERE id = ?1)
+               AND (max_uses IS NULL OR uses < max_uses)",
             [id],
         )
+    }
+
+    fn shorten_token(&mut self, id: &str, expires_at: i64) -> Result<bool> {
+        self.changed(
+            "UPDATE enrollment_tokens SET expires_at = MIN(expires_at, ?2) WHERE id = ?1",
+            params![id, expires_at],
+        )
+    }
+
+    fn policy(
+        &mut self,
+        cluster: &str,
+        namespace: &str,
+        policy: &str,
+        now: i64,
+    ) -> Result<Option<EnrollmentToken>> {
+        self.one(
+            &format!(
+                "SELECT {TOKEN_COLS} FROM enrollment_tokens
+                 WHERE k8s_cluster = ?1 AND k8s_namespace = ?2 AND k8s_policy = ?3
+                   AND k8s_raw = 0 AND revoked_at IS NULL AND expires_at > ?4
+                 ORDER BY created_at DESC, id DESC LIMIT 1"
+            ),
+            params![cluster, namespace, policy, now],
+            token_row,
+        )
+    }
+
+    fn machines_of_pod(&mut self, cluster: &str, pod_uid: &str) -> Result<Vec<Machine>> {
+        self.many(
+            &format!(
+                "SELECT {MACHINE_COLS} FROM machines
+                 WHERE k8s_cluster = ?1 AND k8s_pod_uid = ?2 AND k8s_attested = 1
+                 ORDER BY created_at, id"
+            ),
+            [cluster, pod_uid],
+            machine_row,
+        )
+    }
+
+    fn insert_cluster(&mut self, c: &Cluster) -> Result<()> {
+        insert(
+            &self.conn,
+            "cluster",
+            &format!("INSERT INTO clusters ({CLUSTER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                c.name,
+                c.api_url,
+                c.ca_pem,
+                c.audience,
+                c.sealed_reviewer_token,
+                c.created_at,
+                c.created_by
+            ],
+        )
+    }
+
+    fn cluster(&mut self, name: &str) -> Result<Option<Cluster>> {
+        self.one(
+            &format!("SELECT {CLUSTER_COLS} FROM clusters WHERE name = ?1"),
+            [name],
+            cluster_row,
+        )
+    }
+
+    fn clusters(&mut self) -> Result<Vec<Cluster>> {
+        self.many(
+            &format!("SELECT {CLUSTER_COLS} FROM clusters ORDER BY name"),
+            [],
+            cluster_row,
+        )
+    }
+
+    fn delete_cluster(&mut self, name: &str) -> Result<bool> {
+        self.changed("DELETE FROM clusters WHERE name = ?1", [name])
+    }
+
+    fn insert_delegation(&mut self, d: &Delegation) -> Result<()> {
+        let scope = d.scope.as_ref();
+        insert(
+            &self.conn,
+            "delegation",
+            &format!(
+                "INSERT INTO delegations ({DELEGATION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                d.id,
+                d.agent_id,
+                d.secret_id,
+                json_list(&d.fields),
+                scope.map(|s| &s.cluster),
+                scope.map(|s| &s.namespace),
+                d.created_at,
+                d.created_by
+            ],
+        )
+    }
+
+    fn delegations(&mut self, agent_id: Option<&str>) -> Result<Vec<DelegationDetail>> {
+        let filter = if agent_id.is_some() {
+            "WHERE d.agent_id = ?1"
+        } else {
+            "WHERE ?1 IS NULL"
+        };
+        self.many(
+            &format!(
+                "SELECT {DELEGATION_COLS_D}, p.id, p.name, s.name FROM delegations d
+                 JOIN secrets s ON s.id = d.secret_id JOIN projects p ON p.id = s.project_id
+                 {filter} ORDER BY d.agent_id, p.name, s.name, d.id"
+            ),
+            [agent_id],
+            |r| {
+                Ok(DelegationDetail {
+                    delegation: delegation_row(r)?,
+                    project_id: r.get(8)?,
+                    project: r.get(9)?,
+                    secret: r.get(10)?,
+                })
+            },
+        )
+    }
+
+    fn delegations_on(&mut self, agent_id: &str, secret_id: &str) -> Result<Vec<Delegation>> {
+        self.many(
+            &format!(
+                "SELECT {DELEGATION_COLS_D} FROM delegations d
+                 WHERE d.agent_id = ?1 AND d.secret_id = ?2 ORDER BY d.id"
+            ),
+            [agent_id, secret_id],
+            delegation_row,
+        )
+    }
+
+    fn delegated_in_project(
+        &mut self,
+        agent_id: &str,
+        project_id: &str,
+        scope: Option<&NamespaceRef>,
+    ) -> Result<bool> {
+        let found: Option<i64> = self.one(
+            "SELECT 1 FROM delegations d JOIN secrets s ON s.id = d.secret_id
+             WHERE d.agent_id = ?1 AND s.project_id = ?2
+               AND d.k8s_cluster IS ?3 AND d.k8s_namespace IS ?4 LIMIT 1",
+            params![
+                agent_id,
+                project_id,
+                scope.map(|s| &s.cluster),
+                scope.map(|s| &s.namespace)
+            ],
+            |r| r.get(0),
+        )?;
+        Ok(found.is_some())
+    }
+
+    fn delete_delegation(&mut self, id: &str) -> Result<bool> {
+        self.changed("DELETE FROM delegations WHERE id = ?1", [id])
     }
 
     fn revoke_token(&mut self, id: &str, now: i64) -> Result<bool> {

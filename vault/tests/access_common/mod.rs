@@ -134,7 +134,7 @@ impl Harness {
         .await
     }
 
-    async fn send(
+    pub async fn send(
         &self,
         method: &str,
         target: &str,
