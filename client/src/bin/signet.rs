@@ -4,8 +4,7 @@ use clap::Parser as _;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let cli = signet_client::cli::Cli::parse();
-    match signet_client::cli::run(cli).await {
+    match signet_client::cli::Cli::parse().run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("signet: {error:#}");

@@ -1,12 +1,15 @@
 //! Process helpers shared by the CLI integration tests: a `signet-vault dev`
-//! started as a real process on 127.0.0.1:0, and the real `signet` binary.
+//! started as a real process on 127.0.0.1:0, the real `signet` binary, and
+//! [`Setup`], a dev vault with an enrolled admin that runs `signet` commands.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const CLI: &str = env!("CARGO_BIN_EXE_signet");
 
@@ -222,5 +225,161 @@ pub fn output_within(mut command: Command, limit: Duration) -> std::process::Out
         status,
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
+    }
+}
+
+/// No single command may take longer than this.
+pub const LIMIT: Duration = Duration::from_secs(60);
+pub const ADMIN: &str = "admin.json";
+
+/// A dev vault, a temp working directory and an enrolled admin (`admin.json`).
+pub struct Setup {
+    pub work: tempfile::TempDir,
+    pub data: PathBuf,
+    pub address: String,
+    pub vault: Vault,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        Self::with(&[])
+    }
+
+    pub fn with(extra: &[&str]) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let data = work.path().join("data");
+        let vault = Vault::dev_with(&data, extra);
+        let setup = Self {
+            address: vault.address(),
+            work,
+            data,
+            vault,
+        };
+        let token = setup.vault.bootstrap_token();
+        setup.ok(
+            None,
+            &["admin", "enroll", "--token", &token, "--out", ADMIN],
+        );
+        setup
+    }
+
+    /// Runs `signet ARGS` in the work directory as `identity`.
+    pub fn signet(&self, identity: Option<&str>, args: &[&str]) -> Output {
+        let mut command = Command::new(CLI);
+        command
+            .args(args)
+            .current_dir(self.work.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SIGNET_VAULT", &self.address);
+        if let Some(identity) = identity {
+            command.env("SIGNET_IDENTITY", identity);
+        }
+        output_within(command, LIMIT)
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, identity: Option<&str>, args: &[&str]) -> String {
+        let output = self.signet(identity, args);
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            output.status.success(),
+            "`signet {}` as {identity:?} failed:\n{stdout}\n{stderr}",
+            args.join(" ")
+        );
+        stdout
+    }
+
+    /// Runs `signet --json ARGS`, which must succeed, and parses its output.
+    pub fn json(&self, identity: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let stdout = self.ok(Some(identity), &all);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    /// Runs a command the vault must refuse with `status` and `code`;
+    /// returns its stderr.
+    pub fn refused(&self, identity: &str, args: &[&str], status: u16, code: &str) -> String {
+        let output = self.signet(Some(identity), args);
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            !output.status.success(),
+            "`signet {}` as {identity} succeeded:\n{stdout}",
+            args.join(" ")
+        );
+        let expected = format!("signet: vault refused the request ({status}, {code}): ");
+        assert!(
+            stderr.starts_with(&expected),
+            "`signet {}`: expected {expected:?}, got:\n{stderr}",
+            args.join(" ")
+        );
+        assert!(stdout.is_empty(), "{stdout}");
+        stderr
+    }
+
+    /// A machine of `project` granted `grants`, enrolled into `file`;
+    /// returns its id.
+    pub fn machine(&self, project: &str, grants: &[&str], file: &str) -> String {
+        let mut args = vec!["token", "create", "--project", project, "--max-uses", "1"];
+        for grant in grants {
+            args.extend(["--grant", grant]);
+        }
+        let token = self.json(ADMIN, &args)["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.enroll(&token, "host-1", file)["machine_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn enroll(&self, token: &str, hostname: &str, file: &str) -> Value {
+        let stdout = self.ok(
+            None,
+            &[
+                "--json",
+                "enroll",
+                "--token",
+                token,
+                "--hostname",
+                hostname,
+                "--out",
+                file,
+            ],
+        );
+        serde_json::from_str(&stdout).unwrap()
+    }
+
+    /// The machine's read, which must succeed; returns (value, version).
+    pub fn read(&self, machine: &str, path: &str) -> (String, u64) {
+        let read = self.json(machine, &["read", path]);
+        (
+            read["value"].as_str().unwrap().to_owned(),
+            read["version"].as_u64().unwrap(),
+        )
+    }
+
+    pub fn machine_view(&self, id: &str) -> Value {
+        let list = self.json(ADMIN, &["machine", "list"]);
+        list["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+            .clone()
+    }
+
+    /// A project with one plain secret per `(name, value)`.
+    pub fn project(&self, project: &str, secrets: &[(&str, &str)]) {
+        self.ok(Some(ADMIN), &["project", "create", project]);
+        for (name, value) in secrets {
+            let path = format!("{project}/{name}");
+            self.ok(Some(ADMIN), &["secret", "set", &path, "--value", value]);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! The kubelet's part for one container of a stored pod, as far as the
 //! end-to-end test needs it: the environment (literal values and
-//! downward-API `fieldRef`s), the volumes (`emptyDir` and `secret`) as local
-//! folders, and the command and startup probe with the image's binary
-//! replaced by a local one.
+//! downward-API `fieldRef`s), the volumes (`emptyDir`, `secret`, and
+//! `projected` service-account tokens, which the kubelet requests from the
+//! TokenRequest API bound to the pod) as local folders, and the command and
+//! startup probe with the image's binary replaced by a local one.
 //!
 //! Paths inside the container are rewritten to the local folders wherever
 //! they appear in an env value or an argument, so the process sees the same
@@ -34,10 +35,25 @@ pub struct Container {
     local_binary: PathBuf,
 }
 
+/// What the kubelet fetches from the API server for a pod's volumes.
+pub trait Sources {
+    /// A Secret of the pod's namespace as JSON (`kubectl get secret -o json`).
+    fn secret(&self, name: &str) -> anyhow::Result<Value>;
+    /// A service-account token for `pod` (its namespace and service
+    /// account), with `audience` and `expiration_seconds`, bound to the pod
+    /// by name and UID: what the kubelet asks TokenRequest for a projected
+    /// `serviceAccountToken` source.
+    fn pod_token(
+        &self,
+        pod: &Value,
+        audience: &str,
+        expiration_seconds: u64,
+    ) -> anyhow::Result<String>;
+}
+
 impl Container {
     /// Prepares container `name` (an init or app container) of `pod` under
-    /// `root`: one folder per mounted volume. `secret` returns a Secret of
-    /// the pod's namespace as JSON (what `kubectl get secret -o json` shows).
+    /// `root`: one folder per mounted volume, filled from `sources`.
     /// `local_binary` stands in for the first word of the container's
     /// `command`.
     pub fn prepare(
@@ -45,7 +61,7 @@ impl Container {
         name: &str,
         root: &Path,
         local_binary: &Path,
-        secret: impl Fn(&str) -> anyhow::Result<Value>,
+        sources: &impl Sources,
     ) -> anyhow::Result<Self> {
         let spec = &pod["spec"];
         let container = ["initContainers", "containers"]
@@ -71,9 +87,13 @@ impl Container {
                 // Like a fresh emptyDir: writable by the container's user.
                 std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o777))?;
             } else if let Some(source) = volume.get("secret") {
-                project_secret(source, &local, &secret)?;
+                project_secret(source, &local, sources)?;
+            } else if let Some(projected) = volume.get("projected") {
+                project_tokens(pod, projected, &local, sources)?;
             } else {
-                bail!("volume {volume_name}: only emptyDir and secret volumes are supported");
+                bail!(
+                    "volume {volume_name}: only emptyDir, secret and projected service-account token volumes are supported"
+                );
             }
             mounts.push((mount_path.to_owned(), local));
         }
@@ -185,14 +205,34 @@ fn field(pod: &Value, path: &str) -> anyhow::Result<String> {
         .with_context(|| format!("fieldRef {path}: the stored pod has no such value"))
 }
 
-/// Writes a secret volume's files into `dir`, with the volume's modes.
-fn project_secret(
-    source: &Value,
+/// Writes a projected volume's service-account tokens into `dir`.
+fn project_tokens(
+    pod: &Value,
+    projected: &Value,
     dir: &Path,
-    secret: &impl Fn(&str) -> anyhow::Result<Value>,
+    sources: &impl Sources,
 ) -> anyhow::Result<()> {
+    let default_mode = projected["defaultMode"].as_u64().unwrap_or(0o644);
+    for source in projected["sources"].as_array().into_iter().flatten() {
+        let Some(token) = source.get("serviceAccountToken") else {
+            bail!("projected source {source}: only serviceAccountToken is supported");
+        };
+        // The API server's defaults: its own audience, one hour.
+        let audience = token["audience"].as_str().unwrap_or("");
+        let expiration = token["expirationSeconds"].as_u64().unwrap_or(3600);
+        let jwt = sources.pod_token(pod, audience, expiration)?;
+        let file = dir.join(str_at(token, "path")?);
+        std::fs::write(&file, jwt)?;
+        let mode = u32::try_from(default_mode).context("file mode out of range")?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret volume's files into `dir`, with the volume's modes.
+fn project_secret(source: &Value, dir: &Path, sources: &impl Sources) -> anyhow::Result<()> {
     let name = str_at(source, "secretName")?;
-    let object = secret(name)?;
+    let object = sources.secret(name)?;
     let data = object["data"]
         .as_object()
         .with_context(|| format!("Secret {name} has no data"))?;
@@ -284,21 +324,45 @@ mod tests {
         })
     }
 
+    /// Sources for the unit tests: one Secret `s`, and tokens that name
+    /// what they were asked for.
+    struct Fixed;
+
+    impl Sources for Fixed {
+        fn secret(&self, name: &str) -> anyhow::Result<Value> {
+            assert_eq!(name, "s");
+            Ok(json!({"data": {"token": "c2VjcmV0", "unused": "eA=="}}))
+        }
+
+        fn pod_token(&self, pod: &Value, audience: &str, seconds: u64) -> anyhow::Result<String> {
+            Ok(format!(
+                "{}/{audience}/{seconds}",
+                pod["metadata"]["uid"].as_str().unwrap()
+            ))
+        }
+    }
+
     #[test]
     fn env_mounts_and_commands_follow_the_pod() {
         let root = tempfile::tempdir().unwrap();
-        let secret = |name: &str| {
-            assert_eq!(name, "s");
-            Ok(json!({"data": {"token": "c2VjcmV0", "unused": "eA=="}}))
-        };
-        let c = Container::prepare(
-            &pod(),
-            "side",
-            root.path(),
-            Path::new("/local/side"),
-            secret,
-        )
-        .unwrap();
+        let mut pod = pod();
+        pod["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "id", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "signet", "expirationSeconds": 600, "path": "token"}}
+            ]}}));
+        pod["spec"]["initContainers"][0]["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "id", "mountPath": "/var/id", "readOnly": true}));
+        let c = Container::prepare(&pod, "side", root.path(), Path::new("/local/side"), &Fixed)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("id/token")).unwrap(),
+            "u-1/signet/600",
+            "a token bound to the pod, with the volume's audience and expiry"
+        );
         let mem = root.path().join("mem");
         let tok = root.path().join("tok");
         assert_eq!(c.env["DIR"], mem.display().to_string());
@@ -337,8 +401,7 @@ mod tests {
         pod["spec"]["initContainers"][0]["env"] =
             json!([{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]);
         let root = tempfile::tempdir().unwrap();
-        let secret = |_: &str| Ok(json!({"data": {"token": "eA=="}}));
-        let error = Container::prepare(&pod, "side", root.path(), Path::new("/x"), secret)
+        let error = Container::prepare(&pod, "side", root.path(), Path::new("/x"), &Fixed)
             .unwrap_err()
             .to_string();
         assert!(error.contains("status.podIP"), "{error}");

@@ -269,6 +269,15 @@ impl ControlPlane {
         &self.kubeconfig
     }
 
+    /// A value `start.sh` recorded in its `env` file (`SIGNET_CP_SERVER`,
+    /// `SIGNET_CP_CA`, ...).
+    pub fn env(&self, key: &str) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(self.dir.join("env"))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+            .ok_or_else(|| anyhow::anyhow!("start.sh recorded no {key}"))
+    }
+
     /// The kube-apiserver's log, for failure messages.
     pub fn apiserver_log(&self) -> PathBuf {
         self.dir.join("kube-apiserver.log")

@@ -19,6 +19,8 @@ use std::{
 };
 
 use serde_json::Value;
+use signet_client::api::Attestation;
+use signet_client::sdk::{Client, Options};
 use signet_e2e::{
     ControlPlane, Daemon, control_plane_bin, eventually, free_port, kubelet, output, repo_root,
     run, workspace_binary,
@@ -29,6 +31,12 @@ const APP_NS: &str = "apps";
 const RELEASE: &str = "signet";
 const MOUNT_PATH: &str = "/var/run/secrets/signet";
 const INIT_IMAGE: &str = "signet-init:e2e";
+/// The name the vault knows this cluster by.
+const CLUSTER: &str = "e2e";
+/// The audience of the pods' projected tokens (the chart's default).
+const AUDIENCE: &str = "signet";
+/// The vault's ServiceAccount in the chart: `system:auth-delegator` only.
+const VAULT_SA: &str = "signet-vault";
 /// Bound of every wait for an effect of the controller, the sidecar or the
 /// API server.
 const WAIT: Duration = Duration::from_secs(45);
@@ -59,16 +67,133 @@ impl Cli {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
     }
 
-    /// Live (not disabled) machines enrolled from pod `uid`.
+    /// Live (not disabled) machines attested as running in pod `uid`.
     fn live_machines_of_pod(&self, uid: &str) -> Vec<Value> {
         self.json(&["machine", "list"])["machines"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|m| m["metadata"]["k8s.pod.uid"] == uid && m["disabled"] != true)
+            .filter(|m| {
+                m["kubernetes"]["pod_uid"] == uid
+                    && m["kubernetes"]["attested"] == true
+                    && m["disabled"] != true
+            })
             .cloned()
             .collect()
     }
+
+    /// Audit entries whose reason starts with `code`.
+    fn denials(&self, code: &str) -> Vec<Value> {
+        self.json(&["audit", "list", "--limit", "5000"])["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["outcome"] == "deny"
+                    && e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with(&format!("{code}:")))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the kubelet fetches for a pod's volumes, from the real API server.
+struct Kubelet<'a> {
+    plane: &'a ControlPlane,
+    namespace: &'a str,
+}
+
+impl kubelet::Sources for Kubelet<'_> {
+    fn secret(&self, name: &str) -> anyhow::Result<Value> {
+        self.plane
+            .get_json(Some(self.namespace), "secret", name)?
+            .ok_or_else(|| anyhow::anyhow!("Secret {name} not found"))
+    }
+
+    fn pod_token(&self, pod: &Value, audience: &str, seconds: u64) -> anyhow::Result<String> {
+        let account = pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        token_request(
+            self.plane,
+            self.namespace,
+            account,
+            audience,
+            seconds,
+            Some((name, uid)),
+        )
+    }
+}
+
+/// A token from the TokenRequest API, bound to a pod when `pod` is given.
+fn token_request(
+    plane: &ControlPlane,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+    seconds: u64,
+    pod: Option<(&str, &str)>,
+) -> anyhow::Result<String> {
+    let duration = format!("{seconds}s");
+    let mut args = vec![
+        "-n",
+        namespace,
+        "create",
+        "token",
+        account,
+        "--audience",
+        audience,
+        "--duration",
+        &duration,
+    ];
+    if let Some((name, uid)) = pod {
+        args.extend([
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            name,
+            "--bound-object-uid",
+            uid,
+        ]);
+    }
+    Ok(plane.kubectl_ok(&args)?.trim().to_owned())
+}
+
+/// Enrolls a fresh key with `token` as an attestation for `policy`, the way
+/// `signet-init` does; the vault's error code when refused.
+fn enroll_attested(vault_url: &str, policy: &str, token: String) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let attestation = Attestation {
+        cluster: CLUSTER.into(),
+        policy: policy.into(),
+        service_account_token: token,
+    };
+    runtime
+        .block_on(Client::enroll_attested(
+            vault_url,
+            attestation,
+            "probe",
+            Default::default(),
+            &Options::default(),
+        ))
+        .map(|(_, answer)| answer.machine_id)
+        .map_err(|e| e.code().unwrap_or("no answer").to_owned())
+}
+
+/// The `Ready` condition of a Signet object, once it has one.
+fn ready_condition(plane: &ControlPlane, namespace: &str, kind: &str, name: &str) -> Option<Value> {
+    plane.get_json(Some(namespace), kind, name).ok().flatten()?["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
 }
 
 /// On a failing test, prints the end of every process log (the vault, the
@@ -127,16 +252,50 @@ spec:
     )
 }
 
-const PLAIN_POD: &str = r#"apiVersion: v1
+fn plain_pod(name: &str, account: &str) -> String {
+    format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata:
-  name: plain
+  name: {name}
 spec:
+  serviceAccountName: {account}
   automountServiceAccountToken: false
   containers:
     - name: app
       image: busybox:1.36.1
       command: ["sh", "-c", "sleep 3600"]
+"#
+    )
+}
+
+/// Namespace `other` names the project delegated to `apps` only.
+const BORROWED: &str = r#"apiVersion: signet.dev/v1alpha1
+kind: EnrollmentToken
+metadata:
+  name: borrowed
+spec:
+  project: shop
+"#;
+
+/// A second policy in `apps` with a SecretGrant for a secret nobody
+/// delegated.
+const SNEAKY: &str = r#"apiVersion: signet.dev/v1alpha1
+kind: EnrollmentToken
+metadata:
+  name: side
+spec:
+  project: shop
+---
+apiVersion: signet.dev/v1alpha1
+kind: SecretGrant
+metadata:
+  name: sneaky
+spec:
+  enrollmentToken: side
+  secrets:
+    - secret: admin-only
+      file: admin-only
 "#;
 
 const TOKEN_AND_GRANT: &str = r#"apiVersion: signet.dev/v1alpha1
@@ -198,12 +357,15 @@ fn signet_on_a_real_control_plane() {
     let kubeconfig = plane.kubeconfig().to_owned();
     // MutatingAdmissionWebhook is one of kube-apiserver's default admission
     // plugins; step 5 proves it is on (the stored pod is the mutated one).
-    for ns in [SYSTEM_NS, APP_NS] {
+    for ns in [SYSTEM_NS, APP_NS, "other"] {
         plane.kubectl_ok(&["create", "namespace", ns]).unwrap();
+        // No controller-manager: the `default` ServiceAccount is made by hand.
+        plane
+            .kubectl_ok(&["-n", ns, "create", "serviceaccount", "default"])
+            .unwrap();
     }
-    // No controller-manager: the `default` ServiceAccount is made by hand.
     plane
-        .kubectl_ok(&["-n", APP_NS, "create", "serviceaccount", "default"])
+        .kubectl_ok(&["-n", APP_NS, "create", "serviceaccount", "intruder"])
         .unwrap();
 
     // ---- 2. CRDs and the chart ----------------------------------------------
@@ -269,8 +431,44 @@ fn signet_on_a_real_control_plane() {
         );
     }
 
+    // The chart's vault ServiceAccount may review tokens and nothing else;
+    // the vault runs outside the cluster here, so its token comes from
+    // TokenRequest instead of a projected volume.
+    let binding = plane
+        .get_json(
+            None,
+            "clusterrolebinding",
+            &format!("{VAULT_SA}-tokenreview"),
+        )
+        .unwrap()
+        .expect("the chart binds the vault's ServiceAccount to system:auth-delegator");
+    assert_eq!(binding["roleRef"]["name"], "system:auth-delegator");
+    let reviewer_token = work.path().join("reviewer-token");
+    std::fs::write(
+        &reviewer_token,
+        token_request(&plane, SYSTEM_NS, VAULT_SA, "", 3600, None).unwrap(),
+    )
+    .unwrap();
+    let can_i = |verb: &str, resource: &str| {
+        plane
+            .kubectl()
+            .args(["auth", "can-i", verb, resource, "--as"])
+            .arg(format!("system:serviceaccount:{SYSTEM_NS}:{VAULT_SA}"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "yes")
+            .unwrap()
+    };
+    assert!(can_i("create", "tokenreviews.authentication.k8s.io"));
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("get", "pods"),
+        ("create", "serviceaccounts/token"),
+    ] {
+        assert!(!can_i(verb, resource), "the vault may {verb} {resource}");
+    }
+
     // ---- 3. vault, admin, secrets, agent, controller, webhook ---------------
-    step("signet-vault serve, admin, project, secrets, agent");
+    step("signet-vault serve, admin, cluster, project, secrets, agent, delegations");
     let root_key = work.path().join("root-key");
     std::fs::write(
         &root_key,
@@ -284,7 +482,9 @@ fn signet_on_a_real_control_plane() {
         .arg("--data-dir")
         .arg(work.path().join("vault-data"))
         .arg("--root-key-file")
-        .arg(&root_key);
+        .arg(&root_key)
+        .arg("--kube-token-file")
+        .arg(&reviewer_token);
     let mut vault = Daemon::spawn("vault", vault_cmd, &logs).unwrap();
     let bootstrap = eventually("the vault's bootstrap token on stdout", WAIT, || {
         vault.ensure_running()?;
@@ -309,7 +509,19 @@ fn signet_on_a_real_control_plane() {
         vault: vault_url.clone(),
         identity: admin_file,
     };
+    let server = plane.env("SIGNET_CP_SERVER").unwrap();
+    let ca_file = plane.env("SIGNET_CP_CA").unwrap();
+    cli.ok(&[
+        "cluster",
+        "add",
+        CLUSTER,
+        "--api-url",
+        &server,
+        "--ca-file",
+        &ca_file,
+    ]);
     cli.ok(&["project", "create", "shop"]);
+    cli.ok(&["secret", "set", "shop/admin-only", "--value", "root-of-all"]);
     cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v1"]);
     cli.ok(&[
         "secret",
@@ -338,12 +550,39 @@ fn signet_on_a_real_control_plane() {
         "--scope",
         "machines",
     ]);
+    let agent_id = serde_json::from_str::<Value>(&std::fs::read_to_string(&agent_file).unwrap())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The operator may hand out these two secrets to pods of namespace
+    // `apps`, and nothing else anywhere.
+    for secret in [
+        vec!["--secret", "api-key"],
+        vec!["--secret", "db", "--field", "user", "--field", "password"],
+    ] {
+        let mut args = vec![
+            "delegation",
+            "add",
+            "--agent",
+            &agent_id,
+            "--project",
+            "shop",
+            "--cluster",
+            CLUSTER,
+            "--namespace",
+            APP_NS,
+        ];
+        args.extend(secret);
+        cli.ok(&args);
+    }
 
     step("signet-operator controller and webhook");
     let mut controller_cmd = Command::new(&operator_bin);
     controller_cmd
         .args(["controller", "--vault", &vault_url, "--identity"])
         .arg(&agent_file)
+        .env("SIGNET_CLUSTER_NAME", CLUSTER)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info,signet_operator=debug");
     let mut controller = Daemon::spawn("controller", controller_cmd, &logs).unwrap();
@@ -366,6 +605,8 @@ fn signet_on_a_real_control_plane() {
             "--init-image",
             INIT_IMAGE,
         ])
+        .env("SIGNET_CLUSTER_NAME", CLUSTER)
+        .env("SIGNET_TOKEN_AUDIENCE", AUDIENCE)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info");
     let mut webhook = Daemon::spawn("webhook", webhook_cmd, &logs).unwrap();
@@ -407,16 +648,26 @@ fn signet_on_a_real_control_plane() {
             );
         }
     }
-    let token_secret = plane
-        .get_json(Some(APP_NS), "secret", "signet-token-shop")
+    // An attested policy: no raw token exists, so no Secret holds one.
+    assert!(
+        plane
+            .get_json(Some(APP_NS), "secret", "signet-token-shop")
+            .unwrap()
+            .is_none(),
+        "an attested EnrollmentToken must not write a token Secret"
+    );
+    let policies: Vec<Value> = cli.json(&["token", "list"])["tokens"]
+        .as_array()
         .unwrap()
-        .expect("the controller writes Secret signet-token-shop");
-    assert!(token_secret["data"]["token"].is_string());
-    let token_cr = plane
-        .get_json(Some(APP_NS), "enrollmenttoken", "shop")
-        .unwrap()
-        .unwrap();
-    let token_id = token_cr["status"]["tokenId"].as_str().unwrap().to_owned();
+        .iter()
+        .filter(|t| t["kubernetes"]["policy"] == "shop" && t["revoked"] != true)
+        .cloned()
+        .collect();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert_eq!(policies[0]["kubernetes"]["namespace"], APP_NS);
+    assert_eq!(policies[0]["kubernetes"]["cluster"], CLUSTER);
+    assert_ne!(policies[0]["kubernetes"]["raw_token"], true);
+    let token_id = policies[0]["id"].as_str().unwrap().to_owned();
 
     // ---- 5. the opted-in pod, mutated by the webhook and stored -------------
     step("opted-in pod through the webhook");
@@ -440,11 +691,24 @@ fn signet_on_a_real_control_plane() {
         .find(|v| v["name"] == "signet-secrets")
         .unwrap();
     assert_eq!(secrets_volume["emptyDir"]["medium"], "Memory");
-    let token_volume = volumes
+    assert!(volumes.iter().all(|v| v.get("secret").is_none()));
+    let identity = volumes
         .iter()
-        .find(|v| v["name"] == "signet-token")
-        .unwrap();
-    assert_eq!(token_volume["secret"]["secretName"], "signet-token-shop");
+        .find(|v| v["name"] == "signet-identity")
+        .expect("a projected service-account token volume");
+    let projected = &identity["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(projected["audience"], AUDIENCE);
+    assert_eq!(projected["expirationSeconds"], 600);
+    // Only signet-init mounts the identity; the app never sees it.
+    let mounts_identity = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "signet-identity")
+    };
+    assert!(mounts_identity(init));
+    assert!(!mounts_identity(&pod["spec"]["containers"][0]));
     let app_mount = pod["spec"]["containers"][0]["volumeMounts"]
         .as_array()
         .unwrap()
@@ -459,15 +723,18 @@ fn signet_on_a_real_control_plane() {
     // ---- 6. the kubelet's part: run signet-init from the stored spec --------
     step("playing the kubelet: signet-init run");
     let pod_root = work.path().join("pod-app");
-    let sidecar = kubelet::Container::prepare(&pod, "signet-init", &pod_root, &init_bin, |name| {
-        plane
-            .get_json(Some(APP_NS), "secret", name)?
-            .ok_or_else(|| anyhow::anyhow!("Secret {name} not found"))
-    })
-    .unwrap();
+    let sources = Kubelet {
+        plane: &plane,
+        namespace: APP_NS,
+    };
+    let sidecar =
+        kubelet::Container::prepare(&pod, "signet-init", &pod_root, &init_bin, &sources).unwrap();
+    assert!(!sidecar.env.contains_key("SIGNET_TOKEN_FILE"));
+    assert_eq!(sidecar.env["SIGNET_CLUSTER"], CLUSTER);
+    assert_eq!(sidecar.env["SIGNET_POLICY"], "shop");
     for key in [
         "SIGNET_VAULT",
-        "SIGNET_TOKEN_FILE",
+        "SIGNET_SA_TOKEN_FILE",
         "SIGNET_MOUNT_PATH",
         "SIGNET_MODE",
         "SIGNET_FILES",
@@ -511,6 +778,165 @@ fn signet_on_a_real_control_plane() {
     let machines = cli.live_machines_of_pod(&pod_uid);
     assert_eq!(machines.len(), 1, "one machine for the pod: {machines:?}");
     assert_eq!(machines[0]["name"], "apps-app", "the token's name template");
+    let attested = &machines[0]["kubernetes"];
+    assert_eq!(attested["namespace"], APP_NS);
+    assert_eq!(attested["pod_name"], "app");
+    assert_eq!(attested["service_account"], "default");
+    assert_eq!(attested["cluster"], CLUSTER);
+
+    // ---- 6b. a restarted sidecar re-enrolls; the old machine goes -----------
+    step("restarted sidecar: new machine, the previous one revoked");
+    let first_machine = machines[0]["id"].as_str().unwrap().to_owned();
+    init_process.stop().unwrap();
+    let mut init_process = Daemon::spawn("signet-init-2", sidecar.command(), &logs).unwrap();
+    let second_machine = eventually("the sidecar's new machine", WAIT, || {
+        init_process.ensure_running()?;
+        let machines = cli.live_machines_of_pod(&pod_uid);
+        Ok(match machines.as_slice() {
+            [one] if one["id"] != first_machine.as_str() => one["id"].as_str().map(str::to_owned),
+            _ => None,
+        })
+    })
+    .unwrap();
+    let replaced = cli.json(&["audit", "list", "--limit", "5000"])["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| {
+            e["action"] == "enroll"
+                && e["actor"] == second_machine.as_str()
+                && e["target"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!("replaces machine:{first_machine}")))
+        });
+    assert!(
+        replaced,
+        "the re-enrollment is audited as replacing {first_machine}"
+    );
+
+    // ---- 6c. projected tokens the vault must refuse -------------------------
+    step("bad projected tokens are refused, each with its own code");
+    let pod_token = |namespace: &str, account: &str, audience: &str, name: &str, uid: &str| {
+        token_request(&plane, namespace, account, audience, 600, Some((name, uid))).unwrap()
+    };
+    let pod_uid_of = |name: &str| {
+        plane.get_json(Some(APP_NS), "pod", name).unwrap().unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let force_delete = |name: &str| {
+        plane
+            .kubectl_ok(&[
+                "-n",
+                APP_NS,
+                "delete",
+                "pod",
+                name,
+                "--grace-period=0",
+                "--force",
+            ])
+            .unwrap();
+    };
+    let mut refusals = vec![
+        (
+            "attestation_audience",
+            pod_token(APP_NS, "default", "another-audience", "app", &pod_uid),
+        ),
+        (
+            "attestation_not_pod_bound",
+            token_request(&plane, APP_NS, "default", AUDIENCE, 600, None).unwrap(),
+        ),
+    ];
+    plane
+        .apply(APP_NS, &plain_pod("intruder", "intruder"))
+        .unwrap();
+    refusals.push((
+        "service_account_not_allowed",
+        pod_token(
+            APP_NS,
+            "intruder",
+            AUDIENCE,
+            "intruder",
+            &pod_uid_of("intruder"),
+        ),
+    ));
+    plane.apply(APP_NS, &plain_pod("gone", "default")).unwrap();
+    let gone = pod_token(APP_NS, "default", AUDIENCE, "gone", &pod_uid_of("gone"));
+    force_delete("gone");
+    refusals.push(("attestation_pod_gone", gone));
+    plane
+        .apply(APP_NS, &plain_pod("reborn", "default"))
+        .unwrap();
+    let reborn = pod_token(APP_NS, "default", AUDIENCE, "reborn", &pod_uid_of("reborn"));
+    force_delete("reborn");
+    plane
+        .apply(APP_NS, &plain_pod("reborn", "default"))
+        .unwrap();
+    refusals.push(("attestation_pod_mismatch", reborn));
+    for (code, token) in refusals {
+        assert_eq!(
+            enroll_attested(&vault_url, "shop", token),
+            Err(code.to_owned()),
+            "{code}"
+        );
+        assert_eq!(cli.denials(code).len(), 1, "one audit row for {code}");
+    }
+    // A valid token of the pod, but a policy its namespace does not have.
+    assert_eq!(
+        enroll_attested(
+            &vault_url,
+            "no-such-policy",
+            pod_token(APP_NS, "default", AUDIENCE, "app", &pod_uid)
+        ),
+        Err("unknown_policy".to_owned())
+    );
+    assert_eq!(
+        cli.live_machines_of_pod(&pod_uid).len(),
+        1,
+        "no refused attempt enrolled or replaced anything"
+    );
+
+    // ---- 6d. namespaces are a boundary ---------------------------------------
+    step("an undelegated namespace or secret is refused with Ready=False");
+    plane.apply("other", BORROWED).unwrap();
+    plane.apply(APP_NS, SNEAKY).unwrap();
+    for (namespace, kind, name) in [
+        ("other", "enrollmenttoken", "borrowed"),
+        (APP_NS, "secretgrant", "sneaky"),
+    ] {
+        let condition = eventually(&format!("{kind}/{name} refused"), WAIT, || {
+            Ok(ready_condition(&plane, namespace, kind, name)
+                .filter(|c| c["status"] == "False" && c["reason"] == "NotDelegated"))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\ncontroller log:\n{}", controller.stderr_tail(40)));
+        let message = condition["message"].as_str().unwrap_or_default();
+        assert!(message.contains("delegation"), "{kind}/{name}: {message}");
+        let events = plane
+            .kubectl_ok(&[
+                "-n",
+                namespace,
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name},reason=NotDelegated"),
+                "-o",
+                "json",
+            ])
+            .unwrap();
+        assert!(
+            events.contains("delegation"),
+            "no NotDelegated Event for {kind}/{name}: {events}"
+        );
+    }
+    assert!(
+        cli.json(&["token", "list"])["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["kubernetes"]["namespace"] != "other"),
+        "no policy exists for namespace other"
+    );
 
     // ---- 7. sidecar refresh ---------------------------------------------------
     step("new version of api-key reaches the file");
@@ -600,7 +1026,7 @@ fn signet_on_a_real_control_plane() {
     // ---- 11. webhook down: plain pods admitted, opted-in pods refused ---------
     step("webhook stopped: scoping and failurePolicy");
     webhook.stop().unwrap();
-    plane.apply(APP_NS, PLAIN_POD).unwrap();
+    plane.apply(APP_NS, &plain_pod("plain", "default")).unwrap();
     let plain = plane
         .get_json(Some(APP_NS), "pod", "plain")
         .unwrap()
