@@ -193,12 +193,31 @@ fn redact_serde(e: &serde_json::Error) -> String {
             format!("invalid JSON at line {} column {}", e.line(), e.column())
         }
         // Data errors name fields ("missing field `token`", "unknown field `x`"),
-        // which is what a caller needs to fix the request.
+        // which is what a caller needs to fix the request; the values they
+        // quote ("invalid type: string \"...\"") may be secrets, so every
+        // quoted value is cut out.
         Category::Data => {
             let text = e.to_string();
-            text.split(" at line ").next().unwrap_or(&text).to_owned()
+            redact_quoted(text.split(" at line ").next().unwrap_or(&text))
         }
     }
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Vault {
@@ -599,5 +618,23 @@ pub fn authorize(caller: &Caller, scope: Option<Scope>) -> Result<()> {
             ErrorCode::Forbidden,
             "only admins may do this",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_quoted;
+
+    #[test]
+    fn quoted_values_never_reach_an_error() {
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "hunter2", expected a map"#),
+            r#"invalid type: string "…", expected a map"#
+        );
+        assert_eq!(
+            redact_quoted("unknown field `valu`, expected `value`"),
+            "unknown field `valu`, expected `value`"
+        );
+        assert_eq!(redact_quoted(r#"a "b" c "d"#), r#"a "…" c "…""#);
     }
 }
