@@ -5,10 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod access_common;
+mod kit;
 
-use access_common::{Harness, LOCAL_IP, START};
 use axum::http::StatusCode;
+use kit::{Harness, LOCAL_IP, START};
 use serde_json::json;
 use signet_vault::vault::Settings;
 

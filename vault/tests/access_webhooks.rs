@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod access_common;
+mod kit;
 
 use std::sync::{Arc, Mutex};
 
-use access_common::{Harness, LOCAL_IP};
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac as _};
+use kit::{Harness, LOCAL_IP};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use signet_vault::vault::Settings;
@@ -81,7 +81,7 @@ fn verify(received: &Received, secret: &str) -> Value {
     serde_json::from_str(&received.body).unwrap()
 }
 
-async fn create_hook(h: &Harness, url: &str, events: &[&str]) -> access_common::Reply {
+async fn create_hook(h: &Harness, url: &str, events: &[&str]) -> kit::Reply {
     h.admin(
         "POST",
         "/v1/webhooks",
@@ -227,12 +227,9 @@ async fn internal_destinations_are_refused_at_delivery() {
             .status,
         StatusCode::CREATED
     );
-    let (dir, root_hex) = (allowed.dir, allowed.root_hex);
-    drop(allowed.app);
-    drop(allowed.vault);
     // ...then the vault restarts without the allowlist: the event is queued
     // but never sent.
-    let h = Harness::open(dir, root_hex, Settings::default());
+    let h = allowed.reopen(Settings::default());
     h.project("app").await;
     h.machine("app", &[]).await;
     let report = h.vault.deliver_webhooks().await.unwrap();

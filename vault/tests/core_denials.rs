@@ -2,12 +2,12 @@
 //! stored data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod kit;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Actor, Harness, Reply};
-use serde_json::json;
+use kit::{Harness, LOCAL_IP, Reply, Signer};
+use serde_json::{Value, json};
 use signet_client::protocol::{self, IdentityKey};
 
 /// Runs `attempt` and checks the status, the code, the audit row and that
@@ -18,13 +18,13 @@ where
     Fut: std::future::Future<Output = Reply>,
 {
     let before = h.snapshot();
-    let audit_before = h.all_audit().len();
+    let audit_before = h.audit().len();
     let reply = attempt().await;
     assert_eq!(reply.status, status, "{}", reply.body);
     assert_eq!(reply.code(), code, "{}", reply.body);
     assert!(!reply.body["error"]["message"].as_str().unwrap().is_empty());
     assert_eq!(h.snapshot(), before, "a denied request changed stored data");
-    let audit = h.all_audit();
+    let audit = h.audit();
     assert_eq!(
         audit.len(),
         audit_before + 1,
@@ -54,12 +54,28 @@ fn replayable(request: Request<Body>) -> impl Fn() -> Request<Body> {
     }
 }
 
-async fn setup() -> (Harness, Actor, Actor) {
+/// A vault with project `payments` seeded, an admin enrolled with a
+/// bootstrap token, and a machine granted `api-key` and `db`'s `user`.
+async fn setup() -> (Harness, Signer, Signer) {
     let h = Harness::new();
-    let admin = h.admin().await;
-    h.seed(&admin, "payments").await;
-    let machine = h.machine(&admin, "payments").await;
+    let admin = h.bootstrap_admin().await;
+    h.seed("payments").await;
+    let machine = h.seeded_machine("payments").await;
     (h, admin, machine)
+}
+
+/// An enrollment token body for `payments`.
+fn payments_token(grants: Value, max_uses: Option<u32>) -> Value {
+    json!({
+        "project": "payments", "ttl_seconds": 3600, "machine_lifetime_seconds": 86400,
+        "max_uses": max_uses, "grants": grants
+    })
+}
+
+/// Enrolls a fresh key with `token`, as a runner would.
+async fn enroll(h: &Harness, token: &str) -> (Reply, Option<Signer>) {
+    h.enroll(token, "runner-1", json!({"k8s.pod.uid": "uid-1"}), LOCAL_IP)
+        .await
 }
 
 #[tokio::test]
@@ -277,7 +293,7 @@ async fn missing_or_malformed_headers_are_refused() {
 #[tokio::test]
 async fn an_unknown_key_is_refused() {
     let (h, _admin, _machine) = setup().await;
-    let stranger = Actor {
+    let stranger = Signer {
         id: "m_01HZX3K6Q8J9V2T4N5P7R8S9W0".into(),
         key: IdentityKey::generate(),
     };
@@ -290,7 +306,7 @@ async fn an_unknown_key_is_refused() {
 #[tokio::test]
 async fn a_signature_by_another_key_is_refused() {
     let (h, _admin, machine) = setup().await;
-    let impostor = Actor {
+    let impostor = Signer {
         id: machine.id.clone(),
         key: IdentityKey::generate(),
     };
@@ -318,7 +334,7 @@ async fn agents_and_admins_never_get_a_value() {
         .call(&admin, "POST", "/v1/agents", Some(json!({"name": "operator", "public_key": agent_key.public_key(), "scopes": ["tokens", "grants", "machines", "metadata"]})))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let agent = Actor {
+    let agent = Signer {
         id: r.body["id"].as_str().unwrap().to_owned(),
         key: agent_key,
     };
@@ -437,9 +453,9 @@ async fn an_oversized_body_is_refused() {
 
 #[tokio::test]
 async fn enrollment_signed_by_another_key_is_refused() {
-    let (h, admin, _machine) = setup().await;
+    let (h, _admin, _machine) = setup().await;
     let token = h
-        .token(&admin, "payments", json!([{"secret": "api-key"}]), Some(1))
+        .token(payments_token(json!([{"secret": "api-key"}]), Some(1)))
         .await;
     let claimed = IdentityKey::generate();
     let body = serde_json::to_vec(
@@ -458,32 +474,23 @@ async fn enrollment_signed_by_another_key_is_refused() {
     })
     .await;
     // The token was not spent by the failed attempt.
-    assert!(h.enroll(&token).await.is_ok());
+    assert_eq!(enroll(&h, &token).await.0.status, StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn enrollment_tokens_are_checked() {
-    let (h, admin, _machine) = setup().await;
-    let token = h.token(&admin, "payments", json!([]), Some(1)).await;
+    let (h, _admin, _machine) = setup().await;
+    let token = h.token(payments_token(json!([]), Some(1))).await;
     let (id, _) = token.split_once('.').unwrap();
     let forged = format!("{id}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     let before = h.snapshot();
-    assert_eq!(
-        h.enroll(&forged).await.err().unwrap().code(),
-        "invalid_token"
-    );
+    assert_eq!(enroll(&h, &forged).await.0.code(), "invalid_token");
     assert_eq!(h.snapshot(), before);
-    assert!(h.enroll(&token).await.is_ok());
-    assert_eq!(
-        h.enroll(&token).await.err().unwrap().code(),
-        "token_exhausted"
-    );
-    let expiring = h.token(&admin, "payments", json!([]), None).await;
+    assert_eq!(enroll(&h, &token).await.0.status, StatusCode::CREATED);
+    assert_eq!(enroll(&h, &token).await.0.code(), "token_exhausted");
+    let expiring = h.token(payments_token(json!([]), None)).await;
     h.clock.advance(3601);
-    assert_eq!(
-        h.enroll(&expiring).await.err().unwrap().code(),
-        "token_expired"
-    );
+    assert_eq!(enroll(&h, &expiring).await.0.code(), "token_expired");
     assert_eq!(
         h.last_audit().reason.split(':').next(),
         Some("token_expired")
@@ -545,7 +552,7 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
     let (h, _admin, machine) = setup().await;
     h.call(&machine, "GET", "/v1/secrets/payments/api-key", None)
         .await;
-    let entries = h.all_audit();
+    let entries = h.audit();
     assert_eq!(
         entries.len(),
         7,
@@ -555,7 +562,7 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
     let conn = rusqlite::Connection::open(h.dir.path().join("signet.db")).unwrap();
     conn.execute("UPDATE audit SET outcome = 'deny' WHERE seq = 3", [])
         .unwrap();
-    let entries = h.all_audit();
+    let entries = h.audit();
     assert!(
         signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).is_err()
     );
@@ -565,7 +572,7 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
 async fn canonical_signing_matches_the_protocol_for_a_live_request() {
     // The SDK and the router agree on the target with a query string.
     let (h, _admin, machine) = setup().await;
-    let ts = 1_800_000_000u64;
+    let ts = u64::try_from(kit::START).unwrap();
     let headers = protocol::sign(
         &machine.key,
         &machine.id,

@@ -2,43 +2,26 @@
 //! and JSON errors for routes that do not exist.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod kit;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::Harness;
-use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
-
-async fn text(h: &Harness, uri: &str) -> (StatusCode, String) {
-    let response = h
-        .app
-        .clone()
-        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
-}
+use kit::Harness;
 
 #[tokio::test]
 async fn health_and_readiness_answer_without_a_signature() {
     let h = Harness::new();
-    assert_eq!(text(&h, "/healthz").await, (StatusCode::OK, "ok".into()));
-    assert_eq!(text(&h, "/readyz").await, (StatusCode::OK, "ready".into()));
+    assert_eq!(h.text("/healthz").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(h.text("/readyz").await, (StatusCode::OK, "ready".into()));
 }
 
 #[tokio::test]
 async fn metrics_count_decisions_by_outcome_and_code() {
     let h = Harness::new();
-    let admin = h.admin().await;
-    h.seed(&admin, "shop").await;
-    let r = h
-        .call(&admin, "GET", "/v1/secrets/shop/api-key", None)
-        .await;
+    h.seed("shop").await;
+    let r = h.admin("GET", "/v1/secrets/shop/api-key", None).await;
     assert_eq!(r.code(), "not_a_machine");
-    let (status, body) = text(&h, "/metrics").await;
+    let (status, body) = h.text("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         body.contains(r#"signet_decisions_total{action="secret.write",outcome="allow",code=""} 2"#),
@@ -55,7 +38,7 @@ async fn metrics_count_decisions_by_outcome_and_code() {
 #[tokio::test]
 async fn the_openapi_document_lists_every_signed_route() {
     let h = Harness::new();
-    let (status, body) = text(&h, "/v1/openapi.json").await;
+    let (status, body) = h.text("/v1/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

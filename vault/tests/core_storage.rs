@@ -1,18 +1,13 @@
 //! What reaches the disk: ciphertext only, and only under the right root key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use std::sync::Arc;
+mod kit;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
-use common::Harness;
-use signet_vault::clock::ManualClock;
+use kit::Harness;
 use signet_vault::crypto::RootKey;
-use signet_vault::store::{SqliteStore, Store};
-use signet_vault::vault::OpenError;
-use signet_vault::{Config, Vault};
+use signet_vault::vault::{OpenError, Settings};
 
 fn every_file_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -34,9 +29,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn no_plaintext_and_no_root_key_bytes_reach_the_data_directory() {
     let h = Harness::new();
-    let admin = h.admin().await;
-    h.seed(&admin, "payments").await;
-    let machine = h.machine(&admin, "payments").await;
+    h.seed("payments").await;
+    let machine = h.seeded_machine("payments").await;
     let r = h
         .call(&machine, "GET", "/v1/secrets/payments/db", None)
         .await;
@@ -78,37 +72,13 @@ async fn no_plaintext_and_no_root_key_bytes_reach_the_data_directory() {
     assert!(files.iter().any(|(_, b)| contains(b, b"password")));
 }
 
-fn reopen(dir: &std::path::Path, root: RootKey) -> Result<Vault, OpenError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
-    Vault::open(
-        store,
-        root,
-        Arc::new(ManualClock::new(common::START)),
-        Config::default(),
-    )
-}
-
 #[tokio::test]
 async fn a_restart_with_the_right_root_key_reads_old_secrets() {
     let h = Harness::new();
-    let admin = h.admin().await;
-    h.seed(&admin, "payments").await;
-    let machine = h.machine(&admin, "payments").await;
-    let dir = h.dir;
-    drop(h.app);
-    drop(h.vault);
+    h.seed("payments").await;
+    let machine = h.seeded_machine("payments").await;
 
-    let vault =
-        Arc::new(reopen(dir.path(), RootKey::parse(h.root_hex.as_bytes()).unwrap()).unwrap());
-    let h2 = Harness {
-        dir,
-        clock: Arc::new(ManualClock::new(common::START + 5)),
-        app: signet_vault::http::router(vault.clone()),
-        vault,
-        root_hex: h.root_hex,
-    };
-    // The harness signs with its own clock; the vault's clock is START.
-    h2.clock.set(common::START);
+    let h2 = h.reopen(Settings::default());
     let r = h2
         .call(&machine, "GET", "/v1/secrets/payments/api-key", None)
         .await;
@@ -119,8 +89,7 @@ async fn a_restart_with_the_right_root_key_reads_old_secrets() {
 #[tokio::test]
 async fn a_restart_with_a_wrong_root_key_refuses_to_start() {
     let h = Harness::new();
-    let admin = h.admin().await;
-    h.seed(&admin, "payments").await;
+    h.seed("payments").await;
     let dir = h.dir;
     drop(h.app);
     drop(h.vault);
@@ -128,7 +97,12 @@ async fn a_restart_with_a_wrong_root_key_refuses_to_start() {
         .into_iter()
         .filter(|(n, _)| n.ends_with("signet.db"))
         .collect::<Vec<_>>();
-    match reopen(dir.path(), RootKey::generate()) {
+    match kit::open_vault(
+        dir.path(),
+        RootKey::generate(),
+        h.clock,
+        Settings::default(),
+    ) {
         Err(OpenError::WrongRootKey) => {}
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a wrong root key was accepted"),
@@ -143,9 +117,8 @@ async fn a_restart_with_a_wrong_root_key_refuses_to_start() {
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
     let h = Harness::new();
-    let admin = h.admin().await;
-    h.seed(&admin, "payments").await;
-    let machine = h.machine(&admin, "payments").await;
+    h.seed("payments").await;
+    let machine = h.seeded_machine("payments").await;
     // Copy db's version row over api-key's: same project key, other ids.
     let conn = rusqlite::Connection::open(h.dir.path().join("signet.db")).unwrap();
     conn.execute_batch(

@@ -6,13 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod access_common;
+mod kit;
 
-use access_common::{Harness, LOCAL_IP, Reply, Signer};
 use axum::http::StatusCode;
 use base64::Engine as _;
+use kit::{Harness, LOCAL_IP, Reply, Signer};
 use serde_json::{Value, json};
-use signet_client::protocol::{self, IdentityKey};
+use signet_client::protocol::IdentityKey;
 use signet_vault::clock::Clock as _;
 
 const CA_PEM: &str = include_str!("fixtures/cluster-ca.pem");
@@ -48,14 +48,6 @@ async fn delegate(h: &Harness, agent: &Signer, body: Value) -> Reply {
     let mut body = body;
     body["agent_id"] = json!(agent.id);
     h.admin("POST", "/v1/delegations", Some(body)).await
-}
-
-async fn structured(h: &Harness, project: &str, secret: &str, fields: Value) {
-    let target = format!("/v1/projects/{project}/secrets/{secret}");
-    let r = h
-        .admin("PUT", &target, Some(json!({ "fields": fields })))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
 fn token_body(project: &str, grants: Value) -> Value {
@@ -114,13 +106,8 @@ async fn an_agent_cannot_hand_itself_an_undelegated_secret() {
 async fn a_delegation_covers_its_secret_fields_and_scope_only() {
     let h = Harness::new();
     h.project("demo").await;
-    structured(
-        &h,
-        "demo",
-        "db",
-        json!({"user": "app", "password": "hunter2"}),
-    )
-    .await;
+    h.write_fields("demo", "db", json!({"user": "app", "password": "hunter2"}))
+        .await;
     h.write("demo", "other", "x").await;
     register_cluster(&h, "c1").await;
     let agent = agent(&h, &["tokens", "grants", "metadata"]).await;
@@ -265,13 +252,8 @@ async fn a_field_grant_never_returns_a_plain_version() {
     let h = Harness::new();
     h.project("demo").await;
     h.write("demo", "db2", "app:hunter2").await;
-    structured(
-        &h,
-        "demo",
-        "db2",
-        json!({"user": "app", "password": "hunter2"}),
-    )
-    .await;
+    h.write_fields("demo", "db2", json!({"user": "app", "password": "hunter2"}))
+        .await;
     let token = h
         .token(token_body(
             "demo",
@@ -390,28 +372,8 @@ fn jwt(claims: Value) -> String {
 }
 
 async fn enroll_attested(h: &Harness, attestation: Value) -> Reply {
-    let key = IdentityKey::generate();
-    let body = serde_json::to_vec(&json!({
-        "public_key": key.public_key(), "hostname": "pod", "attestation": attestation,
-    }))
-    .unwrap();
-    let signed = protocol::sign(
-        &key,
-        protocol::ENROLL_KEY_ID,
-        "POST",
-        "/v1/enroll",
-        &body,
-        h.clock.now() as u64,
-        &protocol::fresh_nonce(),
-    );
-    h.send(
-        "POST",
-        "/v1/enroll",
-        body,
-        signed.pairs().map(|(k, v)| (k, v.to_owned())),
-        LOCAL_IP,
-    )
-    .await
+    let fields = json!({"hostname": "pod", "attestation": attestation});
+    h.enroll_with(fields, LOCAL_IP).await.0
 }
 
 /// Attestations the vault can refuse without asking the cluster: each with

@@ -1,0 +1,469 @@
+//! The one test kit for the vault (`mod kit;` in each test file): a vault
+//! over a fresh SQLite directory, a clock the test moves instead of
+//! sleeping, the real router driven with `oneshot`, and a first admin
+//! already in place. Requests come from [`LOCAL_IP`] unless a test names
+//! another source address.
+
+// Each test binary uses part of the kit, and its helpers may unwrap: a panic
+// here is a failed assertion of the test that called it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use signet_client::api::AuditEntry;
+use signet_client::protocol::{self, IdentityKey};
+use signet_vault::clock::{Clock as _, ManualClock};
+use signet_vault::crypto::RootKey;
+use signet_vault::ids;
+use signet_vault::service::enroll::create_bootstrap_token;
+use signet_vault::store::{Admin, SqliteStore, Store};
+use signet_vault::vault::{Config, OpenError, Settings, Vault};
+use tower::ServiceExt as _;
+
+/// Monday 2024-06-03 10:00:00 UTC: the time rules (windows, caps, expiry)
+/// are written against it.
+pub const START: i64 = 1_717_408_800;
+/// The source address requests come from unless a test says otherwise.
+pub const LOCAL_IP: &str = "10.1.2.3";
+
+/// One identity that signs requests: an admin, an agent or a machine.
+pub struct Signer {
+    pub id: String,
+    pub key: IdentityKey,
+}
+
+/// A response: its status and its JSON body (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error.code` of the body, or `""` when there is none.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// Opens a vault over `dir` with `root`, as `serve` does at start.
+pub fn open_vault(
+    dir: &Path,
+    root: RootKey,
+    clock: Arc<ManualClock>,
+    settings: Settings,
+) -> Result<Vault, OpenError> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+    Ok(Vault::open(store, root, clock, Config::default())?.with_settings(settings))
+}
+
+/// A vault under test and the first admin, who signs as `admin`.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub root_hex: String,
+    pub clock: Arc<ManualClock>,
+    pub vault: Arc<Vault>,
+    pub app: Router,
+    pub admin: Signer,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_settings(Settings::default())
+    }
+
+    pub fn with_settings(settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = RootKey::generate();
+        let root_hex = root.to_hex().to_string();
+        let clock = Arc::new(ManualClock::new(START));
+        let vault = Arc::new(open_vault(dir.path(), root, clock.clone(), settings).unwrap());
+        let key = IdentityKey::generate();
+        let (id, public_key) = (ids::new(ids::ADMIN), key.public_key());
+        let admin_id = id.clone();
+        vault
+            .with_tx(move |tx, now| {
+                Ok(tx.insert_admin(&Admin {
+                    id: admin_id,
+                    name: "first".into(),
+                    public_key,
+                    created_at: now,
+                    disabled_at: None,
+                })?)
+            })
+            .unwrap();
+        Self {
+            app: signet_vault::http::router(vault.clone()),
+            dir,
+            root_hex,
+            clock,
+            vault,
+            admin: Signer { id, key },
+        }
+    }
+
+    /// Stops the vault and starts it again over the same directory with the
+    /// same root key, clock and first admin.
+    pub fn reopen(self, settings: Settings) -> Self {
+        let Self {
+            dir,
+            root_hex,
+            clock,
+            vault,
+            app,
+            admin,
+        } = self;
+        drop(app);
+        drop(vault);
+        let root = RootKey::parse(root_hex.as_bytes()).unwrap();
+        let vault = Arc::new(open_vault(dir.path(), root, clock.clone(), settings).unwrap());
+        Self {
+            app: signet_vault::http::router(vault.clone()),
+            dir,
+            root_hex,
+            clock,
+            vault,
+            admin,
+        }
+    }
+
+    // Requests.
+
+    /// The signed request `key_id` would send now.
+    pub fn signed(
+        &self,
+        key: &IdentityKey,
+        key_id: &str,
+        method: &str,
+        target: &str,
+        body: &[u8],
+    ) -> Request<Body> {
+        let headers = protocol::sign(
+            key,
+            key_id,
+            method,
+            target,
+            body,
+            u64::try_from(self.clock.now()).unwrap(),
+            &protocol::fresh_nonce(),
+        );
+        let mut builder = Request::builder().method(method).uri(target);
+        for (name, value) in headers.pairs() {
+            builder = builder.header(name, value);
+        }
+        if !body.is_empty() {
+            builder = builder.header("content-type", "application/json");
+        }
+        builder.body(Body::from(body.to_vec())).unwrap()
+    }
+
+    /// Sends `request` through the router as it is, from [`LOCAL_IP`].
+    pub async fn raw(&self, request: Request<Body>) -> Reply {
+        self.raw_from(request, LOCAL_IP).await
+    }
+
+    /// Sends `request` through the router as it is, from `source_ip`.
+    pub async fn raw_from(&self, mut request: Request<Body>, source_ip: &str) -> Reply {
+        let ip: IpAddr = source_ip.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
+        let (status, bytes) = self.respond(request).await;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            })
+        };
+        Reply { status, body }
+    }
+
+    /// `GET uri` with no signature; the status and the body as text.
+    pub async fn text(&self, uri: &str) -> (StatusCode, String) {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let (status, bytes) = self.respond(request).await;
+        (status, String::from_utf8(bytes).unwrap())
+    }
+
+    /// Drives the router with one request; the status and the whole body.
+    async fn respond(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, bytes.to_vec())
+    }
+
+    /// One request signed now by `signer`, from `source_ip`.
+    pub async fn call_from(
+        &self,
+        signer: &Signer,
+        method: &str,
+        target: &str,
+        body: Option<Value>,
+        source_ip: &str,
+    ) -> Reply {
+        let body = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        let request = self.signed(&signer.key, &signer.id, method, target, &body);
+        self.raw_from(request, source_ip).await
+    }
+
+    /// One request signed now by `signer`, from [`LOCAL_IP`].
+    pub async fn call(
+        &self,
+        signer: &Signer,
+        method: &str,
+        target: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_from(signer, method, target, body, LOCAL_IP).await
+    }
+
+    /// One request as the first admin.
+    pub async fn admin(&self, method: &str, target: &str, body: Option<Value>) -> Reply {
+        self.call(&self.admin, method, target, body).await
+    }
+
+    // Identities.
+
+    /// A new admin, enrolled with a bootstrap token (an audited enrollment,
+    /// unlike the first admin's).
+    pub async fn bootstrap_admin(&self) -> Signer {
+        let token = self
+            .vault
+            .with_tx(|tx, now| create_bootstrap_token(tx, now))
+            .unwrap();
+        let key = IdentityKey::generate();
+        let body = serde_json::to_vec(&json!({
+            "token": token.as_str(), "public_key": key.public_key(), "hostname": "alice"
+        }))
+        .unwrap();
+        let request = self.signed(
+            &key,
+            protocol::ENROLL_KEY_ID,
+            "POST",
+            "/v1/admin/enroll",
+            &body,
+        );
+        let reply = self.raw(request).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        Signer {
+            id: reply.body["admin_id"].as_str().unwrap().to_owned(),
+            key,
+        }
+    }
+
+    /// A second admin, registered by the first.
+    pub async fn second_admin(&self) -> Signer {
+        let key = IdentityKey::generate();
+        let reply = self
+            .admin(
+                "POST",
+                "/v1/admins",
+                Some(json!({"name": "second", "public_key": key.public_key()})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        Signer {
+            id: reply.body["id"].as_str().unwrap().to_owned(),
+            key,
+        }
+    }
+
+    /// Enrolls a fresh key with `token`; the signer is set when it worked.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        hostname: &str,
+        metadata: Value,
+        source_ip: &str,
+    ) -> (Reply, Option<Signer>) {
+        let fields = json!({"token": token, "hostname": hostname, "metadata": metadata});
+        self.enroll_with(fields, source_ip).await
+    }
+
+    /// Sends `POST /v1/enroll` with `fields` and the `public_key` of a fresh
+    /// key that signs it; the signer is set when a machine was enrolled.
+    pub async fn enroll_with(&self, mut fields: Value, source_ip: &str) -> (Reply, Option<Signer>) {
+        let key = IdentityKey::generate();
+        fields["public_key"] = json!(key.public_key());
+        let body = serde_json::to_vec(&fields).unwrap();
+        let request = self.signed(&key, protocol::ENROLL_KEY_ID, "POST", "/v1/enroll", &body);
+        let reply = self.raw_from(request, source_ip).await;
+        let signer = reply.body["machine_id"].as_str().map(|id| Signer {
+            id: id.to_owned(),
+            key,
+        });
+        (reply, signer)
+    }
+
+    /// Creates an enrollment token as the first admin; returns the raw token.
+    pub async fn token(&self, body: Value) -> String {
+        let reply = self
+            .admin("POST", "/v1/enrollment-tokens", Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A machine enrolled in `project` with whole-secret grants on `secrets`;
+    /// it lives one day.
+    pub async fn machine(&self, project: &str, secrets: &[&str]) -> Signer {
+        let grants: Vec<Value> = secrets.iter().map(|s| json!({"secret": s})).collect();
+        self.machine_granted(project, json!(grants)).await
+    }
+
+    /// A machine of a [`seed`](Self::seed)ed `project`, granted the whole
+    /// `api-key` and the `user` field of `db`; it lives one day.
+    pub async fn seeded_machine(&self, project: &str) -> Signer {
+        let grants = json!([{"secret": "api-key"}, {"secret": "db", "fields": ["user"]}]);
+        self.machine_granted(project, grants).await
+    }
+
+    async fn machine_granted(&self, project: &str, grants: Value) -> Signer {
+        let token = self
+            .token(json!({
+                "project": project, "max_uses": 1, "ttl_seconds": 3600,
+                "machine_lifetime_seconds": 86_400, "grants": grants,
+            }))
+            .await;
+        let (reply, signer) = self.enroll(&token, "host-1", json!({}), LOCAL_IP).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        signer.unwrap()
+    }
+
+    // Projects and secrets, as the first admin.
+
+    /// Creates a project.
+    pub async fn project(&self, name: &str) {
+        let reply = self
+            .admin("POST", "/v1/projects", Some(json!({"name": name})))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+
+    /// Writes a plain secret value.
+    pub async fn write(&self, project: &str, secret: &str, value: &str) {
+        let target = format!("/v1/projects/{project}/secrets/{secret}");
+        let reply = self
+            .admin("PUT", &target, Some(json!({"value": value})))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+
+    /// Writes a structured secret value.
+    pub async fn write_fields(&self, project: &str, secret: &str, fields: Value) {
+        let target = format!("/v1/projects/{project}/secrets/{secret}");
+        let reply = self
+            .admin("PUT", &target, Some(json!({ "fields": fields })))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+
+    /// Creates `project` with a plain secret `api-key` and a structured
+    /// secret `db` (fields `user`, `password`).
+    pub async fn seed(&self, project: &str) {
+        self.project(project).await;
+        self.write(project, "api-key", "sk_live_plain_value").await;
+        self.write_fields(
+            project,
+            "db",
+            json!({"user": "app_user", "password": "pg_password_value"}),
+        )
+        .await;
+    }
+
+    /// Sets the access policy of `project/secret`.
+    pub async fn policy(&self, project: &str, secret: &str, policy: Value) -> Reply {
+        let target = format!("/v1/projects/{project}/secrets/{secret}/policy");
+        self.admin("PUT", &target, Some(policy)).await
+    }
+
+    /// A machine reads `project/secret`.
+    pub async fn read(&self, machine: &Signer, project: &str, secret: &str) -> Reply {
+        self.read_from(machine, project, secret, LOCAL_IP).await
+    }
+
+    /// A machine reads `project/secret` from `source_ip`.
+    pub async fn read_from(
+        &self,
+        machine: &Signer,
+        project: &str,
+        secret: &str,
+        source_ip: &str,
+    ) -> Reply {
+        let target = format!("/v1/secrets/{project}/{secret}");
+        self.call_from(machine, "GET", &target, None, source_ip)
+            .await
+    }
+
+    // What was stored.
+
+    /// Every audit entry, read straight from the store.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.vault
+            .with_tx(|tx, _| Ok(tx.audit(0, 100_000)?))
+            .unwrap()
+    }
+
+    /// The newest audit entry.
+    pub fn last_audit(&self) -> AuditEntry {
+        self.audit().pop().unwrap()
+    }
+
+    /// Denied audit entries whose reason starts with `code`.
+    pub fn denials(&self, code: &str) -> Vec<AuditEntry> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e.outcome == "deny" && e.reason.starts_with(&format!("{code}:")))
+            .collect()
+    }
+
+    /// Every row of every table but the audit log and the nonces, as text:
+    /// equal snapshots mean a request changed no stored data.
+    pub fn snapshot(&self) -> String {
+        let conn = rusqlite::Connection::open(self.dir.path().join("signet.db")).unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('audit', 'nonces') ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut out = String::new();
+        for table in tables {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))
+                .or_else(|_| conn.prepare(&format!("SELECT * FROM {table}")))
+                .unwrap();
+            let columns = stmt.column_count();
+            let rows = stmt
+                .query_map([], |row| {
+                    let mut cells = Vec::new();
+                    for i in 0..columns {
+                        let v: rusqlite::types::Value = row.get(i)?;
+                        cells.push(format!("{v:?}"));
+                    }
+                    Ok(cells.join("|"))
+                })
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            out.push_str(&format!("{table}:\n{}\n", rows.join("\n")));
+        }
+        out
+    }
+}
