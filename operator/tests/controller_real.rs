@@ -1,5 +1,6 @@
 //! The controller against a real kube-apiserver (tests/control-plane) and a
-//! real vault served in-process on a loopback port.
+//! real vault served in-process on a loopback port, which checks pods'
+//! service-account tokens with that API server's TokenReview API.
 //!
 //! Skipped, with a message, only when the control-plane binaries have not
 //! been built (`tests/control-plane/build.sh`).
@@ -16,7 +17,11 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::{
+    authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, Pod, Secret, ServiceAccount},
+    rbac::v1::ClusterRoleBinding,
+};
 use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
@@ -24,10 +29,14 @@ use kube::{
 };
 use serde_json::json;
 use signet_client::{
-    api::{CreateIdentity, Scope, WriteSecret},
+    api::{
+        Attestation, CreateDelegation, CreateIdentity, NamespaceRef, RegisterCluster, Scope,
+        WriteSecret,
+    },
     identity::Identity,
     sdk::{self, Options},
 };
+use signet_init::contract::{META_NAMESPACE, META_POD_NAME, META_POD_UID};
 use signet_operator::{
     controller::{self, Context, Settings},
     crd::{EnrollmentToken, SecretGrant},
@@ -42,6 +51,10 @@ use signet_vault::{
 };
 
 const NS: &str = "signet-it";
+/// The name the vault knows the control plane by.
+const CLUSTER: &str = "it";
+/// The audience of pods' projected tokens (the vault's default).
+const AUDIENCE: &str = "signet";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -102,6 +115,14 @@ impl ControlPlane {
             bin,
             kubeconfig,
         }
+    }
+
+    /// A value start.sh recorded in its `env` file.
+    fn env(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("env")).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+            .unwrap_or_else(|| panic!("start.sh recorded no {key}"))
     }
 
     fn kubectl(&self, args: &[&str]) {
@@ -177,12 +198,98 @@ where
     }
 }
 
-fn pod_metadata(uid: &str, name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("k8s.pod.uid".to_owned(), uid.to_owned()),
-        ("k8s.pod.name".to_owned(), name.to_owned()),
-        ("k8s.namespace".to_owned(), NS.to_owned()),
-    ])
+/// A token of service account `account` from the TokenRequest API: for the
+/// API server itself when `audience` is None, bound to `pod` when given.
+async fn token_request(
+    kube: &Client,
+    account: &str,
+    audience: Option<&str>,
+    pod: Option<&Pod>,
+) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(kube.clone(), NS);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audience.map(|a| vec![a.to_owned()]).unwrap_or_default(),
+            expiration_seconds: Some(600),
+            bound_object_ref: pod.map(|pod| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+/// Creates an injected-looking pod (no kubelet runs it) and returns it.
+async fn create_pod(kube: &Client, name: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), NS);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"signet.dev/inject": "true"},
+                     "annotations": {"signet.dev/injected": "true",
+                                     "signet.dev/enrollment-token": "web"}},
+        "spec": {"automountServiceAccountToken": false,
+                 "containers": [{"name": "app", "image": "example.invalid/app"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap()
+}
+
+/// Enrolls as `pod` the way signet-init does, with a projected token the
+/// API server bound to it.
+async fn enroll_as_pod(kube: &Client, url: &str, pod: &Pod) -> (sdk::Client, Vec<String>) {
+    let token = token_request(kube, "default", Some(AUDIENCE), Some(pod)).await;
+    let attestation = Attestation {
+        cluster: CLUSTER.into(),
+        policy: "web".into(),
+        service_account_token: token,
+    };
+    let name = pod.metadata.name.clone().unwrap();
+    let (client, answer) = sdk::Client::enroll_attested(
+        url,
+        attestation,
+        &name,
+        BTreeMap::new(),
+        &Options::default(),
+    )
+    .await
+    .unwrap();
+    let granted = answer.grants.iter().map(|g| g.secret.clone()).collect();
+    (client, granted)
+}
+
+/// Runs the controller in-process until the returned sender fires.
+fn start_controller(
+    url: &str,
+    identity_file: &Path,
+    agent_id: &str,
+    kube: &Client,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let vault_client = controller::connect(url, identity_file, Some(agent_id), None).unwrap();
+    let settings = Settings {
+        cluster: CLUSTER.into(),
+        resync: Duration::from_secs(5),
+        waiting_retry: Duration::from_secs(2),
+        sweep_interval: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(kube.clone(), vault_client, settings));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(controller::run(ctx, async move {
+        let _ = stopped.await;
+    }));
+    (stop, running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,21 +324,70 @@ async fn scenario(bin: PathBuf) {
     ]);
     let kube = plane.client().await;
 
-    // ---- vault: admin, agent identity, project and a secret --------------
-    let data = tempfile::tempdir().unwrap();
-    let (url, admin) = start_vault(data.path()).await;
-    admin.create_project("demo").await.unwrap();
-    admin
-        .write_secret(
-            "demo",
-            "db",
-            &WriteSecret {
-                value: Some("s3cret".into()),
-                fields: None,
-            },
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
         )
         .await
         .unwrap();
+    // No controller-manager here: service accounts are made by hand. The
+    // reviewer stands in for the vault's own account (the chart's
+    // `system:auth-delegator` binding).
+    let accounts: Api<ServiceAccount> = Api::namespaced(kube.clone(), NS);
+    for name in ["default", "reviewer"] {
+        accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let bindings: Api<ClusterRoleBinding> = Api::all(kube.clone());
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "signet-it-reviewer"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:auth-delegator"},
+                "subjects": [{"kind": "ServiceAccount", "name": "reviewer", "namespace": NS}],
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let reviewer_token = token_request(&kube, "reviewer", None, None).await;
+
+    // ---- vault: admin, cluster, agent, project, secrets, delegation -------
+    let data = tempfile::tempdir().unwrap();
+    let (url, admin) = start_vault(data.path()).await;
+    admin
+        .register_cluster(&RegisterCluster {
+            name: CLUSTER.into(),
+            api_url: plane.env("SIGNET_CP_SERVER"),
+            ca_pem: std::fs::read_to_string(plane.env("SIGNET_CP_CA")).unwrap(),
+            audience: None,
+            reviewer_token: Some(reviewer_token),
+        })
+        .await
+        .unwrap();
+    admin.create_project("demo").await.unwrap();
+    for (name, value) in [("db", "s3cret"), ("undelegated", "nope")] {
+        admin
+            .write_secret(
+                "demo",
+                name,
+                &WriteSecret {
+                    value: Some(value.into()),
+                    fields: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
     // As `signet keygen` leaves it: an unregistered key pair; the id comes
     // from `signet agent create`.
     let agent = Identity::generate();
@@ -254,52 +410,36 @@ async fn scenario(bin: PathBuf) {
         controller::connect(&url, &identity_file, None, None),
         Err(controller::Error::NotAnAgent(_))
     ));
-    let vault_client = controller::connect(&url, &identity_file, Some(&view.id), None).unwrap();
-
-    // ---- the controller, in-process ---------------------------------------
-    let settings = Settings {
-        resync: Duration::from_secs(5),
-        waiting_retry: Duration::from_secs(2),
-        sweep_interval: Duration::from_secs(2),
-        ..Settings::default()
-    };
-    let ctx = Arc::new(Context::new(kube.clone(), vault_client, settings));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(controller::run(ctx, async move {
-        let _ = stopped.await;
-    }));
-
-    let namespaces: Api<Namespace> = Api::all(kube.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    // No controller-manager here: pods need their service account made by hand.
-    let accounts: Api<ServiceAccount> = Api::namespaced(kube.clone(), NS);
-    accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap(),
-        )
+    // The operator may hand out `db` to pods of NS, and nothing else.
+    admin
+        .create_delegation(&CreateDelegation {
+            agent_id: view.id.clone(),
+            project: "demo".into(),
+            secret: "db".into(),
+            fields: None,
+            kubernetes: Some(NamespaceRef {
+                cluster: CLUSTER.into(),
+                namespace: NS.into(),
+            }),
+        })
         .await
         .unwrap();
 
-    // ---- EnrollmentToken → vault token + Secret + Ready status ------------
+    let (stop, running) = start_controller(&url, &identity_file, &view.id, &kube);
+
+    // ---- EnrollmentToken → attested policy, no Secret, Ready status --------
     let tokens: Api<EnrollmentToken> = Api::namespaced(kube.clone(), NS);
     let token: EnrollmentToken = serde_json::from_value(json!({
         "apiVersion": "signet.dev/v1alpha1",
         "kind": "EnrollmentToken",
         "metadata": {"name": "web"},
-        "spec": {"project": "demo", "tokenTtl": "1h", "machineLifetime": "1h"},
+        "spec": {"project": "demo", "tokenTtl": "1h", "machineLifetime": "1h",
+                 "allowedServiceAccounts": ["default"]},
     }))
     .unwrap();
     tokens.create(&PostParams::default(), &token).await.unwrap();
     let token_id = eventually("EnrollmentToken Ready", Duration::from_secs(60), || async {
-        let token = tokens.get("web").await.ok()?;
-        let status = token.status?;
+        let status = tokens.get("web").await.ok()?.status?;
         let ready = status
             .conditions
             .iter()
@@ -308,99 +448,179 @@ async fn scenario(bin: PathBuf) {
     })
     .await;
     let status = tokens.get("web").await.unwrap().status.unwrap();
-    assert_eq!(status.secret_name.as_deref(), Some("signet-token-web"));
+    assert_eq!(status.secret_name, None);
     assert_eq!(status.uses, Some(0));
     assert!(status.expires_at.is_some());
     assert_eq!(status.observed_generation, Some(1));
     let vault_tokens = admin.tokens().await.unwrap().tokens;
-    let vault_token = vault_tokens.iter().find(|t| t.id == token_id).unwrap();
-    assert!(!vault_token.revoked);
-    assert_eq!(vault_token.project, "demo");
-
-    let secrets: Api<Secret> = Api::namespaced(kube.clone(), NS);
-    let secret = secrets.get("signet-token-web").await.unwrap();
-    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(owner.kind, "EnrollmentToken");
-    assert_eq!(owner.name, "web");
-    let raw = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
-    assert!(
-        raw.starts_with(&token_id),
-        "the Secret holds the status' token"
+    let policy = vault_tokens.iter().find(|t| t.id == token_id).unwrap();
+    assert!(!policy.revoked);
+    assert_eq!(policy.project, "demo");
+    let binding = policy.kubernetes.as_ref().unwrap();
+    assert_eq!(
+        (binding.cluster.as_str(), binding.namespace.as_str()),
+        (CLUSTER, NS)
     );
-    let (early_machine, enrolled) =
-        sdk::Client::enroll(&url, &raw, "early", BTreeMap::new(), &Options::default())
-            .await
-            .unwrap();
-    assert!(enrolled.grants.is_empty(), "no SecretGrant yet");
+    assert_eq!(binding.policy, "web");
+    assert!(!binding.raw_token);
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), NS);
+    assert!(
+        secrets.get_opt("signet-token-web").await.unwrap().is_none(),
+        "an attested policy writes no Secret"
+    );
 
-    // ---- SecretGrant: one secret exists, one does not ----------------------
+    // ---- SecretGrant: delegated, missing and undelegated secrets ----------
     let grants: Api<SecretGrant> = Api::namespaced(kube.clone(), NS);
     let grant: SecretGrant = serde_json::from_value(json!({
         "apiVersion": "signet.dev/v1alpha1",
         "kind": "SecretGrant",
         "metadata": {"name": "app"},
         "spec": {"enrollmentToken": "web",
-                 "secrets": [{"secret": "db"}, {"secret": "missing"}]},
+                 "secrets": [{"secret": "db"}, {"secret": "missing"}, {"secret": "undelegated"}]},
     }))
     .unwrap();
     grants.create(&PostParams::default(), &grant).await.unwrap();
     let status = eventually("SecretGrant status", Duration::from_secs(60), || async {
         let status = grants.get("app").await.ok()?.status?;
-        (!status.resolved.is_empty()).then_some(status)
+        (status.unresolved.len() == 2).then_some(status)
     })
     .await;
     assert_eq!(status.resolved, ["db"]);
-    assert_eq!(status.unresolved.len(), 1);
-    assert_eq!(status.unresolved[0].secret, "missing");
-    assert_eq!(status.unresolved[0].reason, "SecretNotFound");
+    let reasons: BTreeMap<&str, &str> = status
+        .unresolved
+        .iter()
+        .map(|u| (u.secret.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("missing", "SecretNotFound"),
+            ("undelegated", "NotDelegated")
+        ])
+    );
     let ready = status
         .conditions
         .iter()
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert_eq!(ready.status, "False");
-    assert_eq!(ready.reason, "SecretsUnresolved");
+    assert_eq!(ready.reason, "NotDelegated");
+    assert!(ready.message.contains("delegation"), "{}", ready.message);
 
-    // The grant reached the machine enrolled before it, and new machines.
-    let value = early_machine.read_secret("demo", "db", None).await.unwrap();
+    // ---- pods enroll by attestation --------------------------------------
+    let live = create_pod(&kube, "live").await;
+    let live_uid = live.metadata.uid.clone().unwrap();
+    let (live_machine, granted) = enroll_as_pod(&kube, &url, &live).await;
+    assert_eq!(granted, ["db"]);
+    let value = live_machine.read_secret("demo", "db", None).await.unwrap();
     assert_eq!(value.value.as_deref(), Some("s3cret"));
-    let (_late, enrolled) =
-        sdk::Client::enroll(&url, &raw, "late", BTreeMap::new(), &Options::default())
-            .await
-            .unwrap();
-    assert_eq!(enrolled.grants.len(), 1);
-    assert_eq!(enrolled.grants[0].secret, "db");
+    let live_id = live_machine.identity().id.clone().unwrap();
+    let attested = admin
+        .machines()
+        .await
+        .unwrap()
+        .machines
+        .into_iter()
+        .find(|m| m.id == live_id)
+        .unwrap()
+        .kubernetes
+        .unwrap();
+    assert!(attested.attested);
+    assert_eq!(attested.pod_uid.as_deref(), Some(live_uid.as_str()));
 
-    // ---- machine GC: sweep and pod deletion ---------------------------------
-    let pods: Api<Pod> = Api::namespaced(kube.clone(), NS);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "live", "labels": {"signet.dev/inject": "true"},
-                     "annotations": {"signet.dev/injected": "true"}},
-        "spec": {"containers": [{"name": "app", "image": "example.invalid/app"}]},
+    // ---- raw token (opt-in): Secret, renewal sharing uses ----------------
+    let raw_token: EnrollmentToken = serde_json::from_value(json!({
+        "apiVersion": "signet.dev/v1alpha1",
+        "kind": "EnrollmentToken",
+        "metadata": {"name": "raw"},
+        "spec": {"project": "demo", "tokenTtl": "24s", "machineLifetime": "1h",
+                 "maxUses": 5, "rawToken": true},
     }))
     .unwrap();
-    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-    let live_uid = pod.metadata.uid.clone().unwrap();
-    let (live_machine, _) = sdk::Client::enroll(
+    tokens
+        .create(&PostParams::default(), &raw_token)
+        .await
+        .unwrap();
+    let (raw_id, raw) = eventually("raw token Secret", Duration::from_secs(60), || async {
+        let status = tokens.get("raw").await.ok()?.status?;
+        let id = status.token_id?;
+        let secret = secrets.get_opt("signet-token-raw").await.ok()??;
+        let held = secret
+            .metadata
+            .annotations?
+            .get("signet.dev/token-id")?
+            .clone();
+        let raw = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
+        (held == id).then_some((id, raw))
+    })
+    .await;
+    assert_eq!(
+        tokens
+            .get("raw")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("signet-token-raw")
+    );
+    // A raw-token machine that claims to run in the live pod.
+    let (impostor, _) = sdk::Client::enroll(
         &url,
         &raw,
-        "live",
-        pod_metadata(&live_uid, "live"),
+        "impostor",
+        BTreeMap::from([
+            (META_POD_UID.to_owned(), live_uid.clone()),
+            (META_POD_NAME.to_owned(), "live".to_owned()),
+            (META_NAMESPACE.to_owned(), NS.to_owned()),
+        ]),
         &Options::default(),
     )
     .await
     .unwrap();
-    let (ghost_machine, _) = sdk::Client::enroll(
-        &url,
-        &raw,
-        "ghost",
-        pod_metadata("00000000-0000-0000-0000-00000000dead", "ghost"),
-        &Options::default(),
-    )
-    .await
-    .unwrap();
+    let impostor_id = impostor.identity().id.clone().unwrap();
+    // Renewed at two thirds of 24 s: a successor sharing the spent use.
+    let (renewed_id, renewed_raw) =
+        eventually("the raw token renewed", Duration::from_secs(60), || async {
+            let status = tokens.get("raw").await.ok()?.status?;
+            let id = status.token_id.filter(|id| *id != raw_id)?;
+            let secret = secrets.get_opt("signet-token-raw").await.ok()??;
+            let held = secret
+                .metadata
+                .annotations?
+                .get("signet.dev/token-id")?
+                .clone();
+            let raw = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
+            (held == id && status.uses == Some(1)).then_some((id, raw))
+        })
+        .await;
+    assert_ne!(renewed_raw, raw);
+    let line: Vec<_> = admin
+        .tokens()
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .filter(|t| t.id == raw_id || t.id == renewed_id)
+        .collect();
+    assert_eq!(line.len(), 2);
+    assert!(line.iter().all(|t| t.uses == 1 && t.max_uses == Some(5)));
+
+    // ---- machine GC: the sweep after a restart, then pod deletion ---------
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), NS);
+    let ghost = create_pod(&kube, "ghost").await;
+    let (ghost_machine, _) = enroll_as_pod(&kube, &url, &ghost).await;
     let ghost_id = ghost_machine.identity().id.clone().unwrap();
-    let live_id = live_machine.identity().id.clone().unwrap();
+    // The ghost's pod goes while the controller is down: only the sweep
+    // can notice. An unscheduled pod is deleted at once.
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    pods.delete("ghost", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (stop, running) = start_controller(&url, &identity_file, &view.id, &kube);
+
     // Revoking a machine deletes it in the vault; a disabled one counts too.
     let machine_revoked = |id: String| {
         let admin = &admin;
@@ -428,7 +648,9 @@ async fn scenario(bin: PathBuf) {
         !machine_revoked(live_id.clone()).await,
         "a machine whose pod exists is left alone"
     );
-    // An unscheduled pod is deleted at once; the watch revokes its machine.
+    assert!(ghost_machine.read_secret("demo", "db", None).await.is_err());
+    // The watch revokes the deleted pod's attested machine, and only it: the
+    // impostor's self-reported metadata names the same pod.
     pods.delete("live", &DeleteParams::default()).await.unwrap();
     eventually(
         "the deleted pod's machine revoked",
@@ -439,9 +661,12 @@ async fn scenario(bin: PathBuf) {
         },
     )
     .await;
-    assert!(ghost_machine.read_secret("demo", "db", None).await.is_err());
+    assert!(
+        !machine_revoked(impostor_id.clone()).await,
+        "self-reported metadata revokes nothing"
+    );
 
-    // ---- deleting the SecretGrant withdraws the token's grants -------------
+    // ---- deleting the SecretGrant withdraws the policy's grants ----------
     grants
         .delete("app", &DeleteParams::default())
         .await
@@ -455,35 +680,42 @@ async fn scenario(bin: PathBuf) {
         .await
         .unwrap()
         .grants;
-    assert!(left.is_empty(), "token grants left: {left:?}");
+    assert!(left.is_empty(), "policy grants left: {left:?}");
 
-    // ---- deleting the EnrollmentToken revokes it in the vault --------------
-    tokens
-        .delete("web", &DeleteParams::default())
-        .await
-        .unwrap();
+    // ---- deleting the EnrollmentTokens revokes them in the vault ---------
+    for name in ["web", "raw"] {
+        tokens.delete(name, &DeleteParams::default()).await.unwrap();
+    }
     eventually(
-        "the EnrollmentToken gone",
+        "the EnrollmentTokens gone",
         Duration::from_secs(30),
-        || async { tokens.get_opt("web").await.unwrap().is_none().then_some(()) },
+        || async {
+            let web = tokens.get_opt("web").await.unwrap();
+            let raw = tokens.get_opt("raw").await.unwrap();
+            (web.is_none() && raw.is_none()).then_some(())
+        },
     )
     .await;
     let vault_tokens = admin.tokens().await.unwrap().tokens;
+    for id in [&token_id, &renewed_id] {
+        assert!(
+            vault_tokens.iter().find(|t| &t.id == id).unwrap().revoked,
+            "vault token {id} is revoked"
+        );
+    }
     assert!(
-        vault_tokens
-            .iter()
-            .find(|t| t.id == token_id)
-            .unwrap()
-            .revoked,
-        "the vault token is revoked"
+        sdk::Client::enroll(
+            &url,
+            &renewed_raw,
+            "after",
+            BTreeMap::new(),
+            &Options::default()
+        )
+        .await
+        .is_err(),
+        "the revoked raw token no longer enrolls"
     );
-    assert!(
-        sdk::Client::enroll(&url, &raw, "after", BTreeMap::new(), &Options::default())
-            .await
-            .is_err(),
-        "the revoked token no longer enrolls"
-    );
-    assert!(secrets.get_opt("signet-token-web").await.unwrap().is_none());
+    assert!(secrets.get_opt("signet-token-raw").await.unwrap().is_none());
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;

@@ -48,6 +48,8 @@ fn config() -> InjectConfig {
         image_pull_policy: Some("IfNotPresent".into()),
         size_limit: Quantity("1Mi".into()),
         vault_ca_pem: None,
+        cluster: "prod".into(),
+        audience: "signet".into(),
     }
 }
 
@@ -64,6 +66,7 @@ fn token_spec(allowed_service_accounts: &[&str]) -> EnrollmentTokenSpec {
             .collect(),
         hostname_regex: None,
         source_cidrs: vec![],
+        raw_token: false,
     }
 }
 
@@ -85,11 +88,24 @@ fn secret(name: &str, fields: &[&str], file: Option<&str>, format: FileFormat) -
     }
 }
 
-/// The `shop` namespace: token `shop-api` with two grants (listed out of
-/// name order on purpose), plus a grant for another token.
+/// The `shop` namespace: token `shop-api` (attested, the default) with two
+/// grants (listed out of name order on purpose), plus a grant for another
+/// token.
 fn cluster() -> InMemoryGrants {
+    cluster_with(token_spec(&["shop-api", "default"]))
+}
+
+/// The same namespace with `rawToken: true` on `shop-api`.
+fn raw_cluster() -> InMemoryGrants {
+    cluster_with(EnrollmentTokenSpec {
+        raw_token: true,
+        ..token_spec(&["shop-api", "default"])
+    })
+}
+
+fn cluster_with(shop_api: EnrollmentTokenSpec) -> InMemoryGrants {
     InMemoryGrants::new()
-        .with_token("shop", "shop-api", token_spec(&["shop-api", "default"]))
+        .with_token("shop", "shop-api", shop_api)
         .with_grant(
             "shop",
             "shop-api-tls",
@@ -190,10 +206,79 @@ fn assert_reads_secrets_read_only(container: &Container) {
     assert_eq!(mount.mount_path, MOUNT_PATH);
     assert_eq!(mount.read_only, Some(true));
     assert!(
-        mounts.iter().all(|m| m.name != "signet-token"),
-        "{} must not see the enrollment token",
+        mounts
+            .iter()
+            .all(|m| m.name != "signet-token" && m.name != "signet-identity"),
+        "{} must not see signet-init's credential",
         container.name
     );
+}
+
+/// Attested: a projected service-account token for the vault, mounted
+/// read-only into signet-init only, and no trace of a token Secret.
+fn assert_attested_credential(pod: &Pod) {
+    let spec = pod.spec.as_ref().unwrap();
+    let volumes = spec.volumes.as_ref().unwrap();
+    assert!(volumes.iter().all(|v| v.name != "signet-token"));
+    assert!(
+        volumes.iter().all(|v| v.secret.is_none()),
+        "no Secret volume"
+    );
+    let identity = volumes
+        .iter()
+        .find(|v| v.name == "signet-identity")
+        .unwrap();
+    let sources = identity
+        .projected
+        .as_ref()
+        .unwrap()
+        .sources
+        .as_ref()
+        .unwrap();
+    assert_eq!(sources.len(), 1);
+    let token = sources[0].service_account_token.as_ref().unwrap();
+    assert_eq!(token.audience.as_deref(), Some("signet"));
+    assert_eq!(token.expiration_seconds, Some(600));
+    assert_eq!(token.path, "token");
+
+    let init = signet_init(pod);
+    let mounts = init.volume_mounts.as_ref().unwrap();
+    let mount = mounts.iter().find(|m| m.name == "signet-identity").unwrap();
+    assert_eq!(mount.mount_path, "/var/run/secrets/signet.dev/identity");
+    assert_eq!(mount.read_only, Some(true));
+    assert!(mounts.iter().all(|m| m.name != "signet-token"));
+    assert_eq!(
+        env(init, "SIGNET_SA_TOKEN_FILE"),
+        Some("/var/run/secrets/signet.dev/identity/token")
+    );
+    assert_eq!(env(init, "SIGNET_CLUSTER"), Some("prod"));
+    assert_eq!(env(init, "SIGNET_POLICY"), Some("shop-api"));
+    assert_eq!(env(init, "SIGNET_TOKEN_FILE"), None);
+}
+
+/// Raw token (explicit opt-in): the token Secret, mounted into signet-init
+/// only, and none of the attestation variables.
+fn assert_raw_token_credential(pod: &Pod) {
+    let spec = pod.spec.as_ref().unwrap();
+    let volumes = spec.volumes.as_ref().unwrap();
+    assert!(volumes.iter().all(|v| v.name != "signet-identity"));
+    let token = volumes.iter().find(|v| v.name == "signet-token").unwrap();
+    let secret = token.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("signet-token-shop-api"));
+    assert_eq!(secret.items.as_ref().unwrap()[0].key, "token");
+
+    let init = signet_init(pod);
+    let mounts = init.volume_mounts.as_ref().unwrap();
+    let mount = mounts.iter().find(|m| m.name == "signet-token").unwrap();
+    assert_eq!(mount.mount_path, "/var/run/signet-token");
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(
+        env(init, "SIGNET_TOKEN_FILE"),
+        Some("/var/run/signet-token/token")
+    );
+    for name in ["SIGNET_SA_TOKEN_FILE", "SIGNET_CLUSTER", "SIGNET_POLICY"] {
+        assert_eq!(env(init, name), None, "{name}");
+    }
 }
 
 fn assert_common_injection(pod: &Pod, mode: &str) {
@@ -206,10 +291,6 @@ fn assert_common_injection(pod: &Pod, mode: &str) {
     let empty_dir = secrets.empty_dir.as_ref().unwrap();
     assert_eq!(empty_dir.medium.as_deref(), Some("Memory"));
     assert_eq!(empty_dir.size_limit, Some(Quantity("1Mi".into())));
-    let token = volumes.iter().find(|v| v.name == "signet-token").unwrap();
-    let secret = token.secret.as_ref().unwrap();
-    assert_eq!(secret.secret_name.as_deref(), Some("signet-token-shop-api"));
-    assert_eq!(secret.items.as_ref().unwrap()[0].key, "token");
 
     let init = signet_init(pod);
     assert_eq!(
@@ -223,10 +304,6 @@ fn assert_common_injection(pod: &Pod, mode: &str) {
     assert_eq!(
         env(init, "SIGNET_VAULT"),
         Some("https://signet.signet-system.svc:8443")
-    );
-    assert_eq!(
-        env(init, "SIGNET_TOKEN_FILE"),
-        Some("/var/run/signet-token/token")
     );
     assert_eq!(env(init, "SIGNET_MOUNT_PATH"), Some(MOUNT_PATH));
     assert_eq!(env(init, "SIGNET_MODE"), Some(mode));
@@ -244,8 +321,7 @@ fn assert_common_injection(pod: &Pod, mode: &str) {
     let mounts = init.volume_mounts.as_ref().unwrap();
     let own = mounts.iter().find(|m| m.name == "signet-secrets").unwrap();
     assert_eq!((own.mount_path.as_str(), own.read_only), (MOUNT_PATH, None));
-    let token_mount = mounts.iter().find(|m| m.name == "signet-token").unwrap();
-    assert_eq!(token_mount.read_only, Some(true));
+    assert_eq!(mounts.len(), 2, "the secrets and the credential only");
 
     let security = init.security_context.as_ref().unwrap();
     assert_eq!(security.run_as_non_root, Some(true));
@@ -291,6 +367,13 @@ fn single_container_pod_gets_a_native_sidecar() {
     assert!(paths.contains(&"/spec/containers/0/volumeMounts"));
 
     assert_common_injection(&pod, "sidecar");
+    // The pod turned off the API token automount; the vault's own projected
+    // token is injected regardless.
+    assert_eq!(
+        pod.spec.as_ref().unwrap().automount_service_account_token,
+        Some(false)
+    );
+    assert_attested_credential(&pod);
     let init = signet_init(&pod);
     assert_eq!(init.restart_policy.as_deref(), Some("Always"));
     let probe = init.startup_probe.as_ref().unwrap();
@@ -317,6 +400,7 @@ fn multi_container_pod_keeps_its_volumes_and_init_containers() {
     let request = request("multi-container.json");
     let (pod, _) = admitted_pod(&request, &cluster());
     assert_common_injection(&pod, "sidecar");
+    assert_attested_credential(&pod);
 
     let spec = pod.spec.as_ref().unwrap();
     let volume_names: Vec<&str> = spec
@@ -332,7 +416,7 @@ fn multi_container_pod_keeps_its_volumes_and_init_containers() {
             "config",
             "kube-api-access-9xk2m",
             "signet-secrets",
-            "signet-token"
+            "signet-identity"
         ]
     );
     assert_eq!(spec.containers.len(), 2);
@@ -361,31 +445,161 @@ fn job_pod_in_init_mode_gets_a_one_shot_init_container() {
     let request = request("job-init-mode.json");
     let (pod, _) = admitted_pod(&request, &cluster());
     assert_common_injection(&pod, "init");
+    assert_attested_credential(&pod);
     let init = signet_init(&pod);
     assert_eq!(init.restart_policy, None);
     assert_eq!(init.startup_probe, None);
 }
 
 #[test]
-fn mutating_twice_equals_mutating_once() {
-    for fixture in [
-        "single-container.json",
-        "multi-container.json",
-        "job-init-mode.json",
+fn raw_token_policy_keeps_the_token_secret_mount() {
+    for (fixture, mode) in [
+        ("single-container.json", "sidecar"),
+        ("multi-container.json", "sidecar"),
+        ("job-init-mode.json", "init"),
     ] {
-        let first = request(fixture);
-        let (once, response) = admitted_pod(&first, &cluster());
-        assert!(response.patch.is_some());
+        let request = request(fixture);
+        let (pod, _) = admitted_pod(&request, &raw_cluster());
+        assert_common_injection(&pod, mode);
+        assert_raw_token_credential(&pod);
 
-        // The apiserver reinvokes the webhook with the mutated pod.
-        let mut second = first.clone();
-        second.object = Some(serde_json::from_value(serde_json::to_value(&once).unwrap()).unwrap());
-        let (twice, response) = admitted_pod(&second, &cluster());
+        // The two modes differ in the credential only.
+        let (attested, _) = admitted_pod(&request, &cluster());
+        let strip = |pod: &Pod| {
+            let mut pod = pod.clone();
+            let spec = pod.spec.as_mut().unwrap();
+            spec.volumes
+                .as_mut()
+                .unwrap()
+                .retain(|v| v.name != "signet-token" && v.name != "signet-identity");
+            let init = &mut spec.init_containers.as_mut().unwrap()[0];
+            init.volume_mounts
+                .as_mut()
+                .unwrap()
+                .retain(|m| m.name == "signet-secrets");
+            init.env.as_mut().unwrap().retain(|e| {
+                ![
+                    "SIGNET_TOKEN_FILE",
+                    "SIGNET_SA_TOKEN_FILE",
+                    "SIGNET_CLUSTER",
+                    "SIGNET_POLICY",
+                ]
+                .contains(&e.name.as_str())
+            });
+            pod
+        };
+        assert_eq!(strip(&pod), strip(&attested), "{fixture}");
+    }
+}
+
+#[test]
+fn cluster_and_audience_come_from_the_configuration() {
+    let request = request("single-container.json");
+    let custom = InjectConfig {
+        cluster: "eu-west".into(),
+        audience: "https://vault.example".into(),
+        ..config()
+    };
+    let response = admit(&request, &custom, &cluster());
+    let mut doc = object_json(&request);
+    json_patch::patch(&mut doc, &patch_of(&response).unwrap()).unwrap();
+    let pod: Pod = serde_json::from_value(doc).unwrap();
+    assert_eq!(env(signet_init(&pod), "SIGNET_CLUSTER"), Some("eu-west"));
+    let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+    let identity = volumes
+        .iter()
+        .find(|v| v.name == "signet-identity")
+        .unwrap();
+    let sources = identity
+        .projected
+        .as_ref()
+        .unwrap()
+        .sources
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        sources[0]
+            .service_account_token
+            .as_ref()
+            .unwrap()
+            .audience
+            .as_deref(),
+        Some("https://vault.example")
+    );
+}
+
+#[test]
+fn pod_with_a_volume_named_like_signets_is_denied() {
+    for name in ["signet-identity", "signet-token", "signet-secrets"] {
+        let mut request = request("single-container.json");
+        let mut doc = object_json(&request);
+        doc["spec"]["volumes"] = serde_json::json!([{"name": name, "emptyDir": {}}]);
+        request.object = Some(serde_json::from_value(doc).unwrap());
+        let response = admit(&request, &config(), &cluster());
+        assert!(!response.allowed, "{name}");
         assert_eq!(
-            response.patch, None,
-            "{fixture}: second pass must not patch"
+            response.result.message,
+            format!("pod already has a volume named {name}, which signet needs")
         );
-        assert_eq!(twice, once, "{fixture}");
+    }
+}
+
+#[test]
+fn mount_path_over_a_credential_directory_is_denied() {
+    for (path, reserved) in [
+        (
+            "/var/run/secrets/signet.dev",
+            "/var/run/secrets/signet.dev/identity",
+        ),
+        (
+            "/var/run/secrets/signet.dev/identity/x",
+            "/var/run/secrets/signet.dev/identity",
+        ),
+        ("/var/run/signet-token", "/var/run/signet-token"),
+    ] {
+        let request = request("single-container.json");
+        let lookup = InMemoryGrants::new()
+            .with_token("shop", "shop-api", token_spec(&[]))
+            .with_grant(
+                "shop",
+                "g",
+                SecretGrantSpec {
+                    mount_path: path.into(),
+                    ..grant("5m", vec![secret("db", &[], None, FileFormat::Raw)])
+                },
+            );
+        let response = admit(&request, &config(), &lookup);
+        assert!(!response.allowed, "{path}");
+        assert_eq!(
+            response.result.message,
+            format!("mountPath {path} overlaps {reserved}, reserved for signet-init's credential")
+        );
+    }
+}
+
+#[test]
+fn mutating_twice_equals_mutating_once() {
+    for lookup in [cluster(), raw_cluster()] {
+        for fixture in [
+            "single-container.json",
+            "multi-container.json",
+            "job-init-mode.json",
+        ] {
+            let first = request(fixture);
+            let (once, response) = admitted_pod(&first, &lookup);
+            assert!(response.patch.is_some());
+
+            // The apiserver reinvokes the webhook with the mutated pod.
+            let mut second = first.clone();
+            second.object =
+                Some(serde_json::from_value(serde_json::to_value(&once).unwrap()).unwrap());
+            let (twice, response) = admitted_pod(&second, &lookup);
+            assert_eq!(
+                response.patch, None,
+                "{fixture}: second pass must not patch"
+            );
+            assert_eq!(twice, once, "{fixture}");
+        }
     }
 }
 

@@ -7,12 +7,15 @@
 #   - renders that must fail do (missing required Secrets, unknown keys);
 #   - helm template with each values file, validated by kubeconform -strict
 #     against the Kubernetes 1.34 schemas prepared by tests/control-plane/build.sh,
-#     plus a few policy assertions on the output;
+#     plus a few policy assertions on the output (restricted pods, webhook
+#     scoping, the vault bound to system:auth-delegator only, no Secrets access
+#     for the controller unless operator.rawTokens, never serviceaccounts/token);
 #   - with a kubeconfig (--kubeconfig FILE or $KUBECONFIG): kubectl apply
 #     --dry-run=server of the CRDs and the rendered manifests (changes nothing);
 #   - with --control-plane: starts a throw-away etcd + kube-apiserver
 #     (tests/control-plane/start.sh), and there runs the dry-runs, a Pod
-#     Security "restricted" check, a real `helm install`, the example
+#     Security "restricted" check, a real `helm install`, what the vault
+#     and the controller may do there (kubectl auth can-i), the example
 #     EnrollmentToken/SecretGrant, the webhook's scoping (a pod that did not
 #     opt in is admitted while the webhook is unreachable; an opted-in one is
 #     refused), and `helm uninstall`; then stops it.
@@ -150,6 +153,8 @@ must_fail "webhook timeout above the API server's 30 s limit" "timeoutSeconds" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set operator.webhook.timeoutSeconds=31
 must_fail "bad image pull policy" "pullPolicy" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.image.pullPolicy=Sometimes
+must_fail "cluster name the vault would refuse" "/cluster/name" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set cluster.name=Prod
 
 section "helm template + kubeconform -strict (Kubernetes $K8S_VERSION schemas)"
 render() { # NAME VALUES NAMESPACE
@@ -195,12 +200,43 @@ policy() {
   grep -q '^ *service:$' "$e2e" && { echo "e2e render still names the webhook Service"; return 1; }
   grep -qF -- '--self-signed-extra-name=127.0.0.1' "$e2e" || { echo "e2e render: URL host not in the certificate"; return 1; }
   [[ $(grep -c '^  replicas: 0$' "$e2e") -eq 3 ]] || { echo "e2e render should have 3 workloads with 0 replicas"; return 1; }
+  # Attested enrollment: the vault may review tokens and nothing else; the
+  # controller touches no Secret and can never mint a service-account token.
+  grep -A12 '^kind: ClusterRoleBinding$' "$file" | grep -qF 'name: signet-vault-tokenreview' ||
+    { echo "no ClusterRoleBinding signet-vault-tokenreview"; return 1; }
+  [[ $(grep -c 'name: system:auth-delegator' "$file") -eq 1 ]] ||
+    { echo "the vault must be bound to system:auth-delegator exactly once"; return 1; }
+  grep -qF -- '--kube-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token' "$file" ||
+    { echo "the vault is not given its service-account token file"; return 1; }
+  grep -qF 'resources: ["secrets"]' "$file" && { echo "default render grants Secrets access"; return 1; }
+  for render in "$WORK"/*.yaml; do
+    grep -v '^ *#' "$render" | grep -q 'serviceaccounts/token' && { echo "$(basename "$render"): serviceaccounts/token granted"; return 1; }
+  done
+  [[ $(grep -cF -- '--cluster-name=kubernetes' "$file") -eq 2 ]] ||
+    { echo "controller and webhook must both get --cluster-name"; return 1; }
+  grep -qF -- '--token-audience=signet' "$file" || { echo "the webhook lacks --token-audience"; return 1; }
+  # values-custom.yaml: its cluster, and raw tokens in two namespaces only.
+  for expect in '--cluster-name=eu-west.prod' '--token-audience=https://vault.example.internal'; do
+    grep -qF -- "$expect" "$WORK/custom.yaml" || { echo "custom render: missing $expect"; return 1; }
+  done
+  [[ $(grep -c '^kind: Role$' "$WORK/custom.yaml") -eq 2 ]] ||
+    { echo "custom render: expected a raw-token Role in each of its 2 namespaces"; return 1; }
+  grep -qF 'name: signet-secrets-controller-raw-tokens' "$WORK/custom.yaml" ||
+    { echo "custom render: no raw-token Role"; return 1; }
+  grep -A2 'resources: \["secrets"\]' "$WORK/custom.yaml" | grep -qE '"(list|watch|update)"' &&
+    { echo "custom render: Secrets access wider than create/get/patch/delete"; return 1; }
+  # Raw tokens without namespaces: one ClusterRole.
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set operator.rawTokens.enabled=true >"$WORK/raw-all.yaml" ||
+    { echo "render with operator.rawTokens.enabled failed"; return 1; }
+  grep -qF 'name: signet-controller-raw-tokens' "$WORK/raw-all.yaml" &&
+    [[ $(grep -c '^kind: Role$' "$WORK/raw-all.yaml") -eq 0 ]] ||
+    { echo "raw tokens in every namespace: expected a ClusterRole, no Role"; return 1; }
   grep -q 'cert-manager.io/inject-ca-from: signet-system/signet-webhook' "$WORK/cert-manager.yaml" ||
     { echo "cert-manager render lacks the CA injection annotation"; return 1; }
   [[ $(grep -c '^kind: Certificate$' "$WORK/cert-manager.yaml") -eq 3 ]] ||
     { echo "cert-manager render should have 3 Certificates (CA, vault, webhook)"; return 1; }
 }
-check "policy: restricted security contexts, root key as file, webhook scoping, vault CA" policy
+check "policy: restricted security contexts, root key as file, webhook scoping, vault CA, attestation RBAC" policy
 
 if [[ $control_plane == true ]]; then
   section "throw-away control plane (tests/control-plane/start.sh)"
@@ -248,6 +284,16 @@ if [[ $control_plane == true && -n $kubeconfig ]]; then
     deployment/signet-webhook service/signet-vault service/signet-webhook networkpolicy/signet-vault \
     serviceaccount/signet-vault
   check "MutatingWebhookConfiguration stored" k get mutatingwebhookconfiguration signet
+  # can SA VERB RESOURCE: the API server's own RBAC answer for that account.
+  can() { [[ $(k auth can-i "$2" "$3" --as "system:serviceaccount:$NS:$1" 2>/dev/null) == yes ]]; }
+  cannot() { ! can "$@"; }
+  check "the vault may create TokenReviews" can signet-vault create tokenreviews.authentication.k8s.io
+  for what in "get secrets" "get pods" "create serviceaccounts/token"; do
+    check "the vault may not $what" cannot signet-vault $what
+  done
+  for what in "get secrets" "create secrets" "create serviceaccounts/token" "create tokenreviews.authentication.k8s.io"; do
+    check "the controller may not $what (raw tokens off)" cannot signet-controller $what
+  done
 
   section "CRs and webhook scoping against the installed chart"
   k create namespace "$APP" >/dev/null

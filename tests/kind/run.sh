@@ -142,8 +142,16 @@ signet secret set demo/db-password --value "first-$RANDOM"
 signet keygen --out "$WORK/identity.json" >/dev/null
 signet agent create --name signet-operator --key-file "$WORK/identity.json" \
   --scope metadata --scope tokens --scope grants --scope machines >/dev/null
+agent_id=$(jq -r .id "$WORK/identity.json")
 k -n "$NS" create secret generic signet-operator-identity --from-file=identity.json="$WORK/identity.json"
 rm -f "$WORK/identity.json"
+# Pods enroll by attestation: the vault reviews their projected tokens with
+# this cluster's TokenReview API (as its own ServiceAccount), and the operator
+# may hand out only what is delegated to it, per namespace.
+k -n "$NS" get configmap kube-root-ca.crt -o jsonpath='{.data.ca\.crt}' >"$WORK/cluster-ca.crt"
+signet cluster add kubernetes --api-url https://kubernetes.default.svc --ca-file "$WORK/cluster-ca.crt" >/dev/null
+signet delegation add --agent "$agent_id" --project demo --secret db-password \
+  --cluster kubernetes --namespace "$APP" >/dev/null
 k -n "$NS" rollout status deployment/signet-controller --timeout=180s
 
 # --- the scenario -------------------------------------------------------------------

@@ -162,3 +162,20 @@ priorityClassName: {{ . }}
     {{- end }}
   {{- end }}
 {{- end }}
+
+{{/* RBAC ---------------------------------------------------------------------- */}}
+
+{{/* What the controller needs for raw tokens, and nothing more. */}}
+{{- define "signet.rawTokenRules" -}}
+# SSA of the Secret creates it the first time (create) and updates it
+# afterwards (patch); get checks it holds the current token; delete removes
+# it when the EnrollmentToken goes or switches to attestation.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "get", "patch", "delete"]
+# Setting blockOwnerDeletion on the Secrets' owner references needs this
+# where the OwnerReferencesPermissionEnforcement plugin is on.
+- apiGroups: ["signet.dev"]
+  resources: ["enrollmenttokens/finalizers"]
+  verbs: ["update"]
+{{- end }}

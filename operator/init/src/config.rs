@@ -16,14 +16,36 @@ pub enum Error {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
-    #[error("cannot read the enrollment token file {path}")]
+    #[error("cannot read the {what} file {path}")]
     TokenFile {
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the enrollment token file {0} is empty")]
-    EmptyToken(PathBuf),
+    #[error("the {what} file {path} is empty")]
+    EmptyToken { what: &'static str, path: PathBuf },
+    #[error(
+        "{} (with {} and {}) or {} must be set: the pod enrolls by attestation or with a raw token",
+        contract::ENV_SA_TOKEN_FILE,
+        contract::ENV_CLUSTER,
+        contract::ENV_POLICY,
+        contract::ENV_TOKEN_FILE
+    )]
+    NoCredential,
+    #[error(
+        "attested enrollment needs {}, {} and {} together; missing: {missing}",
+        contract::ENV_SA_TOKEN_FILE,
+        contract::ENV_CLUSTER,
+        contract::ENV_POLICY
+    )]
+    PartialAttestation { missing: String },
+    #[error(
+        "both {} (attestation) and {} (raw token) are set; the webhook sets only one",
+        contract::ENV_SA_TOKEN_FILE,
+        contract::ENV_TOKEN_FILE
+    )]
+    ConflictingCredentials,
     #[error("cannot read the CA file {path}")]
     CaFile {
         path: PathBuf,
@@ -48,6 +70,32 @@ pub enum CaSource {
     Pem(String),
 }
 
+/// How the pod proves who it is when it enrolls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A projected service-account token the vault verifies with the
+    /// cluster's TokenReview API; the kubelet rotates the file, so it is
+    /// read again at every attempt.
+    Attestation {
+        /// `SIGNET_SA_TOKEN_FILE`.
+        token_file: PathBuf,
+        /// `SIGNET_CLUSTER`: the cluster's name in the vault.
+        cluster: String,
+        /// `SIGNET_POLICY`: the EnrollmentToken's name.
+        policy: String,
+    },
+    /// A raw enrollment token (the EnrollmentToken's `rawToken: true`).
+    RawToken {
+        /// `SIGNET_TOKEN_FILE`.
+        token_file: PathBuf,
+    },
+}
+
+/// What [`Credential::RawToken`]'s file holds, for messages.
+const RAW_TOKEN: &str = "enrollment token";
+/// What [`Credential::Attestation`]'s file holds, for messages.
+const SA_TOKEN: &str = "service-account token";
+
 /// Default permission bits: owner and group may read. The pod's `fsGroup`
 /// owns the volume's files, so an app container running as another user in
 /// that group can read them; nobody may write them.
@@ -59,7 +107,7 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Config {
     pub vault: String,
-    pub token_file: PathBuf,
+    pub credential: Credential,
     pub mount_path: PathBuf,
     pub mode: Mode,
     pub refresh: Duration,
@@ -173,9 +221,10 @@ impl Config {
             }
             (None, None) => None,
         };
+        let credential = credential(&optional)?;
         Ok(Self {
             vault: vault.trim_end_matches('/').to_owned(),
-            token_file: PathBuf::from(required(contract::ENV_TOKEN_FILE)?),
+            credential,
             mount_path: PathBuf::from(required(contract::ENV_MOUNT_PATH)?),
             mode,
             refresh,
@@ -194,17 +243,27 @@ impl Config {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// Reads the enrollment token (surrounding whitespace removed).
+    /// Reads the credential file: the raw enrollment token or the projected
+    /// service-account token (surrounding whitespace removed).
     pub fn read_token(&self) -> Result<Zeroizing<String>, Error> {
-        let raw = Zeroizing::new(std::fs::read_to_string(&self.token_file).map_err(|source| {
-            Error::TokenFile {
-                path: self.token_file.clone(),
-                source,
-            }
-        })?);
+        let (what, path) = match &self.credential {
+            Credential::Attestation { token_file, .. } => (SA_TOKEN, token_file),
+            Credential::RawToken { token_file } => (RAW_TOKEN, token_file),
+        };
+        let raw =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
+                    what,
+                    path: path.clone(),
+                    source,
+                })?,
+            );
         let token = Zeroizing::new(raw.trim().to_owned());
         if token.is_empty() {
-            return Err(Error::EmptyToken(self.token_file.clone()));
+            return Err(Error::EmptyToken {
+                what,
+                path: path.clone(),
+            });
         }
         Ok(token)
     }
@@ -224,6 +283,44 @@ impl Config {
                     })
             }
         }
+    }
+}
+
+/// The credential the environment names: the three attestation variables
+/// together, or else the raw token file; never both, never a part.
+fn credential(optional: &impl Fn(&str) -> Option<String>) -> Result<Credential, Error> {
+    let attestation = [
+        contract::ENV_SA_TOKEN_FILE,
+        contract::ENV_CLUSTER,
+        contract::ENV_POLICY,
+    ]
+    .map(|name| (name, optional(name).map(|v| v.trim().to_owned())));
+    let raw = optional(contract::ENV_TOKEN_FILE);
+    match attestation {
+        [(_, Some(token_file)), (_, Some(cluster)), (_, Some(policy))] => {
+            if raw.is_some() {
+                return Err(Error::ConflictingCredentials);
+            }
+            Ok(Credential::Attestation {
+                token_file: PathBuf::from(token_file),
+                cluster,
+                policy,
+            })
+        }
+        [(_, None), (_, None), (_, None)] => match raw {
+            Some(path) => Ok(Credential::RawToken {
+                token_file: PathBuf::from(path),
+            }),
+            None => Err(Error::NoCredential),
+        },
+        partial => Err(Error::PartialAttestation {
+            missing: partial
+                .iter()
+                .filter(|(_, value)| value.is_none())
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }
 
@@ -295,6 +392,95 @@ mod tests {
         assert_eq!(config.retry.max_attempts, 8);
         assert_eq!(config.pod_uid, None);
         assert_eq!(config.ca, None);
+    }
+
+    #[test]
+    fn raw_token_file_alone_is_the_raw_credential() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(
+            config.credential,
+            Credential::RawToken {
+                token_file: "/t".into()
+            }
+        );
+    }
+
+    /// The defaults without `SIGNET_TOKEN_FILE`, plus `extra`.
+    fn parse_attested(extra: &[(&str, &str)]) -> Result<Config, Error> {
+        let mut map = vars(extra);
+        if !extra.iter().any(|(k, _)| *k == contract::ENV_TOKEN_FILE) {
+            map.remove(contract::ENV_TOKEN_FILE);
+        }
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    const ATTESTATION: [(&str, &str); 3] = [
+        (contract::ENV_SA_TOKEN_FILE, "/id/token"),
+        (contract::ENV_CLUSTER, "prod"),
+        (contract::ENV_POLICY, "web"),
+    ];
+
+    #[test]
+    fn the_three_attestation_variables_make_an_attested_credential() {
+        let config = parse_attested(&ATTESTATION).unwrap();
+        assert_eq!(
+            config.credential,
+            Credential::Attestation {
+                token_file: "/id/token".into(),
+                cluster: "prod".into(),
+                policy: "web".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_partial_or_doubled_credential_is_refused_by_name() {
+        let partial = parse_attested(&ATTESTATION[..1]).unwrap_err();
+        assert!(matches!(partial, Error::PartialAttestation { .. }));
+        let message = partial.to_string();
+        assert!(
+            message.ends_with("missing: SIGNET_CLUSTER, SIGNET_POLICY"),
+            "{message}"
+        );
+
+        let mut both = ATTESTATION.to_vec();
+        both.push((contract::ENV_TOKEN_FILE, "/t"));
+        assert!(matches!(
+            parse_attested(&both),
+            Err(Error::ConflictingCredentials)
+        ));
+
+        let none = parse_attested(&[]).unwrap_err();
+        assert!(matches!(none, Error::NoCredential));
+        let message = none.to_string();
+        for name in [
+            "SIGNET_SA_TOKEN_FILE",
+            "SIGNET_CLUSTER",
+            "SIGNET_POLICY",
+            "SIGNET_TOKEN_FILE",
+        ] {
+            assert!(message.contains(name), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_service_account_token_is_read_trimmed_and_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let file_text = file.to_str().unwrap().to_owned();
+        let mut attestation = ATTESTATION;
+        attestation[0].1 = &file_text;
+        let config = parse_attested(&attestation).unwrap();
+
+        let missing = config.read_token().unwrap_err().to_string();
+        assert!(missing.contains("service-account token file"), "{missing}");
+        std::fs::write(&file, " \n").unwrap();
+        assert!(matches!(config.read_token(), Err(Error::EmptyToken { .. })));
+        std::fs::write(&file, "header.payload.signature\n").unwrap();
+        assert_eq!(
+            config.read_token().unwrap().as_str(),
+            "header.payload.signature"
+        );
     }
 
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";

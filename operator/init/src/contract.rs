@@ -1,20 +1,39 @@
 //! The contract between the operator's admission webhook and `signet-init`:
 //! environment variables and the `SIGNET_FILES` document.
 //!
-//! `signet-init` gets everything it needs from its environment and the token
-//! file, so it never talks to the Kubernetes API. This module carries no kube
-//! types on purpose: the webhook (which writes the environment) and
-//! `signet-init` (which reads it) share it through this kube-free crate.
+//! `signet-init` gets everything it needs from its environment and one
+//! credential file, so it never talks to the Kubernetes API. This module
+//! carries no kube types on purpose: the webhook (which writes the
+//! environment) and `signet-init` (which reads it) share it through this
+//! kube-free crate.
+//!
+//! A pod proves who it is in one of two ways, chosen by its EnrollmentToken:
+//!
+//! - **attestation** (the default): the webhook mounts a projected
+//!   service-account token (audience: the vault, [`SA_TOKEN_EXPIRATION_SECONDS`]
+//!   of lifetime, rotated by the kubelet) into `signet-init` only, and sets
+//!   `SIGNET_SA_TOKEN_FILE`, `SIGNET_CLUSTER` and `SIGNET_POLICY`. The vault
+//!   checks the token with the cluster's TokenReview API and takes the
+//!   namespace, service account, pod name and pod UID from it, so nothing
+//!   in the namespace is a bearer credential;
+//! - **raw token** (the EnrollmentToken's explicit `rawToken: true`): the
+//!   webhook mounts the token Secret and sets `SIGNET_TOKEN_FILE`.
+//!
+//! The three attestation variables come together or not at all; without
+//! them `SIGNET_TOKEN_FILE` is required.
 //!
 //! | variable | value |
 //! | --- | --- |
 //! | `SIGNET_VAULT` | base URL of the vault, e.g. `https://signet.signet-system.svc:8443` |
-//! | `SIGNET_TOKEN_FILE` | path of the file holding the raw enrollment token ([`TOKEN_FILE`]) |
+//! | `SIGNET_SA_TOKEN_FILE` | attestation: path of the projected service-account token ([`SA_TOKEN_FILE`]); re-read at every enrollment attempt |
+//! | `SIGNET_CLUSTER` | attestation: the cluster's name as registered in the vault |
+//! | `SIGNET_POLICY` | attestation: the EnrollmentToken's name (the vault looks it up in the pod's verified namespace) |
+//! | `SIGNET_TOKEN_FILE` | raw token: path of the file holding the raw enrollment token ([`TOKEN_FILE`]) |
 //! | `SIGNET_MOUNT_PATH` | directory (an in-memory `emptyDir`) to write the files into |
 //! | `SIGNET_MODE` | `init` (write once, exit 0) or `sidecar` (write, then refresh until SIGTERM) |
 //! | `SIGNET_REFRESH_SECONDS` | sidecar refresh period in whole seconds (≥ 1) |
 //! | `SIGNET_FILES` | JSON array of [`FileSpec`] |
-//! | `SIGNET_POD_NAME`, `SIGNET_POD_NAMESPACE`, `SIGNET_POD_UID` | the pod's identity, from the downward API |
+//! | `SIGNET_POD_NAME`, `SIGNET_POD_NAMESPACE`, `SIGNET_POD_UID` | the pod's identity, from the downward API; sent as machine metadata ([`META_POD_NAME`] etc.), which is self-reported and informational only |
 //! | `SIGNET_CA_PEM` | optional: PEM root certificate(s) to trust for the vault's HTTPS; set only when the webhook runs with `--vault-ca-file` |
 //!
 //! Optional knobs of `signet-init` that the webhook does not set (their
@@ -36,8 +55,14 @@ use serde::{Deserialize, Serialize};
 
 /// Base URL of the vault.
 pub const ENV_VAULT: &str = "SIGNET_VAULT";
-/// Path of the raw enrollment token.
+/// Path of the raw enrollment token (raw-token mode).
 pub const ENV_TOKEN_FILE: &str = "SIGNET_TOKEN_FILE";
+/// Path of the projected service-account token (attested mode).
+pub const ENV_SA_TOKEN_FILE: &str = "SIGNET_SA_TOKEN_FILE";
+/// Name of the cluster as registered in the vault (attested mode).
+pub const ENV_CLUSTER: &str = "SIGNET_CLUSTER";
+/// Name of the enrollment policy: the EnrollmentToken's name (attested mode).
+pub const ENV_POLICY: &str = "SIGNET_POLICY";
 /// Directory the files are written into.
 pub const ENV_MOUNT_PATH: &str = "SIGNET_MOUNT_PATH";
 /// `init` or `sidecar`.
@@ -50,8 +75,9 @@ pub const ENV_FILES: &str = "SIGNET_FILES";
 pub const ENV_POD_NAME: &str = "SIGNET_POD_NAME";
 /// Namespace of the pod (downward API `metadata.namespace`).
 pub const ENV_POD_NAMESPACE: &str = "SIGNET_POD_NAMESPACE";
-/// UID of the pod (downward API `metadata.uid`); the controller revokes the
-/// machine bound to it when the pod is deleted.
+/// UID of the pod (downward API `metadata.uid`), recorded as metadata. The
+/// controller does not trust it: it revokes machines by the pod UID the
+/// vault took from the verified service-account token.
 pub const ENV_POD_UID: &str = "SIGNET_POD_UID";
 
 /// Optional: permission bits of the written files, `0440` or `0400`.
@@ -75,10 +101,36 @@ pub const BINARY: &str = "/signet-init";
 pub const RUN_ARGS: [&str; 1] = ["run"];
 /// Exec startup probe of the sidecar: exits 0 once the first files are written.
 pub const PROBE_COMMAND: [&str; 2] = [BINARY, "probe"];
-/// Directory the token Secret is mounted at, in `signet-init` only.
+/// Directory the token Secret is mounted at, in `signet-init` only
+/// (raw-token mode).
 pub const TOKEN_DIR: &str = "/var/run/signet-token";
 /// Value of `SIGNET_TOKEN_FILE`.
 pub const TOKEN_FILE: &str = "/var/run/signet-token/token";
+/// Directory the projected service-account token is mounted at, in
+/// `signet-init` only (attested mode). Outside `/var/run/secrets/kubernetes.io`
+/// so it never meets the pod's own API token.
+pub const IDENTITY_DIR: &str = "/var/run/secrets/signet.dev/identity";
+/// File name of the projected token inside [`IDENTITY_DIR`].
+pub const SA_TOKEN_PATH: &str = "token";
+/// Value of `SIGNET_SA_TOKEN_FILE`.
+pub const SA_TOKEN_FILE: &str = "/var/run/secrets/signet.dev/identity/token";
+/// Lifetime the webhook asks for the projected token. Ten minutes is the
+/// shortest the API server issues; the kubelet rotates it at 80 %, and the
+/// vault needs it only at enrollment.
+pub const SA_TOKEN_EXPIRATION_SECONDS: i64 = 600;
+/// Audience of the projected token unless the operator is told otherwise;
+/// the vault's cluster registration defaults to the same.
+pub const DEFAULT_AUDIENCE: &str = "signet";
+/// Cluster name unless the operator is told otherwise.
+pub const DEFAULT_CLUSTER: &str = "kubernetes";
+
+/// Machine metadata key: UID of the pod, as the pod itself reports it.
+/// Informational: the controller and the vault rely on the attested UID.
+pub const META_POD_UID: &str = "k8s.pod.uid";
+/// Machine metadata key: name of the pod, as the pod reports it.
+pub const META_POD_NAME: &str = "k8s.pod.name";
+/// Machine metadata key: namespace of the pod, as the pod reports it.
+pub const META_NAMESPACE: &str = "k8s.namespace";
 /// Hidden file, relative to the mount path, that `signet-init run` writes
 /// after the first complete write; file names from a SecretGrant can never
 /// start with a dot, so it cannot clash.
@@ -190,6 +242,12 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn credential_paths_agree_with_their_directories() {
+        assert_eq!(SA_TOKEN_FILE, format!("{IDENTITY_DIR}/{SA_TOKEN_PATH}"));
+        assert_eq!(TOKEN_FILE, format!("{TOKEN_DIR}/token"));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! `signet-init`: the small container Signet injects into opted-in pods.
 //!
-//! It generates an Ed25519 key pair in memory, enrolls it with the vault
-//! using the pod's enrollment token, fetches every secret named in
+//! It generates an Ed25519 key pair in memory, enrolls it with the vault,
+//! proving who the pod is with its projected service-account token (checked
+//! by the vault with the cluster's TokenReview API) or, for an
+//! EnrollmentToken with `rawToken: true`, with the raw enrollment token;
+//! then it fetches every secret named in
 //! `SIGNET_FILES`, and writes each one atomically into an in-memory volume.
 //! In `init` mode it then exits; in `sidecar` mode it keeps the files fresh
 //! after rotations and revokes its machine on SIGTERM. The private key never
@@ -25,9 +28,9 @@
 //! | --- | --- | --- |
 //! | 0 | files written (`init`), or clean shutdown after SIGTERM (`sidecar`) | |
 //! | 1 | internal error (the async runtime or signal handler could not start) | the container's limits |
-//! | 2 | configuration error (missing or invalid env var, unreadable token or CA file, both `SIGNET_CA_FILE` and `SIGNET_CA_PEM` set) | the injected env, the token Secret |
-//! | 3 | the vault stayed unreachable through every retry (or kept answering 5xx) | `SIGNET_VAULT`, the vault Service and its endpoints, NetworkPolicies, TLS trust |
-//! | 4 | the vault refused the enrollment (4xx, never retried), or later stopped accepting this machine (revoked or expired) | the EnrollmentToken: expired, used up, revoked, hostname or CIDR rules |
+//! | 2 | configuration error (missing or invalid env var, only some of `SIGNET_SA_TOKEN_FILE`/`SIGNET_CLUSTER`/`SIGNET_POLICY`, those together with `SIGNET_TOKEN_FILE`, unreadable or empty token or CA file, both `SIGNET_CA_FILE` and `SIGNET_CA_PEM` set) | the injected env, the projected token volume or the token Secret |
+//! | 3 | the vault stayed unreachable through every retry (or kept answering 5xx), or could not reach the cluster's TokenReview API (`attestation_unavailable`) | `SIGNET_VAULT`, the vault Service and its endpoints, NetworkPolicies, TLS trust; for TokenReview: the vault's access to the API server and the cluster registration |
+//! | 4 | the vault refused the enrollment (4xx, never retried), or later stopped accepting this machine (revoked or expired) | the message names it by the vault's code: `unknown_cluster` (register the cluster, or the operator's `--cluster-name`), `unknown_policy` (the EnrollmentToken is not Ready), `attestation_audience` (the operator's `--token-audience`), `attestation_expired` (clocks), `attestation_not_pod_bound`/`attestation_pod_gone`/`attestation_pod_mismatch` (not this pod's projected token), `attestation_rejected` (the registered cluster is another one), `service_account_not_allowed` (`allowedServiceAccounts`); otherwise the EnrollmentToken: expired, used up, revoked, hostname or CIDR rules |
 //! | 5 | a secret was refused or cannot be rendered (no grant for it, a field not granted or absent, a plain secret with `fields`) | the SecretGrant and the secret in the vault |
 //! | 6 | a file could not be written | the mount path volume (size limit, read-only) |
 //! | 7 | interrupted by SIGTERM/SIGINT before the first complete write | why the pod was stopped |

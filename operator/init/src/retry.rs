@@ -8,6 +8,10 @@ use std::time::Duration;
 use rand::Rng as _;
 use signet_client::sdk;
 
+/// The vault's code for "the cluster's TokenReview API could not be reached"
+/// (`ErrorCode::AttestationUnavailable`).
+pub const ATTESTATION_UNAVAILABLE: &str = "attestation_unavailable";
+
 /// How many times, and how patiently, to call the vault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
@@ -31,9 +35,21 @@ impl Default for Retry {
 
 /// A call that did not succeed, and after how many attempts.
 #[derive(Debug)]
-pub struct Failed {
-    pub error: sdk::Error,
+pub struct Failed<E = sdk::Error> {
+    pub error: E,
     pub attempts: u32,
+}
+
+/// A failure that may go away by itself (worth another attempt) or not.
+pub trait Retryable: std::fmt::Display {
+    /// Whether another attempt may succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for sdk::Error {
+    fn is_retryable(&self) -> bool {
+        is_retryable(self)
+    }
 }
 
 impl Retry {
@@ -50,16 +66,17 @@ impl Retry {
 
     /// Runs `op` until it succeeds, fails in a way retrying cannot fix, or
     /// runs out of attempts.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Failed>
+    pub async fn run<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Failed<E>>
     where
+        E: Retryable,
         F: FnMut() -> Fut,
-        Fut: Future<Output = sdk::Result<T>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let mut attempt = 1;
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(error) if is_retryable(&error) && attempt < self.max_attempts => {
+                Err(error) if error.is_retryable() && attempt < self.max_attempts => {
                     let delay = jitter(self.delay(attempt), 0.2);
                     tracing::warn!(
                         attempt,
@@ -82,9 +99,14 @@ impl Retry {
     }
 }
 
-/// Worth retrying: no answer at all, or the vault answered that it is
-/// unwell (5xx). A 4xx is a decision and is never retried.
+/// Worth retrying: no answer at all, the vault answered that it is unwell
+/// (5xx), or it could not reach the cluster's TokenReview API (whatever the
+/// status: that is the cluster's outage, not a decision about this pod). Any
+/// other 4xx is a decision and is never retried.
 pub fn is_retryable(error: &sdk::Error) -> bool {
+    if error.code() == Some(ATTESTATION_UNAVAILABLE) {
+        return true;
+    }
     match error {
         sdk::Error::Transport { .. } => true,
         sdk::Error::Api { status, .. } | sdk::Error::Decode { status, .. } => *status >= 500,
@@ -122,6 +144,15 @@ mod tests {
     }
 
     #[test]
+    fn codes_match_the_vaults() {
+        use signet_client::api::ErrorCode;
+        assert_eq!(
+            ATTESTATION_UNAVAILABLE,
+            ErrorCode::AttestationUnavailable.as_str()
+        );
+    }
+
+    #[test]
     fn only_transport_and_server_errors_are_retried() {
         let api = |status| sdk::Error::Api {
             status,
@@ -130,6 +161,16 @@ mod tests {
         };
         assert!(is_retryable(&api(503)));
         assert!(!is_retryable(&api(401)));
+        assert!(is_retryable(&sdk::Error::Api {
+            status: 424,
+            code: "attestation_unavailable".into(),
+            message: String::new(),
+        }));
+        assert!(!is_retryable(&sdk::Error::Api {
+            status: 403,
+            code: "attestation_rejected".into(),
+            message: String::new(),
+        }));
         assert!(!is_retryable(&api(403)));
         assert!(!is_retryable(&sdk::Error::Unregistered));
     }

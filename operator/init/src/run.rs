@@ -3,14 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use signet_client::api::{GrantView, SecretValue};
+use signet_client::api::{Attestation, EnrollResponse, GrantView, SecretValue};
 use signet_client::sdk::{self, Client, Options};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::config::Config;
-use crate::contract::{FileSpec, Mode, READY_MARKER};
-use crate::error::{Error, chain};
-use crate::retry::{Failed, Retry, jitter};
+use crate::config::{self, Config, Credential};
+use crate::contract::{FileSpec, META_NAMESPACE, META_POD_NAME, META_POD_UID, Mode, READY_MARKER};
+use crate::error::{Error, chain, enrollment_hint};
+use crate::retry::{ATTESTATION_UNAVAILABLE, Failed, Retry, Retryable, jitter};
 use crate::{render, write};
 
 /// Per-request timeout: a vault that does not answer within this is treated
@@ -22,15 +22,12 @@ const REVOKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// together do not poll the vault in lockstep.
 const REFRESH_JITTER: f64 = 0.1;
 
-/// Metadata keys recorded on the machine at enrollment.
-pub const META_POD_UID: &str = "k8s.pod.uid";
-pub const META_POD_NAME: &str = "k8s.pod.name";
-pub const META_NAMESPACE: &str = "k8s.namespace";
-
 /// Runs until the files are written (`init`) or until SIGTERM/SIGINT
 /// (`sidecar`).
 pub async fn run(config: Config) -> Result<(), Error> {
-    let token = config.read_token()?;
+    // Read once up front so a missing or empty file fails at once (exit 2)
+    // rather than after the first vault call.
+    drop(config.read_token()?);
     let options = Options {
         timeout: REQUEST_TIMEOUT,
         ca_pem: config.read_ca()?,
@@ -38,13 +35,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let mut signals = Signals::new().map_err(Error::Runtime)?;
 
     let client = tokio::select! {
-        enrolled = enroll(&config, &token, &options) => enrolled?,
+        enrolled = enroll(&config, &options) => enrolled?,
         name = signals.recv() => {
             tracing::info!(signal = name, "stopping before enrollment");
             return Err(Error::Interrupted);
         }
     };
-    drop(token);
 
     let mut files = Files::new(&config);
     let first = tokio::select! {
@@ -104,8 +100,43 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
 }
 
-/// Enrolls a fresh in-memory key pair, retrying while the vault is unreachable.
-async fn enroll(config: &Config, token: &str, options: &Options) -> Result<Client, Error> {
+/// One enrollment attempt's failure: the credential file could not be read
+/// (never retried: the kubelet writes it before the container starts), or
+/// the vault call failed.
+enum Attempt {
+    Read(config::Error),
+    Vault(sdk::Error),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(error) => error.fmt(f),
+            Self::Vault(error) => error.fmt(f),
+        }
+    }
+}
+
+impl Retryable for Attempt {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Read(_) => false,
+            Self::Vault(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// Enrolls a fresh in-memory key pair, retrying while the vault (or the
+/// cluster's TokenReview API behind it) is unreachable.
+///
+/// With attestation the projected service-account token is read again at
+/// every attempt: the kubelet rotates the file, and a retry must not send a
+/// token that expired while the vault was away. The token lives in
+/// `Zeroizing` memory and is never logged (the SDK's `Attestation` leaves it
+/// out of `Debug`).
+async fn enroll(config: &Config, options: &Options) -> Result<Client, Error> {
+    // Self-reported, for people reading the machine list; the vault takes an
+    // attested pod's identity from its verified token instead.
     let mut metadata = BTreeMap::new();
     metadata.insert(META_POD_NAME.to_owned(), config.pod_name.clone());
     if let Some(namespace) = &config.pod_namespace {
@@ -114,29 +145,73 @@ async fn enroll(config: &Config, token: &str, options: &Options) -> Result<Clien
     if let Some(uid) = &config.pod_uid {
         metadata.insert(META_POD_UID.to_owned(), uid.clone());
     }
-    let enrolled = config
-        .retry
-        .run("enroll", || {
-            Client::enroll(
-                &config.vault,
-                token,
-                &config.pod_name,
-                metadata.clone(),
-                options,
-            )
-        })
-        .await;
+    let enrolled: Result<(Client, EnrollResponse), Failed<Attempt>> = match &config.credential {
+        Credential::RawToken { .. } => {
+            // A Secret's content does not change under a running pod.
+            let token = config.read_token()?;
+            config
+                .retry
+                .run("enroll", || async {
+                    Client::enroll(
+                        &config.vault,
+                        &token,
+                        &config.pod_name,
+                        metadata.clone(),
+                        options,
+                    )
+                    .await
+                    .map_err(Attempt::Vault)
+                })
+                .await
+        }
+        Credential::Attestation {
+            cluster, policy, ..
+        } => {
+            config
+                .retry
+                .run("enroll", || async {
+                    let token = config.read_token().map_err(Attempt::Read)?;
+                    let attestation = Attestation {
+                        cluster: cluster.clone(),
+                        policy: policy.clone(),
+                        service_account_token: token.as_str().to_owned(),
+                    };
+                    Client::enroll_attested(
+                        &config.vault,
+                        attestation,
+                        &config.pod_name,
+                        metadata.clone(),
+                        options,
+                    )
+                    .await
+                    .map_err(Attempt::Vault)
+                })
+                .await
+        }
+    };
     match enrolled {
         Ok((client, answer)) => {
             tracing::info!(
                 machine_id = %answer.machine_id,
                 expires_at = %answer.expires_at,
                 vault = %config.vault,
+                attested = matches!(config.credential, Credential::Attestation { .. }),
                 "enrolled"
             );
             Ok(client)
         }
-        Err(failed) => Err(classify(&config.vault, Call::Enroll, failed)),
+        Err(Failed {
+            error: Attempt::Read(error),
+            ..
+        }) => Err(Error::Config(error)),
+        Err(Failed {
+            error: Attempt::Vault(error),
+            attempts,
+        }) => Err(classify(
+            &config.vault,
+            Call::Enroll,
+            Failed { error, attempts },
+        )),
     }
 }
 
@@ -150,6 +225,13 @@ enum Call<'a> {
 fn classify(url: &str, call: Call<'_>, Failed { error, attempts }: Failed) -> Error {
     let url = url.to_owned();
     if crate::retry::is_retryable(&error) {
+        if error.code() == Some(ATTESTATION_UNAVAILABLE) {
+            return Error::AttestationUnavailable {
+                url,
+                attempts,
+                source: Box::new(error),
+            };
+        }
         return Error::Unreachable {
             url,
             attempts,
@@ -157,9 +239,14 @@ fn classify(url: &str, call: Call<'_>, Failed { error, attempts }: Failed) -> Er
         };
     }
     let unauthenticated = matches!(error, sdk::Error::Api { status: 401, .. });
+    let hint = enrollment_hint(error.code());
     let error = Box::new(error);
     match call {
-        Call::Enroll => Error::EnrollmentRefused { url, source: error },
+        Call::Enroll => Error::EnrollmentRefused {
+            url,
+            hint,
+            source: error,
+        },
         // Listing grants is the machine's own business: any refusal means
         // the vault no longer takes this identity.
         Call::Grants => Error::IdentityRefused { url, source: error },

@@ -162,7 +162,8 @@ impl TestVault {
             "grants": grants,
         }))
         .unwrap();
-        self.admin.create_token(&body).await.unwrap().token
+        // Not bound to a cluster: a raw token, as these tests want.
+        self.admin.create_token(&body).await.unwrap().token.unwrap()
     }
 
     async fn machine_count(&self) -> usize {
@@ -499,6 +500,68 @@ async fn unreachable_vault_exits_3_naming_the_url_after_bounded_retries() {
     assert_eq!(pod.probe().await, 1);
 }
 
+/// The projected token is read again at every enrollment attempt (the
+/// kubelet rotates it): a file that disappears while the vault is
+/// unreachable ends the retries with a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attested_enrollment_rereads_the_token_at_every_attempt() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut pod = Pod::new(
+        &format!("http://127.0.0.1:{port}"),
+        "unused",
+        "init",
+        serde_json::json!([{"secret": "x", "fields": [], "file": "x", "format": "raw"}]),
+    );
+    let sa_token = pod.dir.path().join("sa-token");
+    std::fs::write(&sa_token, "header.payload.signature\n").unwrap();
+    pod.env.remove(contract::ENV_TOKEN_FILE);
+    for (name, value) in [
+        (contract::ENV_SA_TOKEN_FILE, sa_token.display().to_string()),
+        (contract::ENV_CLUSTER, "prod".to_owned()),
+        (contract::ENV_POLICY, "web".to_owned()),
+        (contract::ENV_MAX_ATTEMPTS, "50".to_owned()),
+        (contract::ENV_RETRY_BASE_MS, "200".to_owned()),
+    ] {
+        pod.env.insert(name.to_owned(), value);
+    }
+    let mut child = pod.command("run").spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    let seen_retry = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.contains("retrying") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(seen_retry, "{stderr}");
+    // After the first attempt, before the next one.
+    std::fs::remove_file(&sa_token).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("service-account token file"), "{stderr}");
+    assert!(stderr.matches("retrying").count() < 5, "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_token_exits_4_without_retrying() {
     let vault = start_vault().await;
@@ -569,8 +632,65 @@ async fn bad_configuration_exits_2() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/token"), "{stderr}");
 
+    // Attestation needs its three variables together.
+    pod.env.insert(
+        contract::ENV_TOKEN_FILE.to_owned(),
+        pod.dir.path().join("token").display().to_string(),
+    );
+    pod.env
+        .insert(contract::ENV_CLUSTER.to_owned(), "prod".to_owned());
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("missing: SIGNET_SA_TOKEN_FILE, SIGNET_POLICY"),
+        "{stderr}"
+    );
+    pod.env.remove(contract::ENV_CLUSTER);
+
     pod.env.remove(contract::ENV_MOUNT_PATH);
     assert_eq!(pod.probe().await, 2);
+}
+
+/// A pod that enrolls by attestation naming a cluster the vault does not
+/// know is refused with exit 4 and told how to register it, and the
+/// projected token appears in no log line even at the most verbose level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_attestation_exits_4_and_never_logs_the_token() {
+    const JWT: &str =
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDp3ZWIifQ.c2lnbmF0dXJl";
+    let vault = start_vault().await;
+    let mut pod = Pod::new(
+        &vault.url,
+        "unused",
+        "init",
+        serde_json::json!([{"secret": "api-key", "fields": [], "file": "k", "format": "raw"}]),
+    );
+    let sa_token = pod.dir.path().join("sa-token");
+    std::fs::write(&sa_token, format!("{JWT}\n")).unwrap();
+    pod.env.remove(contract::ENV_TOKEN_FILE);
+    for (name, value) in [
+        (contract::ENV_SA_TOKEN_FILE, sa_token.display().to_string()),
+        (contract::ENV_CLUSTER, "prod".to_owned()),
+        (contract::ENV_POLICY, "web".to_owned()),
+        (contract::ENV_LOG, "trace".to_owned()),
+    ] {
+        pod.env.insert(name.to_owned(), value);
+    }
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    // The vault's `unknown_cluster`, with what to do about it.
+    assert!(stderr.contains("refused the enrollment"), "{stderr}");
+    assert!(stderr.contains("signet cluster add"), "{stderr}");
+    for part in JWT.split('.') {
+        assert!(!stderr.contains(part), "the token leaked: {stderr}");
+    }
+    assert_eq!(vault.machine_count().await, 0);
+
+    // An unreadable projected token is a configuration error naming the file.
+    std::fs::remove_file(&sa_token).unwrap();
+    let (status, stderr) = pod.run().await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("service-account token file"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

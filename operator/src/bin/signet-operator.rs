@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use signet_init::contract::{DEFAULT_AUDIENCE, DEFAULT_CLUSTER};
 use signet_operator::controller;
 use signet_operator::webhook::{
     certs,
@@ -66,6 +67,31 @@ struct ControllerArgs {
     /// Period of the sweep revoking machines whose pod no longer exists.
     #[arg(long, env = "SIGNET_SWEEP_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     sweep_interval: Duration,
+
+    /// This cluster's name as registered in the vault (`signet cluster add`).
+    /// Every policy is bound to it, and only machines the vault attested in
+    /// it are revoked when their pod is gone.
+    #[arg(long, env = "SIGNET_CLUSTER_NAME", default_value = DEFAULT_CLUSTER, value_parser = parse_cluster_name)]
+    cluster_name: String,
+
+    /// How long a raw token (`rawToken: true`) stays valid after it is
+    /// renewed, while pods pick up the updated Secret.
+    #[arg(long, env = "SIGNET_RENEWAL_GRACE", default_value = "10m", value_parser = parse_duration)]
+    renewal_grace: Duration,
+}
+
+/// A cluster name as the vault registers it: 1 to 63 characters of a-z,
+/// 0-9, '.', '_', '-'.
+fn parse_cluster_name(input: &str) -> Result<String, String> {
+    let valid = (1..=63).contains(&input.len())
+        && input
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if valid {
+        Ok(input.to_owned())
+    } else {
+        Err("1 to 63 characters of a-z, 0-9, '.', '_', '-' (the name given to `signet cluster add`)".to_owned())
+    }
 }
 
 fn parse_duration(input: &str) -> Result<Duration, String> {
@@ -144,6 +170,17 @@ struct WebhookArgs {
     /// Read once at start; at most 64 KiB, certificates only.
     #[arg(long, env = "SIGNET_VAULT_CA_FILE")]
     vault_ca_file: Option<PathBuf>,
+
+    /// This cluster's name as registered in the vault, passed to pods that
+    /// enroll by attestation (SIGNET_CLUSTER).
+    #[arg(long, env = "SIGNET_CLUSTER_NAME", default_value = DEFAULT_CLUSTER, value_parser = parse_cluster_name)]
+    cluster_name: String,
+
+    /// Audience of the projected service-account token mounted into
+    /// signet-init; must equal the audience of the cluster registered in the
+    /// vault.
+    #[arg(long, env = "SIGNET_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    token_audience: String,
 }
 
 #[tokio::main]
@@ -170,13 +207,18 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         resync,
         waiting_retry,
         sweep_interval,
+        cluster_name,
+        renewal_grace,
     } = args;
     let vault = controller::connect(&vault, &identity, agent_id.as_deref(), ca_cert.as_deref())
         .context("connecting to the vault")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
+    tracing::info!(cluster = %cluster_name, "controller for this cluster");
     let settings = controller::Settings {
+        cluster: cluster_name,
+        renewal_grace,
         resync,
         waiting_retry,
         sweep_interval,
@@ -202,7 +244,12 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
         init_image_pull_policy,
         size_limit,
         vault_ca_file,
+        cluster_name,
+        token_audience,
     } = args;
+    if token_audience.trim().is_empty() {
+        anyhow::bail!("--token-audience must not be empty");
+    }
 
     // Before anything else, so a bad CA file fails the start at once.
     let vault_ca_pem = vault_ca_file
@@ -265,6 +312,8 @@ async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
             image_pull_policy: init_image_pull_policy,
             size_limit: Quantity(size_limit),
             vault_ca_pem,
+            cluster: cluster_name,
+            audience: token_audience,
         }),
         lookup: Arc::new(lookup),
     };

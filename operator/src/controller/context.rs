@@ -27,9 +27,18 @@ pub const MANAGER: &str = "signet-operator";
 /// The current time; a parameter so tests can move it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
-/// Tunables of the reconcilers.
+/// Tunables of the reconcilers, and the cluster they work for.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Name of this cluster as registered in the vault: every policy the
+    /// controller creates is bound to it, and only machines the vault
+    /// attested in it are revoked when their pod is gone (several clusters
+    /// may share one vault).
+    pub cluster: String,
+    /// How long a raw token stays valid after its renewal, so pods that
+    /// read the Secret just before keep enrolling while the kubelet updates
+    /// the mounted file (about a minute).
+    pub renewal_grace: Duration,
     /// Re-check period of a healthy object (token uses, vault-side drift).
     pub resync: Duration,
     /// Retry period while something outside the spec is missing (a secret
@@ -46,6 +55,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            cluster: signet_init::contract::DEFAULT_CLUSTER.to_owned(),
+            renewal_grace: Duration::from_secs(600),
             resync: Duration::from_secs(300),
             waiting_retry: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(300),

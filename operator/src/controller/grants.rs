@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use kube::ResourceExt as _;
 use signet_client::api::{CreateGrant, GrantRecord};
 
-use super::vault::{self, Grantee, VaultApi, is_not_found};
+use super::vault::{self, Grantee, VaultApi, is_not_found, not_delegated};
 use crate::crd::{SecretGrant, UnresolvedSecret};
 
 /// Fields granted on one secret: `None` is the whole secret.
@@ -29,6 +29,9 @@ pub mod reason {
     pub const FIELD_NOT_FOUND: &str = "FieldNotFound";
     /// The vault refused the grant.
     pub const VAULT_REJECTED: &str = "VaultRejected";
+    /// The vault's admin has not delegated the secret (or field) to the
+    /// operator for this namespace.
+    pub const NOT_DELEGATED: &str = "NotDelegated";
 }
 
 /// The SecretGrants of one token, checked against the vault's metadata.
@@ -40,6 +43,9 @@ pub struct Resolution {
     pub resolved: BTreeMap<String, Vec<String>>,
     /// Per SecretGrant name: the secrets that did not, with the reason.
     pub unresolved: BTreeMap<String, Vec<UnresolvedSecret>>,
+    /// Per secret the vault refused as not delegated: its message, which
+    /// names the missing delegation.
+    pub not_delegated: BTreeMap<String, String>,
 }
 
 /// Checks every secret (and field) the live SecretGrants in `grants` ask
@@ -66,7 +72,15 @@ pub async fn resolve<V: VaultApi>(
                 let meta = match vault.secret_meta(project, &wanted.secret).await {
                     Ok(meta) => Ok(meta.fields),
                     Err(error) if is_not_found(&error) => Err(reason::SECRET_NOT_FOUND.to_owned()),
-                    Err(error) => return Err(error),
+                    Err(error) => match not_delegated(&error) {
+                        Some(message) => {
+                            resolution
+                                .not_delegated
+                                .insert(wanted.secret.clone(), message.to_owned());
+                            Err(reason::NOT_DELEGATED.to_owned())
+                        }
+                        None => return Err(error),
+                    },
                 };
                 metadata.insert(wanted.secret.clone(), meta);
             }
@@ -141,6 +155,8 @@ pub struct Convergence {
     pub removed: Vec<String>,
     /// Secrets the vault refused to grant, with the reason.
     pub refused: Vec<UnresolvedSecret>,
+    /// Per refused secret that was not delegated: the vault's message.
+    pub not_delegated: BTreeMap<String, String>,
 }
 
 /// Makes the grants of vault token `token_id` exactly `desired`.
@@ -198,14 +214,25 @@ pub async fn converge<V: VaultApi>(
         match vault.create_grant(&body).await {
             Ok(_) => outcome.created.push(secret.clone()),
             Err(error) if error.is_transport() => return Err(error),
-            Err(error) => outcome.refused.push(UnresolvedSecret {
-                secret: secret.clone(),
-                reason: format!(
-                    "{}: {}",
-                    reason::VAULT_REJECTED,
-                    error.code().unwrap_or("unknown")
-                ),
-            }),
+            Err(error) => {
+                let reason = match not_delegated(&error) {
+                    Some(message) => {
+                        outcome
+                            .not_delegated
+                            .insert(secret.clone(), message.to_owned());
+                        reason::NOT_DELEGATED.to_owned()
+                    }
+                    None => format!(
+                        "{}: {}",
+                        reason::VAULT_REJECTED,
+                        error.code().unwrap_or("unknown")
+                    ),
+                };
+                outcome.refused.push(UnresolvedSecret {
+                    secret: secret.clone(),
+                    reason,
+                });
+            }
         }
     }
     Ok(outcome)

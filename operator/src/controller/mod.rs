@@ -6,13 +6,22 @@
 //! runs against a fake in unit tests and against the signed SDK client in
 //! production.
 //!
+//! Nothing a tenant can write decides which vault object is touched: the
+//! vault tokens of an EnrollmentToken are found by a name carrying the
+//! object's UID ([`enrollment_token::vault_token_name`]), never by
+//! `status.tokenId`, and machines are revoked by the pod identity the vault
+//! attested, never by the metadata a machine reported about itself. The
+//! vault itself refuses anything outside what its admin delegated to this
+//! agent for a namespace; such refusals become `NotDelegated` conditions.
+//!
 //! Who owns the token's pre-baked grants: the desired grants of an
 //! EnrollmentToken are always the union of every live SecretGrant naming
 //! it ([`grants::resolve`]). The EnrollmentToken reconciler seeds a newly
-//! issued vault token with that union, so the raw token is never in its
-//! Secret without its grants; the SecretGrant reconciler converges the
-//! token's grants to the same union afterwards ([`grants::converge`]), which
-//! covers added, changed and deleted SecretGrants.
+//! issued vault policy with that union, so it is never live without its
+//! grants (a renewal copies them); the SecretGrant reconciler converges the
+//! grants of the EnrollmentToken's live vault tokens to the same union
+//! afterwards ([`grants::converge`]), which covers added, changed and
+//! deleted SecretGrants.
 
 pub mod context;
 pub mod enrollment_token;
@@ -52,6 +61,13 @@ pub enum Error {
     /// Adding or removing a finalizer, or the apply/cleanup inside it, failed.
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    /// The controller may not manage Secrets in this namespace, which an
+    /// EnrollmentToken with `rawToken: true` needs (the chart grants it only
+    /// with `operator.rawTokens.enabled`).
+    #[error(
+        "the operator may not manage Secrets in namespace {0}, which rawToken: true needs; enable operator.rawTokens (for this namespace) in the Helm chart, or use attestation (rawToken: false)"
+    )]
+    SecretsForbidden(String),
     /// A namespaced resource came without a namespace.
     #[error("the object has no namespace")]
     MissingNamespace,

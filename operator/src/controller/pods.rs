@@ -2,15 +2,22 @@
 //! pods (a finalizer would make every injected pod's deletion depend on the
 //! operator being up).
 //!
-//! Two paths: a watch of injected pods revokes a pod's machine when the pod
-//! is deleted, and a periodic [`sweep`] revokes every live machine whose
-//! `k8s.pod.uid` names a pod that no longer exists, covering events missed
-//! while the operator was down. `signet-init` enrolls with the metadata keys
-//! [`META_POD_UID`], [`META_POD_NAME`] and [`META_NAMESPACE`].
+//! Two paths: a watch of injected pods revokes a pod's machines when the pod
+//! is deleted, and a periodic [`sweep`] revokes every live machine whose pod
+//! no longer exists, covering events missed while the operator was down.
 //!
-//! The sweep assumes the vault's pod-bound machines come from this cluster;
-//! clusters sharing one vault would need distinct agent identities scoped to
-//! their own machines.
+//! Both go by the identity the vault attested ([`MachineView::kubernetes`]
+//! with `attested`): the cluster, namespace, pod name and pod UID the vault
+//! took from the pod's verified service-account token. Only machines
+//! attested in this controller's cluster (`Settings::cluster`) are touched,
+//! so clusters sharing one vault leave each other's machines alone. The
+//! metadata a machine reported about itself at enrollment
+//! (`signet_init::contract::META_POD_UID` and the like) is never used:
+//! anyone holding a raw token can write anything there.
+//!
+//! Machines enrolled with a raw token (`rawToken: true`) have no attested
+//! pod, so they are not revoked here: `signet-init` revokes its machine on
+//! SIGTERM, and the EnrollmentToken's `machineLifetime` is the backstop.
 
 use std::collections::HashSet;
 
@@ -22,6 +29,7 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{WatchStreamExt as _, watcher},
 };
+use signet_client::api::MachineView;
 
 use super::{
     Error,
@@ -29,13 +37,6 @@ use super::{
     vault::{VaultApi, is_not_found},
 };
 use crate::webhook::mutate::{INJECT_LABEL, INJECTED_ANNOTATION};
-
-/// Machine metadata key: UID of the pod the machine runs in.
-pub const META_POD_UID: &str = "k8s.pod.uid";
-/// Machine metadata key: name of that pod.
-pub const META_POD_NAME: &str = "k8s.pod.name";
-/// Machine metadata key: namespace of that pod.
-pub const META_NAMESPACE: &str = "k8s.namespace";
 
 /// Label selector of the pods the webhook handles.
 fn selector() -> String {
@@ -47,13 +48,44 @@ fn injected(annotations: &std::collections::BTreeMap<String, String>) -> bool {
     annotations.get(INJECTED_ANNOTATION).map(String::as_str) == Some("true")
 }
 
-/// Revokes every live machine bound to pod `uid`; returns how many.
-pub async fn revoke_pod_machines<V: VaultApi>(vault: &V, uid: &str) -> Result<usize, Error> {
+/// The pod a live machine runs in, as the vault attested it in `cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttestedPod<'a> {
+    /// Namespace of the pod.
+    pub namespace: &'a str,
+    /// Name of the pod.
+    pub name: &'a str,
+    /// UID of the pod.
+    pub uid: &'a str,
+}
+
+/// The attested pod of `machine`, when it is live and the vault attested it
+/// in `cluster`; `None` for raw-token machines and other clusters' machines,
+/// whatever their self-reported metadata says.
+pub fn attested_pod<'a>(machine: &'a MachineView, cluster: &str) -> Option<AttestedPod<'a>> {
+    let kubernetes = machine.kubernetes.as_ref()?;
+    if machine.disabled || !kubernetes.attested || kubernetes.cluster != cluster {
+        return None;
+    }
+    Some(AttestedPod {
+        namespace: &kubernetes.namespace,
+        name: kubernetes.pod_name.as_deref()?,
+        uid: kubernetes.pod_uid.as_deref()?,
+    })
+}
+
+/// Revokes every live machine the vault attested as pod `uid` of `cluster`;
+/// returns how many.
+pub async fn revoke_pod_machines<V: VaultApi>(
+    vault: &V,
+    cluster: &str,
+    uid: &str,
+) -> Result<usize, Error> {
     let machines = vault.machines().await?;
     let mut revoked = 0;
     for machine in machines
         .iter()
-        .filter(|m| !m.disabled && m.metadata.get(META_POD_UID).map(String::as_str) == Some(uid))
+        .filter(|m| attested_pod(m, cluster).is_some_and(|pod| pod.uid == uid))
     {
         match vault.revoke_machine(&machine.id).await {
             Ok(()) => revoked += 1,
@@ -65,18 +97,19 @@ pub async fn revoke_pod_machines<V: VaultApi>(vault: &V, uid: &str) -> Result<us
     Ok(revoked)
 }
 
-/// One pass: revokes every live machine whose pod no longer exists. Returns
-/// the ids revoked.
+/// One pass: revokes every live machine attested in this cluster whose pod
+/// no longer exists. Returns the ids revoked.
 ///
 /// Machines are listed before pods, so a machine's pod (which existed before
 /// the machine enrolled) is in the pod list unless it is gone. A pod missing
-/// from the label-filtered list is looked up by name before its machine is
-/// revoked, in case its labels changed.
+/// from the label-filtered list is looked up by its attested namespace and
+/// name before its machine is revoked, in case its labels changed.
 pub async fn sweep<V: VaultApi>(ctx: &Context<V>) -> Result<Vec<String>, Error> {
     let machines = ctx.vault.machines().await?;
-    let candidates: Vec<_> = machines
+    let cluster = ctx.settings.cluster.as_str();
+    let candidates: Vec<(&MachineView, AttestedPod<'_>)> = machines
         .iter()
-        .filter(|m| !m.disabled && m.metadata.contains_key(META_POD_UID))
+        .filter_map(|m| attested_pod(m, cluster).map(|pod| (m, pod)))
         .collect();
     if candidates.is_empty() {
         return Ok(Vec::new());
@@ -91,11 +124,8 @@ pub async fn sweep<V: VaultApi>(ctx: &Context<V>) -> Result<Vec<String>, Error> 
         .collect();
 
     let mut revoked = Vec::new();
-    for machine in candidates {
-        let Some(uid) = machine.metadata.get(META_POD_UID) else {
-            continue;
-        };
-        if live.contains(uid) || pod_exists(&ctx.client, machine, uid).await? {
+    for (machine, pod) in candidates {
+        if live.contains(pod.uid) || pod_exists(&ctx.client, pod).await? {
             continue;
         }
         match ctx.vault.revoke_machine(&machine.id).await {
@@ -103,7 +133,7 @@ pub async fn sweep<V: VaultApi>(ctx: &Context<V>) -> Result<Vec<String>, Error> 
             Err(error) if is_not_found(&error) => continue,
             Err(error) => return Err(error.into()),
         }
-        tracing::info!(machine = %machine.id, pod_uid = %uid, "sweep revoked the machine of a vanished pod");
+        tracing::info!(machine = %machine.id, pod_uid = %pod.uid, "sweep revoked the machine of a vanished pod");
         ctx.metrics
             .machines_revoked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -112,23 +142,13 @@ pub async fn sweep<V: VaultApi>(ctx: &Context<V>) -> Result<Vec<String>, Error> 
     Ok(revoked)
 }
 
-/// Whether the pod named in the machine's metadata exists with that UID.
-async fn pod_exists(
-    client: &Client,
-    machine: &signet_client::api::MachineView,
-    uid: &str,
-) -> Result<bool, Error> {
-    let (Some(namespace), Some(name)) = (
-        machine.metadata.get(META_NAMESPACE),
-        machine.metadata.get(META_POD_NAME),
-    ) else {
-        return Ok(false);
-    };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+/// Whether the attested pod still exists with its attested UID.
+async fn pod_exists(client: &Client, pod: AttestedPod<'_>) -> Result<bool, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), pod.namespace);
     Ok(pods
-        .get_metadata_opt(name)
+        .get_metadata_opt(pod.name)
         .await?
-        .is_some_and(|pod| pod.metadata.uid.as_deref() == Some(uid)))
+        .is_some_and(|found| found.metadata.uid.as_deref() == Some(pod.uid)))
 }
 
 /// Watches injected pods and revokes a pod's machines when it is deleted.
@@ -155,7 +175,7 @@ async fn on_deleted<V: VaultApi>(ctx: &Context<V>, pod: &PartialObjectMeta<Pod>)
     let Some(uid) = pod.metadata.uid.as_deref() else {
         return;
     };
-    match revoke_pod_machines(&ctx.vault, uid).await {
+    match revoke_pod_machines(&ctx.vault, &ctx.settings.cluster, uid).await {
         Ok(count) => {
             ctx.metrics
                 .machines_revoked

@@ -1,11 +1,18 @@
 //! The SecretGrant reconciler.
 //!
-//! Apply: once the named EnrollmentToken has a vault token, check each
-//! secret (and field) against the vault's metadata and converge the token's
-//! pre-baked grants to the union of every live SecretGrant naming that token
-//! (see [`super::grants`]); report `resolved`, `unresolved` and a `Ready`
-//! condition. A missing secret is an `unresolved` entry and a slower requeue,
-//! never an error loop.
+//! Apply: once the named EnrollmentToken has a live vault token, check each
+//! secret (and field) against the vault's metadata and converge the
+//! pre-baked grants of the EnrollmentToken's live vault tokens to the union
+//! of every live SecretGrant naming it (see [`super::grants`]); report
+//! `resolved`, `unresolved` and a `Ready` condition. A missing secret is an
+//! `unresolved` entry and a slower requeue, never an error loop; one the
+//! vault's admin has not delegated to the operator is reported with reason
+//! `NotDelegated`, the vault's message and a Warning event.
+//!
+//! The vault tokens are found by the EnrollmentToken's name and UID in the
+//! vault's list ([`enrollment_token::live_tokens`]), never by its
+//! `status.tokenId`, which whoever may write that status could point at
+//! another resource's token to have secrets granted there.
 //!
 //! Cleanup (finalizer `signet.dev/grant`): converge again without this
 //! SecretGrant, so grants nobody wants any more leave the token (and the
@@ -26,7 +33,7 @@ use kube::{
 use super::{
     Error,
     context::{Context, merge_condition, ready_condition},
-    grants,
+    enrollment_token, grants,
     vault::VaultApi,
 };
 use crate::crd::{EnrollmentToken, READY_CONDITION, SecretGrant, SecretGrantStatus};
@@ -42,6 +49,9 @@ pub mod reason {
     pub const UNRESOLVED: &str = "SecretsUnresolved";
     /// The EnrollmentToken does not exist or has no vault token yet.
     pub const TOKEN_NOT_READY: &str = "TokenNotReady";
+    /// The vault's admin has not delegated some of the secrets (or fields)
+    /// to the operator for this namespace; the message names them.
+    pub const NOT_DELEGATED: &str = super::grants::reason::NOT_DELEGATED;
 }
 
 /// Entry point for the controller.
@@ -66,21 +76,36 @@ pub async fn reconcile<V: VaultApi>(
     result
 }
 
-/// The project and vault token id of the EnrollmentToken `name`, when it
-/// exists, is not being deleted and has a vault token.
-async fn token_target<V: VaultApi>(
+/// One live vault token of an EnrollmentToken: its project and id.
+struct Target {
+    project: String,
+    token_id: String,
+}
+
+/// The live vault tokens of the EnrollmentToken `name`, when it exists and
+/// is not being deleted: found by its name and UID in the vault's list. All
+/// of them, since a raw token's predecessor still enrolls machines during
+/// its renewal grace.
+async fn token_targets<V: VaultApi>(
     ctx: &Context<V>,
     namespace: &str,
     name: &str,
-) -> Result<Option<(String, String)>, Error> {
+) -> Result<Vec<Target>, Error> {
     let tokens: Api<EnrollmentToken> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(tokens.get_opt(name).await?.and_then(|token| {
-        if token.metadata.deletion_timestamp.is_some() {
-            return None;
-        }
-        let id = token.status.as_ref()?.token_id.clone()?;
-        Some((token.spec.project, id))
-    }))
+    let Some(token) = tokens.get_opt(name).await? else {
+        return Ok(Vec::new());
+    };
+    if token.metadata.deletion_timestamp.is_some() {
+        return Ok(Vec::new());
+    }
+    let views = ctx.vault.tokens().await?;
+    Ok(enrollment_token::live_tokens(&views, &token, ctx.now())
+        .into_iter()
+        .map(|view| Target {
+            project: view.project.clone(),
+            token_id: view.id.clone(),
+        })
+        .collect())
 }
 
 async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Action, Error> {
@@ -91,7 +116,8 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
     let previous = grant.status.clone().unwrap_or_default();
     let now = ctx.now();
 
-    let Some((project, token_id)) = token_target(ctx, &namespace, token_name).await? else {
+    let targets = token_targets(ctx, &namespace, token_name).await?;
+    let Some(newest) = targets.first() else {
         let message =
             format!("EnrollmentToken {token_name} does not exist or has no vault token yet");
         let status = SecretGrantStatus {
@@ -126,15 +152,33 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
     };
 
     let siblings = siblings(ctx, &namespace, token_name).await?;
-    let resolution = grants::resolve(&ctx.vault, &project, &siblings).await?;
-    let outcome = grants::converge(&ctx.vault, &project, &token_id, &resolution.desired).await?;
-    if !outcome.created.is_empty() || !outcome.removed.is_empty() {
-        tracing::info!(
-            namespace, token = %token_name, token_id = %token_id,
-            created = ?outcome.created, removed = ?outcome.removed,
-            "converged token grants"
-        );
+    let resolution = grants::resolve(&ctx.vault, &newest.project, &siblings).await?;
+    let mut outcome = grants::Convergence::default();
+    for target in &targets {
+        let converged = grants::converge(
+            &ctx.vault,
+            &target.project,
+            &target.token_id,
+            &resolution.desired,
+        )
+        .await?;
+        if !converged.created.is_empty() || !converged.removed.is_empty() {
+            tracing::info!(
+                namespace, token = %token_name, token_id = %target.token_id,
+                created = ?converged.created, removed = ?converged.removed,
+                "converged token grants"
+            );
+        }
+        for refused in converged.refused {
+            if !outcome.refused.iter().any(|r| r.secret == refused.secret) {
+                outcome.refused.push(refused);
+            }
+        }
+        outcome.not_delegated.extend(converged.not_delegated);
     }
+    let mut not_delegated = resolution.not_delegated.clone();
+    not_delegated.extend(outcome.not_delegated);
+    let token_id = &newest.token_id;
 
     let mut resolved = resolution.resolved.get(&name).cloned().unwrap_or_default();
     let mut unresolved = resolution
@@ -151,7 +195,21 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
         }
     }
 
-    let condition = if unresolved.is_empty() {
+    // The vault's messages for this grant's undelegated secrets.
+    let refusals: Vec<&str> = unresolved
+        .iter()
+        .filter(|u| u.reason == reason::NOT_DELEGATED)
+        .filter_map(|u| not_delegated.get(&u.secret).map(String::as_str))
+        .collect();
+    let condition = if !refusals.is_empty() {
+        ready_condition(
+            false,
+            reason::NOT_DELEGATED,
+            format!("the vault refused: {}", refusals.join("; ")),
+            generation,
+            now,
+        )
+    } else if unresolved.is_empty() {
         ready_condition(
             true,
             reason::RESOLVED,
@@ -189,7 +247,9 @@ async fn apply<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Act
         .find(|c| c.type_ == READY_CONDITION)
         .map(|c| (c.status.clone(), c.message.clone()));
     if was_ready != is_ready {
-        let (type_, reason) = if status.unresolved.is_empty() {
+        let (type_, reason) = if !refusals.is_empty() {
+            (EventType::Warning, reason::NOT_DELEGATED)
+        } else if status.unresolved.is_empty() {
             (EventType::Normal, reason::RESOLVED)
         } else {
             (EventType::Warning, reason::UNRESOLVED)
@@ -226,11 +286,20 @@ async fn siblings<V: VaultApi>(
 async fn cleanup<V: VaultApi>(grant: &SecretGrant, ctx: &Context<V>) -> Result<Action, Error> {
     let namespace = grant.namespace().ok_or(Error::MissingNamespace)?;
     let token_name = &grant.spec.enrollment_token;
-    if let Some((project, token_id)) = token_target(ctx, &namespace, token_name).await? {
+    let targets = token_targets(ctx, &namespace, token_name).await?;
+    if let Some(newest) = targets.first() {
         // This grant carries a deletion timestamp, so `resolve` leaves it out.
         let siblings = siblings(ctx, &namespace, token_name).await?;
-        let resolution = grants::resolve(&ctx.vault, &project, &siblings).await?;
-        grants::converge(&ctx.vault, &project, &token_id, &resolution.desired).await?;
+        let resolution = grants::resolve(&ctx.vault, &newest.project, &siblings).await?;
+        for target in &targets {
+            grants::converge(
+                &ctx.vault,
+                &target.project,
+                &target.token_id,
+                &resolution.desired,
+            )
+            .await?;
+        }
     }
     // Without a vault token there is nothing to withdraw: the token's
     // revocation ends its grants' use.

@@ -9,7 +9,8 @@ use std::future::Future;
 
 use signet_client::{
     api::{
-        CreateGrant, CreateToken, CreatedToken, GrantRecord, MachineView, SecretMeta, TokenView,
+        CreateGrant, CreateToken, CreatedToken, GrantRecord, MachineView, RenewToken, SecretMeta,
+        TokenView,
     },
     sdk::{self, Client},
 };
@@ -23,12 +24,36 @@ pub fn is_not_found(error: &Error) -> bool {
     error.code() == Some("not_found") || matches!(error, Error::Api { status: 404, .. })
 }
 
+/// The vault's code when the agent acted outside what an admin delegated to
+/// it (`ErrorCode::NotDelegated`).
+pub const NOT_DELEGATED: &str = "not_delegated";
+
+/// The vault's own message when it refused because nothing was delegated:
+/// it names the missing (namespace, secret, field), which is what the
+/// resource's author and the vault's admin need to see.
+pub fn not_delegated(error: &Error) -> Option<&str> {
+    match error {
+        Error::Api { code, message, .. } if code == NOT_DELEGATED => Some(message),
+        _ => None,
+    }
+}
+
 /// What the controller asks of the vault.
 pub trait VaultApi: Send + Sync + 'static {
-    /// `POST /v1/enrollment-tokens`; the answer holds the raw token.
+    /// `POST /v1/enrollment-tokens`; the answer holds the raw token, unless
+    /// the body binds it to a namespace without `raw_token` (an attested
+    /// policy).
     fn create_token(
         &self,
         body: &CreateToken,
+    ) -> impl Future<Output = Result<CreatedToken, Error>> + Send;
+    /// `POST /v1/enrollment-tokens/{id}/renew`: a successor sharing the
+    /// remaining uses, grants, constraints and binding of `id`, which stays
+    /// valid for the grace period.
+    fn renew_token(
+        &self,
+        id: &str,
+        body: &RenewToken,
     ) -> impl Future<Output = Result<CreatedToken, Error>> + Send;
     /// `DELETE /v1/enrollment-tokens/{id}`.
     fn revoke_token(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
@@ -70,6 +95,10 @@ pub enum Grantee<'a> {
 impl VaultApi for Client {
     async fn create_token(&self, body: &CreateToken) -> Result<CreatedToken, Error> {
         Client::create_token(self, body).await
+    }
+
+    async fn renew_token(&self, id: &str, body: &RenewToken) -> Result<CreatedToken, Error> {
+        Client::renew_token(self, id, body).await
     }
 
     async fn revoke_token(&self, id: &str) -> Result<(), Error> {

@@ -120,7 +120,8 @@ pub trait GrantLookup: Send + Sync {
 /// Everything the webhook injects for one EnrollmentToken.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
-    /// The token's spec (the webhook checks the pod's service account).
+    /// The token's spec: the webhook checks the pod's service account, and
+    /// `rawToken` chooses the credential `signet-init` gets.
     pub token: EnrollmentTokenSpec,
     /// Mount path shared by all the token's grants.
     pub mount_path: String,
@@ -364,6 +365,7 @@ mod tests {
             allowed_service_accounts: vec![],
             hostname_regex: None,
             source_cidrs: vec![],
+            raw_token: false,
         }
     }
 

@@ -8,6 +8,11 @@
 //!   `signet.dev/enrollment-token`, and that token must exist and be
 //!   referenced by at least one SecretGrant: otherwise the pod is denied
 //!   (fail closed, with a message saying what is missing);
+//! - `signet-init` alone gets the pod's credential: by default (attestation)
+//!   a projected service-account token for the vault's audience, valid ten
+//!   minutes and rotated by the kubelet, plus `SIGNET_CLUSTER` and
+//!   `SIGNET_POLICY`; for an EnrollmentToken with `rawToken: true`, the
+//!   token Secret. App containers see neither;
 //! - `signet.dev/mode: init` injects a one-shot init container (for Jobs);
 //!   absent or `sidecar` injects a native sidecar (an init container with
 //!   `restartPolicy: Always`) whose startup probe holds the app containers
@@ -20,8 +25,9 @@ use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::{
     api::core::v1::{
         Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath,
-        ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-        SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+        ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+        SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume,
+        VolumeMount, VolumeProjection,
     },
     apimachinery::pkg::api::resource::Quantity,
 };
@@ -47,8 +53,11 @@ pub const INJECTED_ANNOTATION: &str = "signet.dev/injected";
 pub const CONTAINER_NAME: &str = "signet-init";
 /// Name of the in-memory volume holding the files.
 pub const SECRETS_VOLUME: &str = "signet-secrets";
-/// Name of the volume holding the raw enrollment token.
+/// Name of the volume holding the raw enrollment token (raw-token mode).
 pub const TOKEN_VOLUME: &str = "signet-token";
+/// Name of the projected volume holding the pod's service-account token for
+/// the vault (attested mode).
+pub const IDENTITY_VOLUME: &str = "signet-identity";
 /// User and group `signet-init` runs as (the distroless `nonroot` user).
 pub const RUN_AS: i64 = 65532;
 
@@ -68,6 +77,14 @@ pub struct InjectConfig {
     /// as `SIGNET_CA_PEM` (see [`super::vault_ca`]); nothing is added when
     /// unset.
     pub vault_ca_pem: Option<String>,
+    /// This cluster's name as registered in the vault, passed as
+    /// `SIGNET_CLUSTER` to pods that enroll by attestation.
+    pub cluster: String,
+    /// Audience of the projected service-account token those pods get; the
+    /// vault accepts only tokens for the audience registered with the
+    /// cluster, so a token meant for the API server (or anything else) is
+    /// useless to it, and this one is useless to everything else.
+    pub audience: String,
 }
 
 /// Why an opted-in pod is refused. The message reaches whoever created it.
@@ -110,9 +127,15 @@ pub enum Denial {
         /// The mount path.
         path: String,
     },
-    /// The grant's mount path overlaps the token directory of `signet-init`.
-    #[error("mountPath {0} overlaps {dir}, reserved for the enrollment token", dir = contract::TOKEN_DIR)]
-    ReservedMountPath(String),
+    /// The grant's mount path overlaps a credential directory of
+    /// `signet-init`.
+    #[error("mountPath {path} overlaps {reserved}, reserved for signet-init's credential")]
+    ReservedMountPath {
+        /// The grant's mount path.
+        path: String,
+        /// The directory it overlaps.
+        reserved: &'static str,
+    },
     /// Serialising the patch failed.
     #[error("could not encode the patch")]
     Encode(#[from] serde_json::Error),
@@ -189,17 +212,23 @@ fn check_service_account(spec: &PodSpec, token: &str, injection: &Injection) -> 
 }
 
 fn check_conflicts(spec: &PodSpec, mount_path: &str) -> Result<(), Denial> {
-    for name in [SECRETS_VOLUME, TOKEN_VOLUME] {
+    for name in [SECRETS_VOLUME, TOKEN_VOLUME, IDENTITY_VOLUME] {
         if spec.volumes.iter().flatten().any(|v| v.name == name) {
             return Err(Denial::VolumeConflict(name));
         }
     }
-    let dir = contract::TOKEN_DIR;
-    if mount_path == dir
-        || dir.starts_with(&format!("{mount_path}/"))
-        || mount_path.starts_with(&format!("{dir}/"))
-    {
-        return Err(Denial::ReservedMountPath(mount_path.to_owned()));
+    // Both directories, whatever the mode: a token switching modes must not
+    // make a SecretGrant's mountPath suddenly invalid.
+    for dir in [contract::TOKEN_DIR, contract::IDENTITY_DIR] {
+        if mount_path == dir
+            || dir.starts_with(&format!("{mount_path}/"))
+            || mount_path.starts_with(&format!("{dir}/"))
+        {
+            return Err(Denial::ReservedMountPath {
+                path: mount_path.to_owned(),
+                reserved: dir,
+            });
+        }
     }
     for container in spec
         .containers
@@ -237,7 +266,12 @@ fn build_patch(
         Value::from("true"),
     ));
 
-    let volumes = [secrets_volume(config), token_volume(token)];
+    let credential = if injection.token.raw_token {
+        token_volume(token)
+    } else {
+        identity_volume(config)
+    };
+    let volumes = [secrets_volume(config), credential];
     append_all(
         &mut ops,
         &["spec", "volumes"],
@@ -272,7 +306,7 @@ fn build_patch(
     }
 
     // First, so that app init containers already see the secrets.
-    let init = serde_json::to_value(init_container(mode, config, injection)?)?;
+    let init = serde_json::to_value(init_container(token, mode, config, injection)?)?;
     match spec.init_containers {
         Some(_) => ops.push(add(&["spec", "initContainers", "0"], init)),
         None => ops.push(add(&["spec", "initContainers"], Value::Array(vec![init]))),
@@ -341,15 +375,64 @@ fn token_volume(token: &str) -> Volume {
     }
 }
 
+/// The pod's service-account token for the vault: audience the vault's,
+/// ten minutes of validity (the kubelet rotates it), bound to the pod so the
+/// vault can check the pod still exists and take its UID.
+fn identity_volume(config: &InjectConfig) -> Volume {
+    Volume {
+        name: IDENTITY_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(config.audience.clone()),
+                    expiration_seconds: Some(contract::SA_TOKEN_EXPIRATION_SECONDS),
+                    path: contract::SA_TOKEN_PATH.to_owned(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            // The kubelet's default mode: with an fsGroup it makes the token
+            // 0600 plus group read for the fsGroup, which signet-init gets.
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
 fn init_container(
+    token: &str,
     mode: Mode,
     config: &InjectConfig,
     injection: &Injection,
 ) -> Result<Container, Denial> {
     let files = serde_json::to_string(&injection.files)?;
-    let mut env = vec![
-        env(contract::ENV_VAULT, &config.vault_url),
-        env(contract::ENV_TOKEN_FILE, contract::TOKEN_FILE),
+    let (credential_env, credential_mount) = if injection.token.raw_token {
+        (
+            vec![env(contract::ENV_TOKEN_FILE, contract::TOKEN_FILE)],
+            VolumeMount {
+                name: TOKEN_VOLUME.to_owned(),
+                mount_path: contract::TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        )
+    } else {
+        (
+            vec![
+                env(contract::ENV_SA_TOKEN_FILE, contract::SA_TOKEN_FILE),
+                env(contract::ENV_CLUSTER, &config.cluster),
+                env(contract::ENV_POLICY, token),
+            ],
+            VolumeMount {
+                name: IDENTITY_VOLUME.to_owned(),
+                mount_path: contract::IDENTITY_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        )
+    };
+    let mut vars = vec![env(contract::ENV_VAULT, &config.vault_url)];
+    vars.extend(credential_env);
+    vars.extend([
         env(contract::ENV_MOUNT_PATH, &injection.mount_path),
         env(contract::ENV_MODE, mode.as_str()),
         env(
@@ -360,9 +443,9 @@ fn init_container(
         field_env(contract::ENV_POD_NAME, "metadata.name"),
         field_env(contract::ENV_POD_NAMESPACE, "metadata.namespace"),
         field_env(contract::ENV_POD_UID, "metadata.uid"),
-    ];
+    ]);
     if let Some(pem) = &config.vault_ca_pem {
-        env.push(self::env(contract::ENV_CA_PEM, pem));
+        vars.push(env(contract::ENV_CA_PEM, pem));
     }
     let (restart_policy, startup_probe) = match mode {
         Mode::Init => (None, None),
@@ -387,19 +470,14 @@ fn init_container(
         image_pull_policy: config.image_pull_policy.clone(),
         command: Some(vec![contract::BINARY.to_owned()]),
         args: Some(contract::RUN_ARGS.map(str::to_owned).to_vec()),
-        env: Some(env),
+        env: Some(vars),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: SECRETS_VOLUME.to_owned(),
                 mount_path: injection.mount_path.clone(),
                 ..VolumeMount::default()
             },
-            VolumeMount {
-                name: TOKEN_VOLUME.to_owned(),
-                mount_path: contract::TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
+            credential_mount,
         ]),
         resources: Some(resources()),
         security_context: Some(restricted_security_context()),

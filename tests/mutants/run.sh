@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Mutation testing of Signet's security core with cargo-mutants: every
+# mutant of the files in .cargo/mutants.toml (examine_globs) must be caught
+# by the tests of its own package, or be listed there as equivalent with a
+# reason.
+#
+#   bash tests/mutants/run.sh                 # the whole security core (hours on 2 cores)
+#   bash tests/mutants/run.sh -p signet-vault --test-package signet-vault --re '^vault/src/vault.rs'
+#                                             # one file (arguments go to cargo mutants as they are)
+#   bash tests/mutants/run.sh --in-diff FILE  # only code a diff touches (what .ci/run does)
+#
+# Installs cargo-mutants (crates.io) when missing. Results land in
+# mutants.out/ (outcomes.json, missed.txt, caught.txt, ...). Exit status:
+# 0 all caught, 2 missed mutants, 3 timeouts, 4 the tree does not build or
+# pass its tests unmutated (cargo-mutants' own codes).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+MUTANTS_VERSION=27.1.0
+if ! cargo mutants --version 2>/dev/null | grep -q "$MUTANTS_VERSION"; then
+  echo "==> installing cargo-mutants $MUTANTS_VERSION" >&2
+  cargo install --locked --quiet cargo-mutants --version "$MUTANTS_VERSION"
+fi
+
+# cargo-mutants builds a copy of the tree; sharing the checkout's target
+# folder lets that copy reuse every compiled dependency.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+
+started=$(date +%s)
+status=0
+if [[ $# -eq 0 ]]; then
+  # The whole core, one package at a time, each tested by its own tests
+  # only (the baseline then builds just that package).
+  rm -rf mutants.out.all && mkdir -p mutants.out.all
+  for package in signet-vault signet-client signet-operator signet-init; do
+    package_status=0
+    cargo mutants --no-shuffle --timeout-multiplier 3 --minimum-test-timeout 60 \
+      -p "$package" --test-package "$package" || package_status=$?
+    cp -r mutants.out "mutants.out.all/$package"
+    if (( package_status > status )); then status=$package_status; fi
+  done
+  cat mutants.out.all/*/missed.txt > mutants.out/missed.txt 2>/dev/null || true
+else
+  cargo mutants --no-shuffle --timeout-multiplier 3 --minimum-test-timeout 60 "$@" || status=$?
+fi
+echo "==> cargo mutants finished in $(( $(date +%s) - started )) s with status $status" >&2
+if [[ -f mutants.out/missed.txt && -s mutants.out/missed.txt ]]; then
+  echo "==> missed mutants (add a test that fails on each, or a reviewed exclusion):" >&2
+  cat mutants.out/missed.txt >&2
+fi
+exit "$status"
