@@ -196,6 +196,16 @@ impl Daemon {
         Ok(())
     }
 
+    /// Kills it with SIGKILL, as a crash or an OOM kill would: no clean-up
+    /// of its own runs.
+    pub fn crash(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {

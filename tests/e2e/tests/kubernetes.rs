@@ -145,11 +145,13 @@ fn token_request(
         "create",
         "token",
         account,
-        "--audience",
-        audience,
         "--duration",
         &duration,
     ];
+    // Without an audience, the API server's own (a token it accepts).
+    if !audience.is_empty() {
+        args.extend(["--audience", audience]);
+    }
     if let Some((name, uid)) = pod {
         args.extend([
             "--bound-object-kind",
@@ -787,7 +789,9 @@ fn signet_on_a_real_control_plane() {
     // ---- 6b. a restarted sidecar re-enrolls; the old machine goes -----------
     step("restarted sidecar: new machine, the previous one revoked");
     let first_machine = machines[0]["id"].as_str().unwrap().to_owned();
-    init_process.stop().unwrap();
+    // A crash: the sidecar's key dies with it and it revokes nothing.
+    init_process.crash().unwrap();
+    assert_eq!(cli.live_machines_of_pod(&pod_uid).len(), 1);
     let mut init_process = Daemon::spawn("signet-init-2", sidecar.command(), &logs).unwrap();
     let second_machine = eventually("the sidecar's new machine", WAIT, || {
         init_process.ensure_running()?;
