@@ -14,6 +14,10 @@ pub enum Error {
     Crypto(#[from] crate::crypto::Error),
     #[error("background task failed")]
     Join(#[from] tokio::task::JoinError),
+    /// The writer could not commit the request's batch (or is not running):
+    /// nothing of the request was kept.
+    #[error("the request's batch was not committed")]
+    Uncommitted,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

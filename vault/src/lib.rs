@@ -18,6 +18,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod vault;
+pub mod writer;
 
 pub use error::{Error, Result};
 pub use vault::{Config, Vault};

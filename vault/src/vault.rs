@@ -1,9 +1,18 @@
 //! The request pipeline. Every signed request passes the checks of
 //! docs/protocol.md in order, then runs its operation, and the decision is
-//! audited: an allowed one inside the very transaction that did the work, a
-//! denied one in a transaction of its own after the work was rolled back.
+//! audited: an allowed one in the very transaction that did the work, a
+//! denied one in that same transaction after its work was rolled back to
+//! the request's savepoint (its nonce is spent either way).
+//!
+//! The expensive stateless part, verifying the Ed25519 signature, runs on
+//! the request's own task, in parallel with other requests, against the
+//! identity's public key as last seen (an id never changes its key). The
+//! stateful part runs on the [`crate::writer`] thread, many requests per
+//! transaction (group commit), where the identity is looked up again, so a
+//! revoked or disabled identity is refused whatever was verified before.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use signet_client::api::{ErrorCode, Scope};
 use signet_client::protocol::{ENROLL_KEY_ID, ParsedHeaders, PublicKey};
@@ -14,6 +23,7 @@ use crate::crypto::RootKey;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::{Admin, Agent, Machine, Store, Tx};
+use crate::writer::{Done, Writer};
 
 /// Tunables of the pipeline.
 #[derive(Clone, Debug)]
@@ -44,6 +54,8 @@ pub enum OpenError {
     Store(#[from] crate::store::Error),
     #[error("cannot seal the root key check value")]
     Crypto(#[from] crate::crypto::Error),
+    #[error("cannot start the writer thread")]
+    Writer(#[source] std::io::Error),
 }
 
 /// Settings of the access rules that are not part of the wire pipeline.
@@ -87,7 +99,16 @@ pub struct Vault {
     pub(crate) config: Config,
     pub(crate) settings: Settings,
     pub(crate) metrics: Metrics,
+    writer: Writer,
+    /// Public keys of identities seen by the writer, by id, for verifying
+    /// signatures before the writer. Ids are never reused and an identity's
+    /// key never changes, so an entry is never wrong, only possibly stale
+    /// about whether the identity still exists, which the writer checks.
+    keys: RwLock<HashMap<String, PublicKey>>,
 }
+
+/// Most public keys remembered for verification outside the writer.
+const KEY_CACHE_MAX: usize = 100_000;
 
 /// One request as it arrived.
 #[derive(Clone, Debug, Default)]
@@ -240,6 +261,7 @@ impl Vault {
                 }
             }
         }
+        let writer = Writer::start(Arc::clone(&store)).map_err(OpenError::Writer)?;
         Ok(Self {
             store,
             root,
@@ -247,6 +269,8 @@ impl Vault {
             config,
             settings: Settings::default(),
             metrics: Metrics::default(),
+            writer,
+            keys: RwLock::new(HashMap::new()),
         })
     }
 
@@ -283,6 +307,7 @@ impl Vault {
     }
 
     /// Verifies `request`, runs `op` for `audience`, audits the decision.
+    /// Answers once the decision is on disk.
     pub async fn handle<T, F>(
         self: &Arc<Self>,
         request: Request,
@@ -295,21 +320,89 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
+        let verified = self.verify_ahead(&request, audience);
+        let (answer, answered) = tokio::sync::oneshot::channel();
         let vault = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            vault.handle_blocking(request, action, target, audience, op)
-        })
-        .await?
+        self.writer
+            .submit(Box::new(move |tx: &mut dyn Tx| {
+                let (result, broken) =
+                    vault.run_in_batch(tx, request, action, target, audience, verified, op);
+                Done {
+                    broken,
+                    finish: Box::new(move |committed| {
+                        let _ = answer.send(if committed {
+                            result
+                        } else {
+                            Err(Error::Uncommitted)
+                        });
+                    }),
+                }
+            }))
+            .map_err(|_| Error::Uncommitted)?;
+        answered.await.map_err(|_| Error::Uncommitted)?
     }
 
-    fn handle_blocking<T>(
+    /// The writer's counters (queue, batches, requests).
+    pub fn writer_stats(&self) -> &crate::writer::Stats {
+        self.writer.stats()
+    }
+
+    /// Holds the writer before its next batch while the guard lives, so the
+    /// requests sent meanwhile commit together (batch-boundary tests).
+    #[doc(hidden)]
+    pub fn hold_writer(&self) -> crate::writer::Hold<'_> {
+        self.writer.hold()
+    }
+
+    /// The public key the signature of `request` verified against, if it
+    /// could be checked before the writer (a known identity, or the key an
+    /// enrollment carries). Checks nothing else for good: the pipeline
+    /// repeats every check in order.
+    fn verify_ahead(&self, request: &Request, audience: Audience) -> Option<PublicKey> {
+        let headers = ParsedHeaders::parse(
+            request.key_id.as_deref(),
+            request.timestamp.as_deref(),
+            request.nonce.as_deref(),
+            request.signature.as_deref(),
+        )
+        .ok()?;
+        let key = match audience {
+            Audience::Enroll(key) => key,
+            _ => *self.keys.read().ok()?.get(&headers.key_id)?,
+        };
+        headers
+            .verify(&key, &request.method, &request.target, &request.body)
+            .ok()
+            .map(|()| key)
+    }
+
+    fn remember_key(&self, id: &str, key: PublicKey) {
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+            keys.insert(id.to_owned(), key);
+        }
+    }
+
+    /// One request inside the writer's batch: its own savepoint, its work,
+    /// its audit row. Returns the answer and whether the batch's transaction
+    /// can no longer be trusted.
+    #[allow(clippy::too_many_arguments)]
+    fn run_in_batch<T>(
         &self,
+        tx: &mut dyn Tx,
         request: Request,
         action: &'static str,
         target: String,
         audience: Audience,
+        verified: Option<PublicKey>,
         op: impl FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
-    ) -> Result<T> {
+    ) -> (Result<T>, bool) {
+        if let Err(error) = tx.savepoint() {
+            tracing::error!(error = ?error, "cannot open a request savepoint");
+            return (Err(error.into()), true);
+        }
         let now = self.clock.now();
         let mut record = Record {
             actor: request
@@ -326,9 +419,21 @@ impl Vault {
             committed: false,
         };
         let mut spent = None;
-        let result = self.verify_and_run(now, &request, audience, &mut record, &mut spent, op);
-        match &result {
-            Ok(_) => self.metrics.decision(action, "allow", None),
+        let result = self.verify_and_run(
+            tx,
+            now,
+            &request,
+            audience,
+            verified,
+            &mut record,
+            &mut spent,
+            op,
+        );
+        let settled = match &result {
+            Ok(_) => {
+                self.metrics.decision(action, "allow", None);
+                tx.release_savepoint()
+            }
             Err(error) => {
                 let code = error.code();
                 if code == ErrorCode::Internal {
@@ -337,25 +442,39 @@ impl Vault {
                     tracing::info!(action, code = code.as_str(), actor = %record.actor, "request denied");
                 }
                 self.metrics.decision(action, "deny", Some(code));
-                record.allowed = false;
-                record.reason = format!("{}: {}", code.as_str(), error.public_message());
-                // A denial that committed with its own work was audited there.
-                // Otherwise the nonce of a verified request is spent here too:
-                // a refused request must not succeed when replayed later (after
-                // a grant, an approval, or the opening of a time window).
-                if !record.committed
-                    && let Err(audit_error) = self.with_tx(|tx, _| {
-                        if let Some(n) = &spent {
-                            tx.record_nonce(&n.key_id, &n.nonce, n.expires_at)?;
-                        }
-                        record_denial(tx, now, &record, code)
-                    })
-                {
-                    tracing::error!(error = ?audit_error, "cannot audit a denial");
+                if record.committed {
+                    // Audited with the work it had to keep (a canary lock).
+                    tx.release_savepoint()
+                } else {
+                    record.allowed = false;
+                    record.reason = format!("{}: {}", code.as_str(), error.public_message());
+                    // The work is undone; the nonce of a verified request is
+                    // spent all the same, so a refused request cannot succeed
+                    // when replayed later (after a grant, an approval, or the
+                    // opening of a time window).
+                    tx.rollback_to_savepoint()
+                        .and_then(|()| tx.release_savepoint())
+                        .map_err(Error::from)
+                        .and_then(|()| {
+                            if let Some(n) = &spent {
+                                tx.record_nonce(&n.key_id, &n.nonce, n.expires_at)?;
+                            }
+                            record_denial(tx, now, &record, code)
+                        })
+                        .map_err(|e| match e {
+                            Error::Store(store) => store,
+                            other => crate::store::Error::Corrupt(other.to_string()),
+                        })
                 }
             }
+        };
+        match settled {
+            Ok(()) => (result, false),
+            Err(error) => {
+                tracing::error!(error = ?error, "cannot settle a request in its batch");
+                (Err(error.into()), true)
+            }
         }
-        result
     }
 
     /// Whether an enrollment request is well formed, fresh and signed by
@@ -363,20 +482,16 @@ impl Vault {
     /// again; this only keeps a forged or stale request from making the
     /// vault call a cluster's TokenReview API.
     pub fn enroll_signature_holds(&self, request: &Request, key: &PublicKey) -> bool {
-        let Ok(headers) = ParsedHeaders::parse(
-            request.key_id.as_deref(),
-            request.timestamp.as_deref(),
-            request.nonce.as_deref(),
-            request.signature.as_deref(),
-        ) else {
-            return false;
-        };
-        let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
-        headers.key_id == ENROLL_KEY_ID
-            && self.clock.now().abs_diff(timestamp) <= self.config.skew_seconds.unsigned_abs()
-            && headers
-                .verify(key, &request.method, &request.target, &request.body)
-                .is_ok()
+        let fresh = request
+            .timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| {
+                self.clock.now().abs_diff(t) <= self.config.skew_seconds.unsigned_abs()
+            });
+        fresh
+            && request.key_id.as_deref() == Some(ENROLL_KEY_ID)
+            && self.verify_ahead(request, Audience::Enroll(*key)).is_some()
     }
 
     /// Denies a request that never reached the pipeline (for example a body
@@ -399,11 +514,14 @@ impl Vault {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn verify_and_run<T>(
         &self,
+        tx: &mut dyn Tx,
         now: i64,
         request: &Request,
         audience: Audience,
+        verified: Option<PublicKey>,
         record: &mut Record,
         spent: &mut Option<SpentNonce>,
         op: impl FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
@@ -429,19 +547,25 @@ impl Vault {
             ));
         }
 
-        let mut tx = self.store.begin()?;
-
         // 3. and 4. The key names an active identity of the route's class,
         // and the signature verifies with its public key.
-        let caller = self.identify(tx.as_mut(), now, &headers, audience)?;
-        headers
-            .verify(&caller_key(&caller)?, &request.method, &request.target, &request.body)
-            .map_err(|_| {
-                Error::denied(
-                    ErrorCode::BadSignature,
-                    "signature does not verify over this method, target, body, timestamp, nonce and key",
-                )
-            })?;
+        // A signature verified ahead against this very key need not be
+        // verified again.
+        let caller = self.identify(tx, now, &headers, audience)?;
+        let key = caller_key(&caller)?;
+        if verified != Some(key) {
+            headers
+                .verify(&key, &request.method, &request.target, &request.body)
+                .map_err(|_| {
+                    Error::denied(
+                        ErrorCode::BadSignature,
+                        "signature does not verify over this method, target, body, timestamp, nonce and key",
+                    )
+                })?;
+            if !matches!(caller, Caller::Enrolling(_)) {
+                self.remember_key(&headers.key_id, key);
+            }
+        }
 
         // 5. The nonce is fresh; recorded in this transaction.
         let nonce_expiry = timestamp.saturating_add(self.config.skew_seconds) + 1;
@@ -476,10 +600,9 @@ impl Vault {
             audit: record,
             commit_denial: false,
         };
-        match op(&mut ctx, tx.as_mut()) {
+        match op(&mut ctx, tx) {
             Ok(value) => {
-                audit::append(tx.as_mut(), now, ctx.audit)?;
-                tx.commit()?;
+                audit::append(tx, now, ctx.audit)?;
                 Ok(value)
             }
             Err(error) if ctx.commit_denial => {
@@ -487,8 +610,7 @@ impl Vault {
                 let record = ctx.audit;
                 record.allowed = false;
                 record.reason = format!("{}: {}", code.as_str(), error.public_message());
-                record_denial(tx.as_mut(), now, record, code)?;
-                tx.commit()?;
+                record_denial(tx, now, record, code)?;
                 record.committed = true;
                 Err(error)
             }

@@ -278,6 +278,13 @@ pub struct GrantDetail {
 pub trait Tx {
     fn commit(self: Box<Self>) -> Result<()>;
 
+    /// Opens the savepoint of one request inside a batch.
+    fn savepoint(&mut self) -> Result<()>;
+    /// Undoes everything since [`Tx::savepoint`] (the savepoint stays open).
+    fn rollback_to_savepoint(&mut self) -> Result<()>;
+    /// Closes the savepoint, keeping its work in the transaction.
+    fn release_savepoint(&mut self) -> Result<()>;
+
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()>;
 

@@ -404,6 +404,18 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn savepoint(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("SAVEPOINT request")?)
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("ROLLBACK TO request")?)
+    }
+
+    fn release_savepoint(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("RELEASE request")?)
+    }
+
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         self.one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
     }
