@@ -53,9 +53,10 @@ pub struct Stats {
 /// The handle to the writer thread. Dropping the last handle stops it once
 /// the queue is empty.
 pub struct Writer {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
     gate: Arc<Mutex<()>>,
     stats: Arc<Stats>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Keeps the writer from starting its next batch while held (tests use it
@@ -74,19 +75,21 @@ impl Writer {
         let gate = Arc::new(Mutex::new(()));
         let stats = Arc::new(Stats::default());
         let (thread_gate, thread_stats) = (Arc::clone(&gate), Arc::clone(&stats));
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("signet-writer".into())
             .spawn(move || run(store.as_ref(), &receiver, &thread_gate, &thread_stats))?;
         Ok(Self {
-            jobs: Mutex::new(sender),
+            jobs: Mutex::new(Some(sender)),
             gate,
             stats,
+            thread: Some(thread),
         })
     }
 
     /// Queues `job` for the next batch.
     pub fn submit(&self, job: Job) -> Result<(), Stopped> {
         let jobs = self.jobs.lock().map_err(|_| Stopped)?;
+        let jobs = jobs.as_ref().ok_or(Stopped)?;
         self.stats.queued.fetch_add(1, Ordering::SeqCst);
         jobs.send(job).map_err(|_| {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
@@ -105,6 +108,25 @@ impl Writer {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+}
+
+impl Drop for Writer {
+    /// Stops the thread once the queue is drained and waits for it, so the
+    /// store is closed when the vault is (a restart can reopen it at once).
+    /// When the last reference to the vault goes away on the writer thread
+    /// itself (inside a finished request), it is not waited for: it stops
+    /// right after.
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+            && thread.join().is_err()
+        {
+            tracing::error!("the writer thread panicked");
+        }
     }
 }
 

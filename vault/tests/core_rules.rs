@@ -267,3 +267,26 @@ async fn an_empty_fields_object_is_not_a_secret() {
     let r = h.admin("GET", "/v1/projects/shop/secrets/db", None).await;
     assert_eq!(r.code(), "not_found", "no version was written");
 }
+
+#[tokio::test]
+async fn a_body_over_the_configured_limit_is_refused() {
+    let config = signet_vault::vault::Config {
+        max_body_bytes: 1024,
+        ..Default::default()
+    };
+    let h = Harness::with_config(config, Default::default());
+    h.project("shop").await;
+    let write = |value: String| {
+        h.admin(
+            "PUT",
+            "/v1/projects/shop/secrets/big",
+            Some(json!({ "value": value })),
+        )
+    };
+    assert_eq!(write("x".repeat(900)).await.status, StatusCode::OK);
+    let r = write("x".repeat(2000)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+}

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use kit::Harness;
 use signet_vault::crypto::RootKey;
-use signet_vault::vault::{OpenError, Settings};
+use signet_vault::vault::{Config, OpenError, Settings};
 
 fn every_file_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -101,6 +101,7 @@ async fn a_restart_with_a_wrong_root_key_refuses_to_start() {
         dir.path(),
         RootKey::generate(),
         h.clock,
+        Config::default(),
         Settings::default(),
     ) {
         Err(OpenError::WrongRootKey) => {}

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use kit::{Harness, LOCAL_IP, Reply, Signer};
 use serde_json::{Value, json};
-use signet_client::protocol::IdentityKey;
+use signet_client::protocol::{self, IdentityKey};
 use signet_vault::clock::Clock as _;
 
 const CA_PEM: &str = include_str!("fixtures/cluster-ca.pem");
@@ -458,4 +458,91 @@ async fn a_raw_token_cannot_open_an_attested_policy() {
             .await;
         assert_eq!(reply.code(), "invalid_token", "{:?}", reply.body);
     }
+}
+
+/// An attested enrollment of `enrolled`'s public key, signed by `signer`
+/// at `timestamp`.
+fn attested_request(
+    signer: &IdentityKey,
+    enrolled: &IdentityKey,
+    timestamp: i64,
+    token: &str,
+) -> axum::http::Request<axum::body::Body> {
+    let body = serde_json::to_vec(&json!({
+        "public_key": enrolled.public_key(),
+        "attestation": {"cluster": "c1", "policy": "app", "service_account_token": token},
+    }))
+    .unwrap();
+    let headers = protocol::sign(
+        signer,
+        protocol::ENROLL_KEY_ID,
+        "POST",
+        "/v1/enroll",
+        &body,
+        u64::try_from(timestamp).unwrap(),
+        &protocol::fresh_nonce(),
+    );
+    let mut builder = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/enroll")
+        .header("content-type", "application/json");
+    for (name, value) in headers.pairs() {
+        builder = builder.header(name, value);
+    }
+    builder.body(axum::body::Body::from(body)).unwrap()
+}
+
+/// An enrollment whose signature does not hold, or that is stale, is
+/// refused before the vault calls anything: a forger cannot make the vault
+/// talk to a cluster's API server.
+#[tokio::test]
+async fn a_forged_enrollment_never_reaches_the_cluster() {
+    let h = Harness::with_settings(signet_vault::vault::Settings {
+        attestation_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let r = h
+        .admin(
+            "POST",
+            "/v1/clusters",
+            Some(
+                json!({"name": "c1", "api_url": format!("https://127.0.0.1:{port}"),
+                        "ca_pem": CA_PEM, "reviewer_token": "reviewer"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let connections = || {
+        let mut count = 0;
+        while listener.accept().is_ok() {
+            count += 1;
+        }
+        count
+    };
+    let now = h.clock.now();
+    let token = jwt(json!({"exp": now + 600, "aud": ["signet"],
+        "kubernetes.io": {"namespace": "a", "pod": {"name": "p", "uid": "u"}}}));
+    let enrolled = IdentityKey::generate();
+
+    // Signed by another key than the one it enrolls.
+    let forged = attested_request(&IdentityKey::generate(), &enrolled, now, &token);
+    let r = h.raw(forged).await;
+    assert_eq!(r.code(), "bad_signature", "{:?}", r.body);
+    // Signed by its own key, but outside the skew window.
+    let stale = now - h.vault.config().skew_seconds - 1;
+    let r = h
+        .raw(attested_request(&enrolled, &enrolled, stale, &token))
+        .await;
+    assert_eq!(r.code(), "timestamp_skew", "{:?}", r.body);
+    assert_eq!(connections(), 0, "a refused enrollment reached the cluster");
+
+    // Signed by its own key and fresh, the same attestation does reach it.
+    let r = h
+        .raw(attested_request(&enrolled, &enrolled, now, &token))
+        .await;
+    assert_eq!(r.code(), "attestation_unavailable", "{:?}", r.body);
+    assert_eq!(connections(), 1);
 }

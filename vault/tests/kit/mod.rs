@@ -59,10 +59,11 @@ pub fn open_vault(
     dir: &Path,
     root: RootKey,
     clock: Arc<ManualClock>,
+    config: Config,
     settings: Settings,
 ) -> Result<Vault, OpenError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
-    Ok(Vault::open(store, root, clock, Config::default())?.with_settings(settings))
+    Ok(Vault::open(store, root, clock, config)?.with_settings(settings))
 }
 
 /// A vault under test and the first admin, who signs as `admin`.
@@ -81,11 +82,17 @@ impl Harness {
     }
 
     pub fn with_settings(settings: Settings) -> Self {
+        Self::with_config(Config::default(), settings)
+    }
+
+    /// A vault with pipeline tunables of its own (skew, body size).
+    pub fn with_config(config: Config, settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = RootKey::generate();
         let root_hex = root.to_hex().to_string();
         let clock = Arc::new(ManualClock::new(START));
-        let vault = Arc::new(open_vault(dir.path(), root, clock.clone(), settings).unwrap());
+        let vault =
+            Arc::new(open_vault(dir.path(), root, clock.clone(), config, settings).unwrap());
         let key = IdentityKey::generate();
         let (id, public_key) = (ids::new(ids::ADMIN), key.public_key());
         let admin_id = id.clone();
@@ -122,9 +129,11 @@ impl Harness {
             admin,
         } = self;
         drop(app);
-        drop(vault);
         let root = RootKey::parse(root_hex.as_bytes()).unwrap();
-        let vault = Arc::new(open_vault(dir.path(), root, clock.clone(), settings).unwrap());
+        let config = vault.config().clone();
+        drop(vault);
+        let vault =
+            Arc::new(open_vault(dir.path(), root, clock.clone(), config, settings).unwrap());
         Self {
             app: signet_vault::http::router(vault.clone()),
             dir,
