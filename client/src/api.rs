@@ -157,6 +157,12 @@ pub struct EnrollRequest {
     pub attestation: Option<Attestation>,
 }
 
+impl Drop for EnrollRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
 impl std::fmt::Debug for EnrollRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnrollRequest")
@@ -182,6 +188,12 @@ pub struct Attestation {
     pub policy: String,
     /// The projected service-account token (a JWT). Never logged or stored.
     pub service_account_token: String,
+}
+
+impl Drop for Attestation {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.service_account_token);
+    }
 }
 
 impl std::fmt::Debug for Attestation {
