@@ -1,5 +1,6 @@
 //! Signet's client side: the wire protocol (shared with the vault), the API
-//! types, the audit chain, and with the `sdk` feature an async client.
+//! types, the audit chain, and with the `sdk` feature an async client. The
+//! `shutdown` feature adds the signal handling every Signet process shares.
 
 pub mod api;
 pub mod audit;
@@ -11,3 +12,5 @@ pub mod cli;
 pub mod identity;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;

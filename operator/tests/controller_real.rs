@@ -3,16 +3,15 @@
 //! service-account tokens with that API server's TokenReview API.
 //!
 //! Skipped, with a message, only when the control-plane binaries have not
-//! been built (`tests/control-plane/build.sh`).
+//! been built (`tests/control-plane/build.sh`). The control plane and the
+//! polling come from the end-to-end harness (`signet-e2e`), the one copy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::BTreeMap,
-    future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     sync::Arc,
     time::Duration,
 };
@@ -36,6 +35,7 @@ use signet_client::{
     identity::Identity,
     sdk::{self, Options},
 };
+use signet_e2e::{ControlPlane, control_plane_bin, eventually_async, repo_root};
 use signet_init::contract::{META_NAMESPACE, META_POD_NAME, META_POD_UID};
 use signet_operator::{
     controller::{self, Context, Settings},
@@ -56,106 +56,13 @@ const CLUSTER: &str = "it";
 /// The audience of pods' projected tokens (the vault's default).
 const AUDIENCE: &str = "signet";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The bin folder of a complete control-plane build, without building.
-fn control_plane_bin() -> Option<PathBuf> {
-    let complete = |dir: &Path| {
-        ["etcd", "kube-apiserver", "kubectl"]
-            .iter()
-            .all(|tool| dir.join(tool).is_file())
-    };
-    if let Some(bin) = std::env::var_os("SIGNET_CP_BIN").map(PathBuf::from) {
-        return complete(&bin).then_some(bin);
-    }
-    let cache = std::env::var_os("SIGNET_CP_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache/signet-control-plane"))
-        })?;
-    let mut builds: Vec<PathBuf> = std::fs::read_dir(cache)
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| complete(bin))
-        .collect();
-    builds.sort();
-    builds.pop()
-}
-
-/// A running etcd + kube-apiserver, stopped on drop.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl ControlPlane {
-    fn start(bin: PathBuf) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let output = Command::new(repo_root().join("tests/control-plane/start.sh"))
-            .arg(dir.path())
-            .env("SIGNET_CP_BIN", &bin)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "start.sh failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let kubeconfig = PathBuf::from(stdout.lines().last().unwrap().trim());
-        Self {
-            dir,
-            bin,
-            kubeconfig,
-        }
-    }
-
-    /// A value start.sh recorded in its `env` file.
-    fn env(&self, key: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("env")).unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
-            .unwrap_or_else(|| panic!("start.sh recorded no {key}"))
-    }
-
-    fn kubectl(&self, args: &[&str]) {
-        let output = Command::new(self.bin.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .unwrap();
-        Client::try_from(config).unwrap()
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("tests/control-plane/start.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
+/// A Kubernetes client with the control plane's cluster-admin kubeconfig.
+async fn kube_client(plane: &ControlPlane) -> Client {
+    let kubeconfig = Kubeconfig::read_from(plane.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
 }
 
 /// A vault on a loopback port, and an admin client for it.
@@ -177,25 +84,6 @@ async fn start_vault(data: &Path) -> (String, sdk::Client) {
     let mut admin = sdk::Client::new(&url, Identity::generate(), &Options::default()).unwrap();
     admin.enroll_admin(&bootstrap, "test-admin").await.unwrap();
     (url, admin)
-}
-
-/// Polls `check` every 250 ms until it yields a value or `what` times out.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// A token of service account `account` from the TokenRequest API: for the
@@ -266,6 +154,19 @@ async fn enroll_as_pod(kube: &Client, url: &str, pod: &Pod) -> (sdk::Client, Vec
     (client, granted)
 }
 
+/// The vault token id and the raw token in the operator's Secret, once it
+/// holds both.
+fn held_token(secret: Option<Secret>) -> Option<(String, String)> {
+    let secret = secret?;
+    let id = secret
+        .metadata
+        .annotations?
+        .get("signet.dev/token-id")?
+        .clone();
+    let raw = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
+    Some((id, raw))
+}
+
 /// Runs the controller in-process until the returned sender fires.
 fn start_controller(
     url: &str,
@@ -294,11 +195,12 @@ fn start_controller(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_against_real_apiserver_and_vault() {
-    let Some(bin) = control_plane_bin() else {
-        println!(
-            "SKIPPED controller_against_real_apiserver_and_vault: the control-plane binaries are not built; run tests/control-plane/build.sh"
-        );
-        return;
+    let bin = match control_plane_bin() {
+        Ok(bin) => bin,
+        Err(error) => {
+            println!("SKIPPED controller_against_real_apiserver_and_vault: {error:#}");
+            return;
+        }
     };
     tokio::time::timeout(Duration::from_secs(240), scenario(bin))
         .await
@@ -313,16 +215,22 @@ async fn scenario(bin: PathBuf) {
         )
         .with_test_writer()
         .try_init();
-    let plane = ControlPlane::start(bin);
-    plane.kubectl(&["apply", "-f", repo_root().join("crds").to_str().unwrap()]);
-    plane.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/enrollmenttokens.signet.dev",
-        "crd/secretgrants.signet.dev",
-        "--timeout=60s",
-    ]);
-    let kube = plane.client().await;
+    // Declared first so it is removed last, after the plane has stopped.
+    let work = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(&bin, work.path()).unwrap();
+    plane
+        .kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
+        .unwrap();
+    plane
+        .kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/enrollmenttokens.signet.dev",
+            "crd/secretgrants.signet.dev",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    let kube = kube_client(&plane).await;
 
     let namespaces: Api<Namespace> = Api::all(kube.clone());
     namespaces
@@ -367,8 +275,8 @@ async fn scenario(bin: PathBuf) {
     admin
         .register_cluster(&RegisterCluster {
             name: CLUSTER.into(),
-            api_url: plane.env("SIGNET_CP_SERVER"),
-            ca_pem: std::fs::read_to_string(plane.env("SIGNET_CP_CA")).unwrap(),
+            api_url: plane.env("SIGNET_CP_SERVER").unwrap(),
+            ca_pem: std::fs::read_to_string(plane.env("SIGNET_CP_CA").unwrap()).unwrap(),
             audience: None,
             reviewer_token: Some(reviewer_token),
         })
@@ -438,15 +346,18 @@ async fn scenario(bin: PathBuf) {
     }))
     .unwrap();
     tokens.create(&PostParams::default(), &token).await.unwrap();
-    let token_id = eventually("EnrollmentToken Ready", Duration::from_secs(60), || async {
-        let status = tokens.get("web").await.ok()?.status?;
+    let token_id = eventually_async("EnrollmentToken Ready", Duration::from_secs(60), || async {
+        let Some(status) = tokens.get("web").await?.status else {
+            return Ok(None);
+        };
         let ready = status
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready { status.token_id } else { None }
+        Ok(status.token_id.filter(|_| ready))
     })
-    .await;
+    .await
+    .unwrap();
     let status = tokens.get("web").await.unwrap().status.unwrap();
     assert_eq!(status.secret_name, None);
     assert_eq!(status.uses, Some(0));
@@ -480,11 +391,12 @@ async fn scenario(bin: PathBuf) {
     }))
     .unwrap();
     grants.create(&PostParams::default(), &grant).await.unwrap();
-    let status = eventually("SecretGrant status", Duration::from_secs(60), || async {
-        let status = grants.get("app").await.ok()?.status?;
-        (status.unresolved.len() == 2).then_some(status)
+    let status = eventually_async("SecretGrant status", Duration::from_secs(60), || async {
+        let status = grants.get("app").await?.status;
+        Ok(status.filter(|status| status.unresolved.len() == 2))
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(status.resolved, ["db"]);
     let reasons: BTreeMap<&str, &str> = status
         .unresolved
@@ -541,19 +453,13 @@ async fn scenario(bin: PathBuf) {
         .create(&PostParams::default(), &raw_token)
         .await
         .unwrap();
-    let (raw_id, raw) = eventually("raw token Secret", Duration::from_secs(60), || async {
-        let status = tokens.get("raw").await.ok()?.status?;
-        let id = status.token_id?;
-        let secret = secrets.get_opt("signet-token-raw").await.ok()??;
-        let held = secret
-            .metadata
-            .annotations?
-            .get("signet.dev/token-id")?
-            .clone();
-        let raw = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
-        (held == id).then_some((id, raw))
+    let (raw_id, raw) = eventually_async("raw token Secret", Duration::from_secs(60), || async {
+        let current = tokens.get("raw").await?.status.and_then(|s| s.token_id);
+        let held = held_token(secrets.get_opt("signet-token-raw").await?);
+        Ok(held.filter(|(id, _)| current.as_ref() == Some(id)))
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         tokens
             .get("raw")
@@ -582,19 +488,16 @@ async fn scenario(bin: PathBuf) {
     let impostor_id = impostor.identity().id.clone().unwrap();
     // Renewed at two thirds of 24 s: a successor sharing the spent use.
     let (renewed_id, renewed_raw) =
-        eventually("the raw token renewed", Duration::from_secs(60), || async {
-            let status = tokens.get("raw").await.ok()?.status?;
-            let id = status.token_id.filter(|id| *id != raw_id)?;
-            let secret = secrets.get_opt("signet-token-raw").await.ok()??;
-            let held = secret
-                .metadata
-                .annotations?
-                .get("signet.dev/token-id")?
-                .clone();
-            let raw = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
-            (held == id && status.uses == Some(1)).then_some((id, raw))
+        eventually_async("the raw token renewed", Duration::from_secs(60), || async {
+            let renewed = (tokens.get("raw").await?.status)
+                .filter(|status| status.uses == Some(1))
+                .and_then(|status| status.token_id)
+                .filter(|id| *id != raw_id);
+            let held = held_token(secrets.get_opt("signet-token-raw").await?);
+            Ok(held.filter(|(id, _)| renewed.as_ref() == Some(id)))
         })
-        .await;
+        .await
+        .unwrap();
     assert_ne!(renewed_raw, raw);
     let line: Vec<_> = admin
         .tokens()
@@ -635,15 +538,16 @@ async fn scenario(bin: PathBuf) {
                 .is_none_or(|m| m.disabled)
         }
     };
-    eventually(
+    eventually_async(
         "the sweep to revoke the ghost",
         Duration::from_secs(30),
         || {
             let check = machine_revoked(ghost_id.clone());
-            async move { check.await.then_some(()) }
+            async move { Ok(check.await.then_some(())) }
         },
     )
-    .await;
+    .await
+    .unwrap();
     assert!(
         !machine_revoked(live_id.clone()).await,
         "a machine whose pod exists is left alone"
@@ -652,15 +556,16 @@ async fn scenario(bin: PathBuf) {
     // The watch revokes the deleted pod's attested machine, and only it: the
     // impostor's self-reported metadata names the same pod.
     pods.delete("live", &DeleteParams::default()).await.unwrap();
-    eventually(
+    eventually_async(
         "the deleted pod's machine revoked",
         Duration::from_secs(30),
         || {
             let check = machine_revoked(live_id.clone());
-            async move { check.await.then_some(()) }
+            async move { Ok(check.await.then_some(())) }
         },
     )
-    .await;
+    .await
+    .unwrap();
     assert!(
         !machine_revoked(impostor_id.clone()).await,
         "self-reported metadata revokes nothing"
@@ -671,10 +576,11 @@ async fn scenario(bin: PathBuf) {
         .delete("app", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the SecretGrant gone", Duration::from_secs(30), || async {
-        grants.get_opt("app").await.unwrap().is_none().then_some(())
+    eventually_async("the SecretGrant gone", Duration::from_secs(30), || async {
+        Ok(grants.get_opt("app").await?.is_none().then_some(()))
     })
-    .await;
+    .await
+    .unwrap();
     let left = admin
         .list_grants(None, Some(token_id.as_str()))
         .await
@@ -686,16 +592,17 @@ async fn scenario(bin: PathBuf) {
     for name in ["web", "raw"] {
         tokens.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    eventually(
+    eventually_async(
         "the EnrollmentTokens gone",
         Duration::from_secs(30),
         || async {
-            let web = tokens.get_opt("web").await.unwrap();
-            let raw = tokens.get_opt("raw").await.unwrap();
-            (web.is_none() && raw.is_none()).then_some(())
+            let web = tokens.get_opt("web").await?;
+            let raw = tokens.get_opt("raw").await?;
+            Ok((web.is_none() && raw.is_none()).then_some(()))
         },
     )
-    .await;
+    .await
+    .unwrap();
     let vault_tokens = admin.tokens().await.unwrap().tokens;
     for id in [&token_id, &renewed_id] {
         assert!(

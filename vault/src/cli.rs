@@ -195,7 +195,7 @@ pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
     let vault = open_vault(&args.data.data_dir, root, &args.listen)?;
     // Registered before anything announces the address, so a SIGTERM sent
     // as soon as the vault says it listens still drains gracefully.
-    let shutdown = server::shutdown_signal();
+    let shutdown = signet_client::shutdown::signal();
     let listener = server::bind(args.listen.listen).await?;
     let scheme = if args.tls_cert.is_some() {
         "https"
@@ -236,7 +236,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let root = RootKey::generate();
     let root_hex = root.to_hex();
     let vault = open_vault(&data_dir, root, &args.listen)?;
-    let shutdown = server::shutdown_signal();
+    let shutdown = signet_client::shutdown::signal();
     let listener = server::bind(args.listen.listen).await?;
     let address = format!("http://{}", listener.local_addr()?);
     let token = vault.with_tx(|tx, now| enroll::create_bootstrap_token(tx, now))?;

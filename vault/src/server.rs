@@ -52,11 +52,12 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Tls>,
 ) -> Result<(), Error> {
-    serve_until(vault, listener, tls, shutdown_signal()).await
+    serve_until(vault, listener, tls, signet_client::shutdown::signal()).await
 }
 
 /// Serves until `shutdown` resolves, then drains. Callers that announce
-/// readiness before serving create the signal (see [`shutdown_signal`])
+/// readiness before serving create the signal
+/// ([`signet_client::shutdown::signal`])
 /// first, so a SIGTERM right after the announcement is handled.
 pub async fn serve_until(
     vault: Arc<Vault>,
@@ -135,41 +136,5 @@ async fn sweep(vault: Arc<Vault>) {
             Ok(Err(error)) => tracing::warn!(error = ?error, "sweep failed"),
             Err(error) => tracing::warn!(error = ?error, "sweep panicked"),
         }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C. The handlers are registered when this
-/// is called, not when the future is first polled, so a signal that arrives
-/// between start-up and serving is not lost (or fatal).
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let (term, interrupt) = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::interrupt()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            async fn recv(signal: Option<tokio::signal::unix::Signal>) {
-                match signal {
-                    Some(mut signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            }
-            tokio::select! {
-                () = recv(term) => {},
-                () = recv(interrupt) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("shutdown signal received; draining");
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use signet_client::api::{Attestation, EnrollResponse, GrantView, SecretValue};
 use signet_client::sdk::{self, Client, Options};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use signet_client::shutdown::Signals;
 
 use crate::config::{self, Config, Credential};
 use crate::contract::{FileSpec, META_NAMESPACE, META_POD_NAME, META_POD_UID, Mode, READY_MARKER};
@@ -32,12 +32,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
         timeout: REQUEST_TIMEOUT,
         ca_pem: config.read_ca()?,
     };
-    let mut signals = Signals::new().map_err(Error::Runtime)?;
+    // Before the first await: a SIGTERM during enrollment must reach the
+    // select below, not kill the process with its machine enrolled.
+    let mut signals = Signals::register().map_err(Error::Runtime)?;
 
     let client = tokio::select! {
         enrolled = enroll(&config, &options) => enrolled?,
-        name = signals.recv() => {
-            tracing::info!(signal = name, "stopping before enrollment");
+        signal = signals.recv() => {
+            tracing::info!(%signal, "stopping before enrollment");
             return Err(Error::Interrupted);
         }
     };
@@ -45,8 +47,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let mut files = Files::new(&config);
     let first = tokio::select! {
         written = files.write_all(&client) => written,
-        name = signals.recv() => {
-            tracing::info!(signal = name, "stopping before every file was written");
+        signal = signals.recv() => {
+            tracing::info!(%signal, "stopping before every file was written");
             Err(Error::Interrupted)
         }
     };
@@ -90,8 +92,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
                         "refresh failed; keeping the current files and trying again next period"
                     ),
                 },
-                name = signals.recv() => {
-                    tracing::info!(signal = name, "shutting down");
+                signal = signals.recv() => {
+                    tracing::info!(%signal, "shutting down");
                     revoke(&client).await;
                     return Ok(());
                 }
@@ -274,29 +276,6 @@ async fn revoke(client: &Client) {
             timeout_s = REVOKE_TIMEOUT.as_secs(),
             "revoking this machine timed out; the operator revokes it when the pod is gone"
         ),
-    }
-}
-
-/// SIGTERM (the kubelet stopping the pod) and SIGINT.
-struct Signals {
-    term: Signal,
-    int: Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Resolves with the signal's name; cancel-safe.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
     }
 }
 

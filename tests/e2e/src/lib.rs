@@ -1,7 +1,12 @@
-//! Harness of Signet's end-to-end test (`tests/kubernetes.rs`): locating
-//! the binaries, a control plane from `tests/control-plane/`, processes that
-//! are stopped even when a test panics, polling with deadlines, and the part
-//! of a kubelet the test plays for an injected pod ([`kubelet`]).
+//! Harness of Signet's tests on a real control plane: the end-to-end test
+//! (`tests/kubernetes.rs`) and, as a dev-dependency, the operator's
+//! `controller_real` test. Locating the binaries, a control plane from
+//! `tests/control-plane/`, processes that are stopped even when a test
+//! panics, polling with deadlines (blocking or async), and the part of a
+//! kubelet the end-to-end test plays for an injected pod ([`kubelet`]).
+//!
+//! It depends on no Signet crate but the client, so any package may use it
+//! for its tests without a dependency cycle.
 //!
 //! Everything binds to 127.0.0.1 only.
 
@@ -9,6 +14,7 @@ pub mod kubelet;
 
 use std::{
     fs::File,
+    future::Future,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -115,6 +121,9 @@ pub fn output(command: &mut Command) -> anyhow::Result<Output> {
         .with_context(|| format!("running {command:?}"))
 }
 
+/// How often [`eventually`] and [`eventually_async`] poll.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
 /// Polls `check` every 200 ms until it returns `Some`, failing after
 /// `timeout` with `what` and the last error `check` returned, if any.
 pub fn eventually<T>(
@@ -122,20 +131,68 @@ pub fn eventually<T>(
     timeout: Duration,
     mut check: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Deadline::new(what, timeout);
     loop {
-        let last = match check() {
-            Ok(Some(value)) => return Ok(value),
+        if let Some(value) = deadline.check(check())? {
+            return Ok(value);
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`eventually`] for checks that await, in a test on a Tokio runtime:
+/// sleeping between polls must not block the thread that runs what is
+/// being waited for (an in-process controller or vault).
+pub async fn eventually_async<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Deadline::new(what, timeout);
+    loop {
+        if let Some(value) = deadline.check(check().await)? {
+            return Ok(value);
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// The timing and the failure message both `eventually`s share.
+struct Deadline<'a> {
+    what: &'a str,
+    timeout: Duration,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(what: &'a str, timeout: Duration) -> Self {
+        Self {
+            what,
+            timeout,
+            at: Instant::now() + timeout,
+        }
+    }
+
+    /// The value when the check found it; `None` to poll again; an error
+    /// naming `what` (and the check's last error) once the time is up.
+    fn check<T>(&self, outcome: anyhow::Result<Option<T>>) -> anyhow::Result<Option<T>> {
+        let last = match outcome {
+            Ok(Some(value)) => return Ok(Some(value)),
             Ok(None) => None,
             Err(error) => Some(error),
         };
-        if Instant::now() >= deadline {
-            match last {
-                Some(error) => bail!("timed out after {timeout:?} waiting for {what}: {error:#}"),
-                None => bail!("timed out after {timeout:?} waiting for {what}"),
-            }
+        if Instant::now() < self.at {
+            return Ok(None);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        let Self { what, timeout, .. } = self;
+        match last {
+            Some(error) => bail!("timed out after {timeout:?} waiting for {what}: {error:#}"),
+            None => bail!("timed out after {timeout:?} waiting for {what}"),
+        }
     }
 }
 
@@ -272,6 +329,24 @@ impl ControlPlane {
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(plane)
+    }
+
+    /// One that `start.sh` already started in `dir` (as `tests/node/
+    /// start.sh` does, with a node's flags), stopped like any other when
+    /// dropped.
+    pub fn attach(bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let kubeconfig = dir.join("kubeconfig");
+        ensure!(
+            kubeconfig.is_file(),
+            "no control plane in {}: {} is missing",
+            dir.display(),
+            kubeconfig.display()
+        );
+        Ok(Self {
+            dir: dir.to_owned(),
+            bin: bin.to_owned(),
+            kubeconfig,
+        })
     }
 
     /// The kubeconfig (cluster-admin through a client certificate).

@@ -673,7 +673,25 @@ fn signet_on_a_real_control_plane() {
 
     // ---- 5. the opted-in pod, mutated by the webhook and stored -------------
     step("opted-in pod through the webhook");
-    plane.apply(APP_NS, &opted_in_pod("app", "shop")).unwrap();
+    // The webhook reads EnrollmentTokens from its own watch, which may lag
+    // the controller's Ready by a moment: retry the create, as a
+    // ReplicaSet would.
+    eventually("the webhook to admit the opted-in pod", WAIT, || {
+        webhook.ensure_running()?;
+        let out = plane.kubectl_stdin(
+            &["-n", APP_NS, "apply", "-f", "-"],
+            &opted_in_pod("app", "shop"),
+        )?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Ok(Some(()))
+        } else if stderr.contains("EnrollmentToken apps/shop does not exist") {
+            Ok(None)
+        } else {
+            anyhow::bail!("pod refused: {stderr}")
+        }
+    })
+    .unwrap();
     let pod = plane.get_json(Some(APP_NS), "pod", "app").unwrap().unwrap();
     assert_eq!(
         pod["metadata"]["annotations"]["signet.dev/injected"], "true",

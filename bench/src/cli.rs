@@ -1,0 +1,158 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signet-bench",
+    version,
+    about = "Closed-loop load generator: signed Signet secret reads beside OpenBao KV v2 token reads",
+    long_about = "Closed-loop load generator. N clients, each on its own kept-alive HTTP/1.1 \
+connection, send one read, wait for the answer, send the next, for a warm-up and then \
+the measured duration. Reports reads/s, p50, p99 and errors (non-200 answers and \
+transport failures), plus the generator's own CPU use. The load path speaks plain HTTP \
+(a loopback benchmark: no TLS)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(subcommand)]
+    pub target: Target,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent clients (one connection and one request in flight each).
+    #[arg(long, short = 'c', global = true, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub clients: u32,
+    /// Measured duration (seconds, or a humantime value such as `10s`).
+    #[arg(long, short = 'd', global = true, default_value = "10", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before measuring (same format); its reads are not counted.
+    #[arg(long, short = 'w', global = true, default_value = "2", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Identities to spread the clients over (machines for Signet, tokens
+    /// for OpenBao), client i using identity i mod M. Default: one per client.
+    #[arg(long, global = true, visible_aliases = ["machines", "tokens"], value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub identities: Option<u32>,
+    /// Worker threads of the generator's runtime.
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+    /// Also report the CPU time this process (the server under test) used
+    /// during the measured window (Linux /proc).
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Print the result as one JSON object instead of a table line.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Target {
+    /// Signed `GET /v1/secrets/{project}/{secret}` as enrolled machines.
+    /// Setup (as the admin): a project, a secret, an enrollment token with a
+    /// grant on it, and the machines enrolled with fresh keys.
+    Signet(SignetArgs),
+    /// `GET /v1/<mount>/data/<path>` with `X-Vault-Token`. Setup (with the
+    /// given token): the KV v2 secret, a read-only policy on it and one
+    /// token per identity holding only that policy.
+    Openbao(OpenbaoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SignetArgs {
+    /// Vault address (plain `http://` on loopback).
+    #[arg(long, env = "SIGNET_VAULT")]
+    pub vault: String,
+    /// Admin identity file (as written by `signet admin enroll --out`).
+    #[arg(long, env = "SIGNET_IDENTITY")]
+    pub identity: PathBuf,
+    /// Project to create (default: `bench-<unix time>-<random>`).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Secret to create and read.
+    #[arg(long, default_value = "db-password")]
+    pub secret: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenbaoArgs {
+    /// OpenBao address (plain `http://` on loopback).
+    #[arg(long, env = "BAO_ADDR")]
+    pub addr: String,
+    /// Token for the setup (the root token of a throw-away server).
+    #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// KV v2 mount.
+    #[arg(long, default_value = "secret")]
+    pub mount: String,
+    /// Secret path under the mount.
+    #[arg(long, default_value = "bench/db-password")]
+    pub path: String,
+    /// Kind of the read tokens: `service` (stored, the default kind) or
+    /// `batch` (an encrypted blob, not stored).
+    #[arg(long, default_value = "service", value_parser = ["service", "batch"])]
+    pub token_type: String,
+    /// Give the read tokens OpenBao's `default` policy too (what `bao token
+    /// create` does unless told otherwise). Without it a token holds only the
+    /// read policy, which OpenBao evaluates faster.
+    #[arg(long)]
+    pub default_policy: bool,
+    /// Read with the setup token itself instead of tokens holding only a
+    /// read policy (a root token skips the policy check).
+    #[arg(long, conflicts_with_all = ["token_type", "default_policy"])]
+    pub setup_token_reads: bool,
+}
+
+/// Seconds as a plain number (`10`, `0.5`) or a humantime value (`10s`, `1m`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_seconds_or_humantime() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_target() {
+        let cli = Cli::try_parse_from([
+            "signet-bench",
+            "--clients",
+            "4",
+            "openbao",
+            "--addr",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+            "--duration",
+            "3",
+            "--machines",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(cli.load.clients, 4);
+        assert_eq!(cli.load.duration, Duration::from_secs(3));
+        assert_eq!(cli.load.identities, Some(2));
+    }
+}

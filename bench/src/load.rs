@@ -1,0 +1,299 @@
+//! The closed loop: each client owns one kept-alive HTTP/1.1 connection,
+//! sends a request, reads the whole answer, and sends the next. Reads that
+//! complete inside the measured window count; the warm-up's do not.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::cpu;
+
+/// The request every client sends: no body.
+pub type Req = Request<Empty<Bytes>>;
+
+/// Makes the next request of one client. Called once per request, on the
+/// request path: keep it cheap.
+pub trait MakeRequest: Send + 'static {
+    fn request(&mut self) -> Result<Req, http::Error>;
+}
+
+/// Where the requests go: one socket address, its `Host` header, and the
+/// path prefix of the base URL.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+    pub path_prefix: String,
+}
+
+impl Endpoint {
+    /// Resolves a plain `http://host:port[/prefix]` base URL.
+    pub async fn resolve(base: &str) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(base).with_context(|| format!("invalid URL {base:?}"))?;
+        if url.scheme() != "http" {
+            bail!(
+                "{base}: the load path speaks plain HTTP/1.1 (a loopback benchmark); give an http:// address"
+            );
+        }
+        let host = url.host_str().with_context(|| format!("{base}: no host"))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .with_context(|| format!("cannot resolve {host}"))?
+            .next()
+            .with_context(|| format!("{host} resolves to no address"))?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Ok(Self {
+            addr,
+            host: HeaderValue::from_str(&authority)?,
+            path_prefix: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// What to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub server_pid: Option<u32>,
+}
+
+/// What came back.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Latency of every successful read in the window, nanoseconds, sorted.
+    pub latencies_ns: Vec<u64>,
+    /// Non-200 answers and transport failures in the window.
+    pub errors: u64,
+    /// The same during the warm-up.
+    pub warmup_errors: u64,
+    pub warmup_reads: u64,
+    /// The first few distinct error descriptions.
+    pub error_samples: Vec<String>,
+    /// The measured window as the clock saw it.
+    pub window: Duration,
+    /// CPU seconds this process used in the window.
+    pub generator_cpu: Option<f64>,
+    /// CPU seconds the server process used in the window.
+    pub server_cpu: Option<f64>,
+}
+
+const MAX_ERROR_SAMPLES: usize = 5;
+
+/// Runs one closed loop per maker until the window closes.
+pub async fn run<M: MakeRequest>(
+    endpoint: &Endpoint,
+    makers: Vec<M>,
+    plan: Plan,
+) -> anyhow::Result<Outcome> {
+    // Connect everyone first, so the warm-up starts with every client ready.
+    let mut connections = Vec::with_capacity(makers.len());
+    for _ in &makers {
+        connections.push(connect(endpoint.addr).await?);
+    }
+    let ticks = cpu::ticks_per_second();
+    let start = Instant::now();
+    let window = Window {
+        warm_end: start + plan.warmup,
+        end: start + plan.warmup + plan.duration,
+    };
+    let endpoint = Arc::new(endpoint.clone());
+    let mut workers = tokio::task::JoinSet::new();
+    for (maker, sender) in makers.into_iter().zip(connections) {
+        workers.spawn(client_loop(Arc::clone(&endpoint), sender, maker, window));
+    }
+
+    tokio::time::sleep_until(window.warm_end).await;
+    let opened = Instant::now();
+    let generator_before = cpu::seconds(None, ticks);
+    let server_before = plan
+        .server_pid
+        .and_then(|pid| cpu::seconds(Some(pid), ticks));
+    tokio::time::sleep_until(window.end).await;
+    let closed = Instant::now();
+    let generator_after = cpu::seconds(None, ticks);
+    let server_after = plan
+        .server_pid
+        .and_then(|pid| cpu::seconds(Some(pid), ticks));
+
+    let mut outcome = Outcome {
+        window: closed - opened,
+        generator_cpu: generator_after.zip(generator_before).map(|(a, b)| a - b),
+        server_cpu: server_after.zip(server_before).map(|(a, b)| a - b),
+        ..Outcome::default()
+    };
+    while let Some(joined) = workers.join_next().await {
+        let tally = joined.context("a client task failed")?;
+        outcome.latencies_ns.extend_from_slice(&tally.latencies_ns);
+        outcome.errors += tally.errors;
+        outcome.warmup_errors += tally.warmup_errors;
+        outcome.warmup_reads += tally.warmup_reads;
+        for sample in tally.error_samples {
+            if outcome.error_samples.len() < MAX_ERROR_SAMPLES
+                && !outcome.error_samples.contains(&sample)
+            {
+                outcome.error_samples.push(sample);
+            }
+        }
+    }
+    outcome.latencies_ns.sort_unstable();
+    Ok(outcome)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    warm_end: Instant,
+    end: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    latencies_ns: Vec<u64>,
+    errors: u64,
+    warmup_errors: u64,
+    warmup_reads: u64,
+    error_samples: Vec<String>,
+}
+
+impl Tally {
+    fn error(&mut self, measured: bool, describe: impl FnOnce() -> String) {
+        if measured {
+            self.errors += 1;
+        } else {
+            self.warmup_errors += 1;
+        }
+        if self.error_samples.len() < MAX_ERROR_SAMPLES {
+            let sample = describe();
+            if !self.error_samples.contains(&sample) {
+                self.error_samples.push(sample);
+            }
+        }
+    }
+}
+
+async fn client_loop<M: MakeRequest>(
+    endpoint: Arc<Endpoint>,
+    mut sender: SendRequest<Empty<Bytes>>,
+    mut maker: M,
+    window: Window,
+) -> Tally {
+    let mut tally = Tally {
+        latencies_ns: Vec::with_capacity(16 * 1024),
+        ..Tally::default()
+    };
+    loop {
+        let request = match maker.request() {
+            Ok(request) => request,
+            Err(error) => {
+                tally.error(true, || format!("cannot build the request: {error}"));
+                return tally;
+            }
+        };
+        let sent = Instant::now();
+        let result = exchange(&mut sender, request).await;
+        let done = Instant::now();
+        if done > window.end {
+            return tally;
+        }
+        let measured = done >= window.warm_end;
+        match result {
+            Ok(Answer::Ok) if measured => {
+                let nanos = u64::try_from((done - sent).as_nanos()).unwrap_or(u64::MAX);
+                tally.latencies_ns.push(nanos);
+            }
+            Ok(Answer::Ok) => tally.warmup_reads += 1,
+            Ok(Answer::Refused(status, body)) => {
+                tally.error(measured, || format!("HTTP {status}: {body}"));
+            }
+            Err(error) => {
+                tally.error(measured, || format!("transport: {error}"));
+                // The connection is gone: make a new one (pausing between
+                // attempts so a dead server is not hammered), or give up
+                // when the window closes.
+                loop {
+                    if Instant::now() >= window.end {
+                        return tally;
+                    }
+                    match connect(endpoint.addr).await {
+                        Ok(fresh) => {
+                            sender = fresh;
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Answer {
+    Ok,
+    Refused(StatusCode, String),
+}
+
+/// Sends one request and reads the whole answer (so the connection can
+/// carry the next one); keeps the body only when it explains a refusal.
+async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, request: Req) -> hyper::Result<Answer> {
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if status == StatusCode::OK {
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        return Ok(Answer::Ok);
+    }
+    let bytes = body.collect().await?.to_bytes();
+    let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+    Ok(Answer::Refused(status, text))
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .with_context(|| format!("HTTP handshake with {addr} failed"))?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the peer closes; a failure
+        // shows up on the sender's next request.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoints_take_host_port_and_prefix() {
+        let e = Endpoint::resolve("http://127.0.0.1:8200/").await.unwrap();
+        assert_eq!(e.addr, "127.0.0.1:8200".parse().unwrap());
+        assert_eq!(e.host, "127.0.0.1:8200");
+        assert_eq!(e.path_prefix, "");
+        let e = Endpoint::resolve("http://127.0.0.1/vault").await.unwrap();
+        assert_eq!(e.addr.port(), 80);
+        assert_eq!(e.host, "127.0.0.1");
+        assert_eq!(e.path_prefix, "/vault");
+        assert!(Endpoint::resolve("https://127.0.0.1:8200").await.is_err());
+    }
+}
