@@ -1,10 +1,15 @@
 //! The Signet vault: a server that holds secrets under envelope encryption
 //! and serves them only to machines that sign every request.
 //!
-//! Layout: [`vault`] is the request pipeline (docs/protocol.md's checks, audit),
-//! [`service`] the operations, [`store`] the storage trait and its SQLite
-//! backend, [`crypto`] the key hierarchy, [`http`] the axum surface,
-//! [`server`] the process around it, [`cli`] the `signet-vault` command.
+//! Layout, in the direction data flows: [`http`] (the axum surface) →
+//! [`vault`] (the request pipeline: docs/protocol.md's checks, audit) and
+//! [`writer`] (group commit) → [`service`] (the operations) → [`store`]
+//! (the storage trait and its SQLite backend) and [`crypto`] (the key
+//! hierarchy). [`request`] and [`settings`] hold the types the pipeline and
+//! the services share, [`policy`] the pure access rules, [`outbox`] the
+//! webhook events queued in a request's transaction; none of them imports
+//! the pipeline or a service. [`server`] is the process around it, [`cli`]
+//! the `signet-vault` command.
 
 pub mod audit;
 pub mod cli;
@@ -14,8 +19,12 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod outbox;
+pub mod policy;
+pub mod request;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod vault;
 pub mod writer;

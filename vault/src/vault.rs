@@ -22,26 +22,12 @@ use crate::clock::Clock;
 use crate::crypto::RootKey;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::{Admin, Agent, Machine, Store, Tx};
+use crate::outbox;
+use crate::policy;
+pub use crate::request::{Audience, Caller, Ctx, Request};
+pub use crate::settings::{Config, Settings};
+use crate::store::{Store, Tx};
 use crate::writer::{Done, Writer};
-
-/// Tunables of the pipeline.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Largest accepted `|now - Signet-Timestamp|`, in seconds.
-    pub skew_seconds: i64,
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            skew_seconds: 30,
-            max_body_bytes: 64 * 1024,
-        }
-    }
-}
 
 /// Why the vault would not open its store.
 #[derive(Debug, thiserror::Error)]
@@ -56,37 +42,6 @@ pub enum OpenError {
     Crypto(#[from] crate::crypto::Error),
     #[error("cannot start the writer thread")]
     Writer(#[source] std::io::Error),
-}
-
-/// Settings of the access rules that are not part of the wire pipeline.
-/// Kept apart from [`Config`] so code that builds a `Config` by hand keeps
-/// compiling; set with [`Vault::with_settings`].
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Audit entries older than this many days are pruned by
-    /// [`Vault::sweep`]; `None` keeps everything.
-    pub audit_retention_days: Option<u32>,
-    /// Webhook destinations allowed even though they are loopback, private,
-    /// link-local or otherwise refused by default.
-    pub webhook_allow: Vec<ipnet::IpNet>,
-    /// Timeout of one webhook delivery attempt.
-    pub webhook_timeout: std::time::Duration,
-    /// TokenReview bearer token of clusters registered without their own.
-    pub kube_token_file: std::path::PathBuf,
-    /// Timeout of one TokenReview call.
-    pub attestation_timeout: std::time::Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            audit_retention_days: None,
-            webhook_allow: Vec::new(),
-            webhook_timeout: std::time::Duration::from_secs(10),
-            kube_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
-            attestation_timeout: std::time::Duration::from_secs(5),
-        }
-    }
 }
 
 const ROOT_CHECK: &str = "root_key_check";
@@ -109,137 +64,6 @@ pub struct Vault {
 
 /// Most public keys remembered for verification outside the writer.
 const KEY_CACHE_MAX: usize = 100_000;
-
-/// One request as it arrived.
-#[derive(Clone, Debug, Default)]
-pub struct Request {
-    pub method: String,
-    /// Path and query exactly as on the request line.
-    pub target: String,
-    pub key_id: Option<String>,
-    pub timestamp: Option<String>,
-    pub nonce: Option<String>,
-    pub signature: Option<String>,
-    pub body: Vec<u8>,
-    pub source_ip: String,
-}
-
-/// Which identities a route serves.
-#[derive(Clone, Copy, Debug)]
-pub enum Audience {
-    /// Machines only; the identity is looked up in the machines table alone.
-    Machine,
-    /// Admins, and agents holding the scope (`None`: admins only).
-    Management(Option<Scope>),
-    /// A new key proving possession (`Signet-Key: enroll`).
-    Enroll(PublicKey),
-}
-
-/// Who made a request, once verified.
-#[derive(Clone, Debug)]
-pub enum Caller {
-    Machine(Box<Machine>),
-    Admin(Admin),
-    Agent(Agent),
-    /// A new key, verified against the public key in its own body.
-    Enrolling(PublicKey),
-}
-
-impl Caller {
-    /// The id audited as the actor.
-    pub fn id(&self) -> String {
-        match self {
-            Self::Machine(m) => m.id.clone(),
-            Self::Admin(a) => a.id.clone(),
-            Self::Agent(a) => a.id.clone(),
-            Self::Enrolling(_) => ENROLL_KEY_ID.to_owned(),
-        }
-    }
-
-    /// The machine, for machine-only operations.
-    pub fn machine(&self) -> Result<&Machine> {
-        match self {
-            Self::Machine(m) => Ok(m.as_ref()),
-            _ => Err(Error::denied(
-                ErrorCode::NotAMachine,
-                "only machines may do this",
-            )),
-        }
-    }
-}
-
-/// What an operation sees: the verified caller, the time, the raw body, and
-/// the audit record it may enrich.
-pub struct Ctx<'a> {
-    pub caller: Caller,
-    pub now: i64,
-    pub body: &'a [u8],
-    pub target: &'a str,
-    pub source_ip: &'a str,
-    pub vault: &'a Vault,
-    pub audit: &'a mut Record,
-    /// Set by an operation whose refusal must still commit what it wrote
-    /// (a canary read locks the project and is refused in one transaction).
-    pub commit_denial: bool,
-}
-
-impl Ctx<'_> {
-    /// The body as JSON of `T`, or `400 malformed_json`.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(self.body).map_err(|e| {
-            // serde's message names the position and the expected shape, never
-            // echoes a value longer than a token of the input.
-            Error::denied(
-                ErrorCode::MalformedJson,
-                format!(
-                    "request body is not the expected JSON: {}",
-                    redact_serde(&e)
-                ),
-            )
-        })
-    }
-
-    /// The query string parsed as `T`, or `400 invalid_request`.
-    pub fn query<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        let query = self.target.split_once('?').map_or("", |(_, q)| q);
-        serde_urlencoded::from_str(query)
-            .map_err(|e| Error::denied(ErrorCode::InvalidRequest, format!("bad query: {e}")))
-    }
-}
-
-fn redact_serde(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            format!("invalid JSON at line {} column {}", e.line(), e.column())
-        }
-        // Data errors name fields ("missing field `token`", "unknown field `x`"),
-        // which is what a caller needs to fix the request; the values they
-        // quote ("invalid type: string \"...\"") may be secrets, so every
-        // quoted value is cut out.
-        Category::Data => {
-            let text = e.to_string();
-            redact_quoted(text.split(" at line ").next().unwrap_or(&text))
-        }
-    }
-}
-
-/// `text` with every double-quoted part replaced by `"…"`.
-fn redact_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '"' {
-            if !inside {
-                out.push_str("\"…\"");
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
-    }
-    out
-}
 
 impl Vault {
     /// Opens the vault over `store`, checking the root key against the value
@@ -588,7 +412,7 @@ impl Vault {
             authorize(&caller, scope)?;
         }
         if let Caller::Machine(machine) = &caller {
-            crate::service::access::check_machine(machine, now, &request.source_ip)?;
+            policy::check_machine(machine, now, &request.source_ip)?;
         }
         let mut ctx = Ctx {
             caller,
@@ -596,7 +420,8 @@ impl Vault {
             body: &request.body,
             target: &request.target,
             source_ip: &request.source_ip,
-            vault: self,
+            root: &self.root,
+            settings: &self.settings,
             audit: record,
             commit_denial: false,
         };
@@ -699,11 +524,11 @@ struct SpentNonce {
 
 fn record_denial(tx: &mut dyn Tx, now: i64, record: &Record, code: ErrorCode) -> Result<()> {
     audit::append(tx, now, record)?;
-    if crate::service::access::is_policy_denial(code) {
-        crate::service::webhooks::enqueue(
+    if policy::is_policy_denial(code) {
+        outbox::enqueue(
             tx,
             now,
-            crate::service::webhooks::POLICY_DENIED,
+            outbox::POLICY_DENIED,
             serde_json::json!({
                 "code": code.as_str(),
                 "actor": record.actor,
@@ -740,23 +565,5 @@ pub fn authorize(caller: &Caller, scope: Option<Scope>) -> Result<()> {
             ErrorCode::Forbidden,
             "only admins may do this",
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_quoted;
-
-    #[test]
-    fn quoted_values_never_reach_an_error() {
-        assert_eq!(
-            redact_quoted(r#"invalid type: string "hunter2", expected a map"#),
-            r#"invalid type: string "…", expected a map"#
-        );
-        assert_eq!(
-            redact_quoted("unknown field `valu`, expected `value`"),
-            "unknown field `valu`, expected `value`"
-        );
-        assert_eq!(redact_quoted(r#"a "b" c "d"#), r#"a "…" c "…""#);
     }
 }

@@ -5,10 +5,11 @@
 
 use signet_client::api::{ErrorCode, ProjectView};
 
-use super::{secrets, webhooks};
+use super::secrets;
 use crate::error::{Error, Result};
+use crate::outbox;
+use crate::request::Ctx;
 use crate::store::{Machine, Project, Secret, Tx};
-use crate::vault::Ctx;
 
 /// The refusal of every read in a locked project.
 pub(super) fn locked(project: &str) -> Error {
@@ -62,10 +63,10 @@ pub(super) fn trip_canary(
             )?;
         }
     }
-    webhooks::enqueue(
+    outbox::enqueue(
         tx,
         ctx.now,
-        webhooks::CANARY_TRIPPED,
+        outbox::CANARY_TRIPPED,
         serde_json::json!({
             "project": project.name,
             "secret": secret.name,

@@ -6,8 +6,8 @@ use signet_client::api::{ClusterList, ClusterView, RegisterCluster};
 use super::{attest, check_name};
 use crate::clock::rfc3339;
 use crate::error::{Result, invalid, not_found};
+use crate::request::Ctx;
 use crate::store::{Cluster, Tx};
-use crate::vault::Ctx;
 
 /// The audience projected tokens carry unless a cluster says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "signet";
@@ -67,8 +67,7 @@ pub fn register(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<ClusterView> {
             return Err(invalid("reviewer_token must be 1 to 16384 bytes"));
         }
         Some(token) => Some(
-            ctx.vault
-                .root
+            ctx.root
                 .key()
                 .seal(token.trim().as_bytes(), &attest::reviewer_aad(&body.name))?,
         ),

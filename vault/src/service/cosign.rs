@@ -8,8 +8,8 @@ use super::secrets;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::request::{Caller, Ctx};
 use crate::store::{Cosign, Tx};
-use crate::vault::{Caller, Ctx};
 
 /// How long a co-sign request waits for its approval.
 pub const COSIGN_PENDING_TTL: i64 = 3600;

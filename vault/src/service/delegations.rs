@@ -12,8 +12,8 @@ use super::{check_field_name, secrets};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::request::{Caller, Ctx};
 use crate::store::{Agent, Delegation, DelegationDetail, Project, Secret, Tx};
-use crate::vault::{Caller, Ctx};
 
 /// Kubernetes namespace names: DNS labels.
 pub fn check_namespace(namespace: &str) -> Result<()> {

@@ -16,15 +16,17 @@ use zeroize::Zeroizing;
 
 use super::attest::PodIdentity;
 use super::delegations::{self, acting_agent, check_namespace};
+use super::grants;
 use super::secrets;
-use super::{access, grants, webhooks};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::outbox;
+use crate::policy;
+use crate::request::{Caller, Ctx};
 use crate::store::{
     Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Project, Tx,
 };
-use crate::vault::{Caller, Ctx};
 
 /// Longest enrollment-token lifetime: one year.
 const MAX_TOKEN_TTL: u64 = 366 * 24 * 3600;
@@ -121,14 +123,14 @@ fn validate_constraints(c: &TokenConstraints, body: &CreateToken) -> Result<()> 
     if let Some(pattern) = &c.hostname_regex {
         hostname_regex(pattern)?;
     }
-    access::parse_cidrs(&c.source_cidrs)?;
+    policy::parse_cidrs(&c.source_cidrs)?;
     if let Some(template) = &c.name_template {
         validate_template(template)?;
     }
-    access::parse_cidrs(&c.machine_ip_allowlist)?;
-    access::time_zone(c.machine_timezone.as_deref())?;
+    policy::parse_cidrs(&c.machine_ip_allowlist)?;
+    policy::time_zone(c.machine_timezone.as_deref())?;
     if let Some(window) = &c.machine_window {
-        access::validate_window(window)?;
+        policy::validate_window(window)?;
     }
     if c.bootstrap {
         if body.max_uses.is_some_and(|m| m != 1) {
@@ -482,7 +484,7 @@ pub fn enroll(
         ));
     }
     if !constraints.source_cidrs.is_empty()
-        && !access::ip_allowed(&constraints.source_cidrs, ctx.source_ip)?
+        && !policy::ip_allowed(&constraints.source_cidrs, ctx.source_ip)?
     {
         return Err(Error::denied(
             ErrorCode::SourceNotAllowed,
@@ -570,10 +572,10 @@ pub fn enroll(
         grants::copy_to_machine(tx, &detail.grant, &machine.id, ctx.now)?;
     }
     let granted = grants::views(tx, &Grantee::Machine(machine.id.clone()))?;
-    webhooks::enqueue(
+    outbox::enqueue(
         tx,
         ctx.now,
-        webhooks::MACHINE_ENROLLED,
+        outbox::MACHINE_ENROLLED,
         serde_json::json!({
             "machine_id": machine.id,
             "name": machine.name,

@@ -8,8 +8,8 @@ use super::delegations::{self, acting_agent};
 use super::{check_field_name, secrets};
 use crate::error::{Result, invalid, not_found};
 use crate::ids;
+use crate::request::Ctx;
 use crate::store::{Grant, GrantDetail, Grantee, Project, Tx};
-use crate::vault::Ctx;
 
 /// Validates and stores one grant.
 pub fn insert(

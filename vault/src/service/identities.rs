@@ -7,8 +7,8 @@ use super::check_display_name;
 use crate::clock::rfc3339;
 use crate::error::{Result, invalid, not_found};
 use crate::ids;
+use crate::request::{Caller, Ctx};
 use crate::store::{Admin, Agent, Machine, Tx};
-use crate::vault::{Caller, Ctx};
 
 fn parse_identity(ctx: &Ctx<'_>) -> Result<(CreateIdentity, String)> {
     let body: CreateIdentity = ctx.json()?;

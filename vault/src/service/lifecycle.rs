@@ -7,8 +7,9 @@ use super::identities::machine_view;
 use crate::audit::{self, Record};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
+use crate::request::Ctx;
 use crate::store::{Machine, Tx};
-use crate::vault::{Ctx, Vault};
+use crate::vault::Vault;
 
 /// How long an expired machine is kept (soft-disabled) before deletion.
 pub const EXPIRED_GRACE: i64 = 30 * 24 * 3600;

@@ -17,8 +17,8 @@ pub mod webhooks;
 use signet_client::api::{AuditPage, ErrorCode};
 
 use crate::error::{Error, Result, invalid};
+use crate::request::Ctx;
 use crate::store::Tx;
-use crate::vault::Ctx;
 
 /// Project and secret names: lower-case, digits, `.`, `_`, `-`; 1 to 63
 /// characters, starting with a letter or digit. Safe in a URL path and a

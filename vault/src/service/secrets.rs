@@ -15,8 +15,8 @@ use crate::clock::rfc3339;
 use crate::crypto::{self, Key};
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::request::Ctx;
 use crate::store::{Project, Secret, SecretVersion, Tx};
-use crate::vault::Ctx;
 
 /// What a version's ciphertext holds.
 #[derive(Serialize, Deserialize)]
@@ -40,7 +40,6 @@ pub fn create_project(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, name: &str) -> Result<
     let key = Key::generate();
     let project = Project {
         wrapped_key: ctx
-            .vault
             .root
             .key()
             .wrap(&key, &crypto::project_key_aad(&project.id))?,
@@ -81,7 +80,6 @@ pub fn secret(tx: &mut dyn Tx, project: &Project, name: &str) -> Result<Secret> 
 
 fn project_key(ctx: &Ctx<'_>, project: &Project) -> Result<Key> {
     Ok(ctx
-        .vault
         .root
         .key()
         .unwrap_key(&project.wrapped_key, &crypto::project_key_aad(&project.id))?)

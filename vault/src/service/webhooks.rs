@@ -20,19 +20,10 @@ use zeroize::Zeroizing;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::outbox::EVENTS;
+use crate::request::Ctx;
 use crate::store::{Attempt, Delivery, Tx, Webhook};
-use crate::vault::{Ctx, Vault};
-
-/// A canary secret was read and its project locked.
-pub const CANARY_TRIPPED: &str = "canary.tripped";
-/// A machine enrolled.
-pub const MACHINE_ENROLLED: &str = "machine.enrolled";
-/// A request was refused by an access rule.
-pub const POLICY_DENIED: &str = "policy.denied";
-/// A rotation changed state (reserved for the rotation feature).
-pub const ROTATION: &str = "rotation";
-/// Every event a webhook may subscribe to.
-pub const EVENTS: [&str; 4] = [CANARY_TRIPPED, MACHINE_ENROLLED, POLICY_DENIED, ROTATION];
+use crate::vault::Vault;
 
 /// Header with the Unix time the signature covers.
 pub const HEADER_TIMESTAMP: &str = "signet-webhook-timestamp";
@@ -204,25 +195,6 @@ fn secret_aad(id: &str) -> Vec<u8> {
     format!("signet-webhook-secret:{id}").into_bytes()
 }
 
-/// Queues `event` for every webhook subscribed to it, in the caller's
-/// transaction.
-pub fn enqueue(tx: &mut dyn Tx, now: i64, event: &str, data: serde_json::Value) -> Result<()> {
-    let hooks = tx.webhooks()?;
-    if hooks.is_empty() {
-        return Ok(());
-    }
-    let body = serde_json::json!({
-        "event": event,
-        "at": rfc3339(now),
-        "data": data,
-    })
-    .to_string();
-    for hook in hooks.iter().filter(|h| h.events.iter().any(|e| e == event)) {
-        tx.enqueue_delivery(&hook.id, event, &body, now)?;
-    }
-    Ok(())
-}
-
 /// `POST /v1/webhooks`. `resolved` is the destination's addresses, looked
 /// up before the transaction so DNS never holds the store's lock.
 pub fn create(
@@ -251,10 +223,9 @@ pub fn create(
         )));
     }
     let addresses = resolved.map_err(|e| Error::denied(ErrorCode::DestinationNotAllowed, e))?;
-    check_addresses(&addresses, &ctx.vault.settings().webhook_allow)?;
+    check_addresses(&addresses, &ctx.settings.webhook_allow)?;
     let id = ids::new(ids::WEBHOOK);
     let sealed_secret = ctx
-        .vault
         .root
         .key()
         .seal(body.secret.as_bytes(), &secret_aad(&id))?;

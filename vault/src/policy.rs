@@ -1,0 +1,249 @@
+//! The pure access rules: time windows in IANA zones, CIDR allowlists, the
+//! restrictions a bootstrap token puts on a machine, and the shape of a
+//! policy. No storage and no request here, so the pipeline and the services
+//! both use them without depending on each other.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use jiff::civil::Weekday;
+use jiff::tz::TimeZone;
+use signet_client::api::{AccessPolicy, ErrorCode, TimeWindow};
+
+use crate::error::{Error, Result, invalid};
+use crate::store::{Machine, MachineRestrictions};
+
+/// Most CIDRs in one allowlist.
+const MAX_CIDRS: usize = 64;
+
+/// True for the codes that count as `policy.denied` webhook events.
+pub fn is_policy_denial(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::PolicyTimeWindow
+            | ErrorCode::PolicyIp
+            | ErrorCode::PolicyDailyCap
+            | ErrorCode::CosignRequired
+            | ErrorCode::HostnameNotAllowed
+            | ErrorCode::SourceNotAllowed
+    )
+}
+
+/// The IANA zone `name` (UTC when absent), from the bundled database so a
+/// host without zoneinfo behaves the same.
+pub fn time_zone(name: Option<&str>) -> Result<TimeZone> {
+    match name {
+        None => Ok(TimeZone::UTC),
+        Some(name) => {
+            TimeZone::get(name).map_err(|_| invalid(format!("unknown IANA time zone {name:?}")))
+        }
+    }
+}
+
+fn minutes(text: &str) -> Result<i32> {
+    let part = |p: &str| {
+        (1..=2)
+            .contains(&p.len())
+            .then(|| p.parse::<i32>().ok())
+            .flatten()
+    };
+    let parsed = text
+        .split_once(':')
+        .and_then(|(h, m)| Some((part(h)?, part(m)?)))
+        .filter(|(h, m)| *m < 60 && h * 60 + m <= 24 * 60);
+    parsed.map(|(h, m)| h * 60 + m).ok_or_else(|| {
+        invalid(format!(
+            "time {text:?} is not HH:MM between 00:00 and 24:00"
+        ))
+    })
+}
+
+fn weekday(name: &str) -> Result<Weekday> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Weekday::Monday,
+        "tue" | "tuesday" => Weekday::Tuesday,
+        "wed" | "wednesday" => Weekday::Wednesday,
+        "thu" | "thursday" => Weekday::Thursday,
+        "fri" | "friday" => Weekday::Friday,
+        "sat" | "saturday" => Weekday::Saturday,
+        "sun" | "sunday" => Weekday::Sunday,
+        _ => {
+            return Err(invalid(format!(
+                "day {name:?} is not one of mon, tue, wed, thu, fri, sat, sun"
+            )));
+        }
+    })
+}
+
+/// Checks a window's shape.
+pub fn validate_window(window: &TimeWindow) -> Result<()> {
+    let (start, end) = (minutes(&window.start)?, minutes(&window.end)?);
+    if start == end {
+        return Err(invalid("a time window needs different start and end times"));
+    }
+    for day in &window.days {
+        weekday(day)?;
+    }
+    Ok(())
+}
+
+/// True when `now` falls inside `window` in `zone`. A window whose end is
+/// before its start spans midnight; its day list names the day it opens.
+pub fn window_open(window: &TimeWindow, zone: &TimeZone, now: i64) -> Result<bool> {
+    let start = minutes(&window.start)?;
+    let end = minutes(&window.end)?;
+    let local = jiff::Timestamp::from_second(now)
+        .map_err(|_| invalid("time out of range"))?
+        .to_zoned(zone.clone());
+    let minute = i32::from(local.hour()) * 60 + i32::from(local.minute());
+    let day_ok = |day: Weekday| -> Result<bool> {
+        if window.days.is_empty() {
+            return Ok(true);
+        }
+        for name in &window.days {
+            if weekday(name)? == day {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let today = local.weekday();
+    Ok(if start < end {
+        minute >= start && minute < end && day_ok(today)?
+    } else {
+        // Spanning midnight: the evening part belongs to today, the morning
+        // part to the window that opened yesterday.
+        (minute >= start && day_ok(today)?) || (minute < end && day_ok(today.previous())?)
+    })
+}
+
+/// Parses a CIDR list (a bare address is a /32 or /128).
+pub fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>> {
+    if list.len() > MAX_CIDRS {
+        return Err(invalid(format!("at most {MAX_CIDRS} CIDRs")));
+    }
+    list.iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| invalid(format!("{text:?} is not a CIDR such as 10.0.0.0/8")))
+        })
+        .collect()
+}
+
+/// The request's source address, with IPv4-mapped IPv6 unwrapped.
+pub fn source_addr(source_ip: &str) -> Option<IpAddr> {
+    source_ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+/// True when `source_ip` is inside one of `cidrs`. An unknown source is
+/// never inside.
+pub fn ip_allowed(cidrs: &[String], source_ip: &str) -> Result<bool> {
+    let nets = parse_cidrs(cidrs)?;
+    Ok(source_addr(source_ip).is_some_and(|ip| nets.iter().any(|net| net.contains(&ip))))
+}
+
+/// Restrictions a bootstrap token put on a machine, checked on every
+/// request the machine makes.
+pub fn check_machine(machine: &Machine, now: i64, source_ip: &str) -> Result<()> {
+    let Some(restrictions) = &machine.restrictions else {
+        return Ok(());
+    };
+    check_restrictions(restrictions, now, source_ip)
+}
+
+fn check_restrictions(r: &MachineRestrictions, now: i64, source_ip: &str) -> Result<()> {
+    if !r.ip_allowlist.is_empty() && !ip_allowed(&r.ip_allowlist, source_ip)? {
+        return Err(Error::denied(
+            ErrorCode::PolicyIp,
+            format!(
+                "this machine may only make requests from its allowlist, not from {source_ip:?}"
+            ),
+        ));
+    }
+    if let Some(window) = &r.window {
+        let zone = time_zone(r.timezone.as_deref())?;
+        if !window_open(window, &zone, now)? {
+            return Err(Error::denied(
+                ErrorCode::PolicyTimeWindow,
+                "this machine may not make requests at this time of day",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a policy's shape before it is stored.
+pub fn validate_policy(policy: &AccessPolicy) -> Result<()> {
+    time_zone(policy.timezone.as_deref())?;
+    if let Some(window) = &policy.window {
+        validate_window(window)?;
+    }
+    parse_cidrs(&policy.ip_allowlist)?;
+    if policy.daily_read_cap == Some(0) {
+        return Err(invalid(
+            "daily_read_cap must be at least 1 (omit it for no cap)",
+        ));
+    }
+    if policy.canary_cascade && !policy.canary {
+        return Err(invalid("canary_cascade needs canary"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn window(days: &[&str], start: &str, end: &str) -> TimeWindow {
+        TimeWindow {
+            days: days.iter().map(|d| (*d).to_owned()).collect(),
+            start: start.into(),
+            end: end.into(),
+        }
+    }
+
+    fn at(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    #[test]
+    fn window_in_a_zone() {
+        let paris = time_zone(Some("Europe/Paris")).unwrap();
+        let office = window(&["mon", "tue", "wed", "thu", "fri"], "09:00", "17:00");
+        // 2024-06-03 is a Monday; Paris is UTC+2 in June.
+        assert!(window_open(&office, &paris, at("2024-06-03T07:30:00Z")).unwrap());
+        assert!(!window_open(&office, &paris, at("2024-06-03T06:59:00Z")).unwrap());
+        assert!(!window_open(&office, &paris, at("2024-06-03T15:00:00Z")).unwrap());
+        // Saturday.
+        assert!(!window_open(&office, &paris, at("2024-06-08T08:00:00Z")).unwrap());
+    }
+
+    #[test]
+    fn window_across_midnight() {
+        let night = window(&["fri"], "22:00", "02:00");
+        let utc = TimeZone::UTC;
+        assert!(window_open(&night, &utc, at("2024-06-07T23:00:00Z")).unwrap());
+        assert!(window_open(&night, &utc, at("2024-06-08T01:00:00Z")).unwrap());
+        assert!(!window_open(&night, &utc, at("2024-06-08T23:00:00Z")).unwrap());
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        assert!(validate_window(&window(&[], "25:00", "01:00")).is_err());
+        assert!(validate_window(&window(&["funday"], "01:00", "02:00")).is_err());
+        assert!(time_zone(Some("Mars/Olympus")).is_err());
+        assert!(parse_cidrs(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn ip_allowlist_matches_mapped_addresses() {
+        let list = vec!["10.1.0.0/16".to_owned()];
+        assert!(ip_allowed(&list, "10.1.2.3").unwrap());
+        assert!(ip_allowed(&list, "::ffff:10.1.2.3").unwrap());
+        assert!(!ip_allowed(&list, "10.2.0.1").unwrap());
+        assert!(!ip_allowed(&list, "").unwrap());
+    }
+}
