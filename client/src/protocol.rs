@@ -26,7 +26,8 @@ pub const VERSION_TAG: &str = "signet-v1";
 
 const NONCE_MIN_BYTES: usize = 16;
 const NONCE_MAX_BYTES: usize = 64;
-const KEY_ID_MAX_LEN: usize = 128;
+/// Longest key id the protocol accepts.
+pub const KEY_ID_MAX_LEN: usize = 128;
 
 /// Why a set of signature headers or a key could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -229,12 +229,7 @@ impl Vault {
         }
         let now = self.clock.now();
         let mut record = Record {
-            actor: request
-                .key_id
-                .as_deref()
-                .filter(|k| k.len() <= 128)
-                .unwrap_or("unknown")
-                .to_owned(),
+            actor: claimed_actor(&request),
             action: action.to_owned(),
             target,
             allowed: true,
@@ -325,9 +320,9 @@ impl Vault {
         let code = error.code();
         self.metrics.decision(action, "deny", Some(code));
         let record = Record {
-            actor: request.key_id.clone().unwrap_or_else(|| "unknown".into()),
+            actor: claimed_actor(request),
             action: action.to_owned(),
-            target: request.target.chars().take(256).collect(),
+            target: request.target.chars().take(TARGET_MAX).collect(),
             allowed: false,
             reason: format!("{}: {}", code.as_str(), error.public_message()),
             source_ip: request.source_ip.clone(),
@@ -520,6 +515,21 @@ struct SpentNonce {
     key_id: String,
     nonce: String,
     expires_at: i64,
+}
+
+/// Longest request target kept in an audit row.
+const TARGET_MAX: usize = 256;
+
+/// The key id a request claims, as the audit row's actor until the
+/// signature proves it: `unknown` when it is absent or longer than any id
+/// the protocol accepts, so a client cannot write what it likes into the log.
+fn claimed_actor(request: &Request) -> String {
+    request
+        .key_id
+        .as_deref()
+        .filter(|k| k.len() <= signet_client::protocol::KEY_ID_MAX_LEN)
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 fn record_denial(tx: &mut dyn Tx, now: i64, record: &Record, code: ErrorCode) -> Result<()> {

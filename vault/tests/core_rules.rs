@@ -184,6 +184,17 @@ async fn an_overlong_key_id_is_audited_as_unknown() {
     let row = h.last_audit();
     assert_eq!(row.outcome, "deny");
     assert_eq!(row.actor, "unknown");
+
+    // Refused before the pipeline (a body over the limit): the same rule,
+    // and the target is cut short too.
+    let long_target = format!("/v1/projects?{}", "q".repeat(5000));
+    let body = vec![b'x'; 70 * 1024];
+    let request = h.signed(&key, &"m_x".repeat(2000), "POST", &long_target, &body);
+    let r = h.raw(request).await;
+    assert_eq!(r.code(), "body_too_large");
+    let row = h.last_audit();
+    assert_eq!(row.actor, "unknown");
+    assert!(row.target.len() <= 256, "{}", row.target.len());
 }
 
 #[tokio::test]
