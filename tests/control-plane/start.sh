@@ -16,7 +16,9 @@
 # returns at once once they are cached). Ports are picked free unless
 # SIGNET_CP_ETCD_PORT / SIGNET_CP_ETCD_PEER_PORT / SIGNET_CP_APISERVER_PORT
 # say otherwise. Extra kube-apiserver flags: SIGNET_CP_APISERVER_ARGS
-# (split on spaces). Only 127.0.0.1 is ever bound.
+# (split on spaces); the authorization modes: SIGNET_CP_AUTHORIZATION_MODES
+# (default RBAC; a node needs Node,RBAC: a second --authorization-mode flag
+# would not add to the list). Only 127.0.0.1 is ever bound.
 #
 # There is no controller-manager, scheduler or kubelet: nothing creates the
 # `default` service account in new namespaces (the ServiceAccount admission
@@ -114,6 +116,23 @@ if [[ ! -f $PKI/ca.crt ]]; then
     openssl pkey -in sa.key -pubout -out sa.pub
   )
 fi
+# kube-apiserver's client certificate towards kubelets (logs, exec), for a
+# node from tests/node/ (--kubelet-client-certificate in
+# SIGNET_CP_APISERVER_ARGS). Issued apart so older work folders get it too.
+if [[ ! -f $PKI/kubelet-client.crt ]]; then
+  (
+    cd "$PKI"
+    umask 077
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out kubelet-client.key 2>/dev/null
+    openssl req -new -key kubelet-client.key -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+      -out kubelet-client.csr 2>/dev/null
+    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=clientAuth" >kubelet-client.ext
+    openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 30 \
+      -extfile kubelet-client.ext -out kubelet-client.crt 2>/dev/null
+    rm -f kubelet-client.csr kubelet-client.ext
+  )
+fi
 
 # ---- etcd -----------------------------------------------------------------------
 start_daemon() { # NAME ARGS...: runs in its own session, logs to WD/NAME.log
@@ -173,7 +192,7 @@ start_daemon kube-apiserver "$BIN/kube-apiserver" \
   --service-account-key-file "$PKI/sa.pub" \
   --service-account-signing-key-file "$PKI/sa.key" \
   --service-cluster-ip-range 10.96.0.0/24 \
-  --authorization-mode RBAC \
+  --authorization-mode "${SIGNET_CP_AUTHORIZATION_MODES:-RBAC}" \
   --allow-privileged=true \
   --profiling=false \
   --endpoint-reconciler-type none \

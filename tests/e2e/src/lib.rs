@@ -11,6 +11,7 @@
 //! Everything binds to 127.0.0.1 only.
 
 pub mod kubelet;
+pub mod node;
 
 use std::{
     fs::File,
