@@ -42,6 +42,8 @@ impl SqliteStore {
         }
         let path = data_dir.join("signet.db");
         let conn = Connection::open(&path)?;
+        // Every statement of the request path stays prepared.
+        conn.set_prepared_statement_cache_capacity(256);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -144,7 +146,11 @@ fn insert(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<()> {
-    match conn.execute(sql, params) {
+    // Cached: the same few statements run for every request.
+    match conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(params))
+    {
         Ok(_) => Ok(()),
         Err(e) if unique_violation(&e) => Err(Error::Duplicate(what)),
         Err(e) => Err(e.into()),
@@ -378,7 +384,10 @@ impl SqliteTx<'_> {
         params: impl rusqlite::Params,
         map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
-        Ok(self.conn.query_row(sql, params, map).optional()?)
+        // Cached: the same few statements run for every request, and
+        // parsing SQL is a real share of a signed read.
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        Ok(stmt.query_row(params, map).optional()?)
     }
 
     fn many<T>(
@@ -393,7 +402,7 @@ impl SqliteTx<'_> {
     }
 
     fn changed(&self, sql: &str, params: impl rusqlite::Params) -> Result<bool> {
-        Ok(self.conn.execute(sql, params)? > 0)
+        Ok(self.conn.prepare_cached(sql)?.execute(params)? > 0)
     }
 }
 
