@@ -59,14 +59,22 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 /// Never builds: a first build takes minutes, so a missing build is an error
 /// that names the script.
 pub fn control_plane_bin() -> anyhow::Result<PathBuf> {
-    const TOOLS: [&str; 4] = ["etcd", "kube-apiserver", "kubectl", "helm"];
-    let complete = |dir: &Path| TOOLS.iter().all(|tool| dir.join(tool).is_file());
-    let hint =
-        "run `bash tests/control-plane/build.sh` once (CI's .ci/run does it before `cargo test`)";
+    build_with(
+        &["etcd", "kube-apiserver", "kubectl", "helm"],
+        "run `bash tests/control-plane/build.sh` once (CI's .ci/run does it before `cargo test`)",
+    )
+}
+
+/// The bin folder of the newest complete build of `tools`: `SIGNET_CP_BIN`
+/// when set, else the most recently stamped build under the cache
+/// (`SIGNET_CP_CACHE`, default `~/.cache/signet-control-plane`). An error
+/// naming `hint` when there is none.
+pub fn build_with(tools: &[&str], hint: &str) -> anyhow::Result<PathBuf> {
+    let complete = |dir: &Path| tools.iter().all(|tool| dir.join(tool).is_file());
     if let Some(bin) = std::env::var_os("SIGNET_CP_BIN").map(PathBuf::from) {
         ensure!(
             complete(&bin),
-            "SIGNET_CP_BIN={} lacks one of {TOOLS:?}: {hint}",
+            "SIGNET_CP_BIN={} lacks one of {tools:?}: {hint}",
             bin.display()
         );
         return Ok(bin);
@@ -78,17 +86,20 @@ pub fn control_plane_bin() -> anyhow::Result<PathBuf> {
                 .map(|home| PathBuf::from(home).join(".cache/signet-control-plane"))
         })
         .with_context(|| format!("neither SIGNET_CP_CACHE nor HOME is set: {hint}"))?;
-    let mut builds: Vec<PathBuf> = std::fs::read_dir(&cache)
+    let mut builds: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&cache)
         .into_iter()
         .flatten()
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|build| build.join("stamp").is_file() && complete(&build.join("bin")))
-        .map(|build| build.join("bin"))
+        .filter(|build| complete(&build.join("bin")))
+        .filter_map(|build| {
+            let stamp = build.join("stamp").metadata().ok()?.modified().ok()?;
+            Some((stamp, build.join("bin")))
+        })
         .collect();
     builds.sort();
-    builds.pop().with_context(|| {
+    builds.pop().map(|(_, bin)| bin).with_context(|| {
         format!(
-            "the control-plane binaries are not built (nothing complete in {}): {hint}",
+            "no complete build of {tools:?} in {}: {hint}",
             cache.display()
         )
     })

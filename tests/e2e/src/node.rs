@@ -23,41 +23,10 @@ use crate::{ControlPlane, output, repo_root, run};
 /// recipe 2 or later): `$SIGNET_CP_BIN`, else the newest such build in the
 /// cache. Never builds.
 pub fn node_bin() -> anyhow::Result<PathBuf> {
-    const TOOLS: [&str; 5] = ["etcd", "kube-apiserver", "kubectl", "helm", "kubelet"];
-    let complete = |dir: &Path| TOOLS.iter().all(|tool| dir.join(tool).is_file());
-    let hint = "run `bash tests/control-plane/build.sh` (it builds the kubelet too; CI's .ci/run does it first)";
-    if let Some(bin) = std::env::var_os("SIGNET_CP_BIN").map(PathBuf::from) {
-        ensure!(
-            complete(&bin),
-            "SIGNET_CP_BIN={} lacks one of {TOOLS:?}: {hint}",
-            bin.display()
-        );
-        return Ok(bin);
-    }
-    let cache = std::env::var_os("SIGNET_CP_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache/signet-control-plane"))
-        })
-        .with_context(|| format!("neither SIGNET_CP_CACHE nor HOME is set: {hint}"))?;
-    let mut builds: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&cache)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|build| complete(&build.join("bin")))
-        .filter_map(|build| {
-            let stamp = build.join("stamp").metadata().ok()?.modified().ok()?;
-            Some((stamp, build.join("bin")))
-        })
-        .collect();
-    builds.sort();
-    builds.pop().map(|(_, bin)| bin).with_context(|| {
-        format!(
-            "no control-plane build with a kubelet in {}: {hint}",
-            cache.display()
-        )
-    })
+    crate::build_with(
+        &["etcd", "kube-apiserver", "kubectl", "helm", "kubelet"],
+        "run `bash tests/control-plane/build.sh` (it builds the kubelet too; CI's .ci/run does it first)",
+    )
 }
 
 /// An error unless this process runs as root (effective uid 0): a node
