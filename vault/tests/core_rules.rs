@@ -301,3 +301,36 @@ async fn a_body_over_the_configured_limit_is_refused() {
         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
     );
 }
+
+/// The public key remembered for an id never outlives what the store says:
+/// if the stored key of an id changes (an edited database, a restored
+/// backup), a request signed by the old key is refused.
+#[tokio::test]
+async fn a_remembered_key_never_overrides_the_stored_one() {
+    let h = Harness::new();
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    // Signed and verified once: the vault now remembers the key.
+    assert_eq!(
+        h.read(&machine, "shop", "api-key").await.status,
+        StatusCode::OK
+    );
+    let id = machine.id.clone();
+    let other = IdentityKey::generate().public_key();
+    h.vault
+        .with_tx(move |tx, _| {
+            let mut stored = tx.machine(&id)?.unwrap();
+            tx.delete_machine(&id)?;
+            stored.public_key = other;
+            tx.insert_machine(&stored)?;
+            Ok(())
+        })
+        .unwrap();
+    let r = h.read(&machine, "shop", "api-key").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "bad_signature"),
+        "{:?}",
+        r.body
+    );
+}
