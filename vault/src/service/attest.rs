@@ -422,6 +422,58 @@ mod tests {
     }
 
     #[test]
+    fn token_size_is_bounded_at_both_ends() {
+        let payload = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&serde_json::json!({
+                "exp": 1_000, "aud": ["signet"],
+                "kubernetes.io": {"namespace": "a", "pod": {"name": "p", "uid": "u"}}
+            }))
+            .unwrap_or_default(),
+        );
+        let sized = |len: usize| {
+            let head = format!("e30.{payload}.");
+            format!("{head}{}", "s".repeat(len - head.len()))
+        };
+        assert_eq!(code(precheck(&sized(TOKEN_MAX), "signet", 999)), None);
+        assert_eq!(code(precheck(&sized(2 * 1024), "signet", 999)), None);
+        assert_eq!(
+            code(precheck(&sized(TOKEN_MAX + 1), "signet", 999)),
+            Some(ErrorCode::AttestationRejected)
+        );
+        assert_eq!(
+            code(precheck("", "signet", 999)),
+            Some(ErrorCode::AttestationRejected)
+        );
+    }
+
+    #[test]
+    fn a_reviewer_token_sealed_for_one_cluster_does_not_open_for_another() {
+        let root = crate::crypto::RootKey::generate();
+        let sealed = root
+            .key()
+            .seal(b"reviewer", &reviewer_aad("east"))
+            .unwrap_or_default();
+        assert!(root.key().open(&sealed, &reviewer_aad("east")).is_ok());
+        assert!(root.key().open(&sealed, &reviewer_aad("west")).is_err());
+    }
+
+    #[test]
+    fn refusal_reasons_keep_the_apiserver_text_without_control_characters() {
+        let error = classify_refusal("weird\u{7} failure");
+        let message = error.public_message();
+        assert!(message.contains("weird failure"), "{message}");
+        // Another UID mismatch than the pod's is not a pod mismatch.
+        assert_eq!(
+            classify_refusal("service account UID (a) does not match claim (b)").code(),
+            ErrorCode::AttestationRejected
+        );
+        assert_eq!(
+            classify_refusal("pod UID (a) seen").code(),
+            ErrorCode::AttestationRejected
+        );
+    }
+
+    #[test]
     fn refusals_are_classified_from_the_apiserver_wording() {
         let code = |text: &str| classify_refusal(text).code();
         assert_eq!(
