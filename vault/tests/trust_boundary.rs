@@ -546,3 +546,71 @@ async fn a_forged_enrollment_never_reaches_the_cluster() {
     assert_eq!(r.code(), "attestation_unavailable", "{:?}", r.body);
     assert_eq!(connections(), 1);
 }
+
+#[tokio::test]
+async fn an_agent_sees_only_its_own_delegations_and_namespaces_are_checked() {
+    let h = Harness::new();
+    h.project("demo").await;
+    h.write("demo", "s", "v").await;
+    register_cluster(&h, "c1").await;
+    let one = agent(&h, &["metadata"]).await;
+    let two = agent(&h, &["metadata"]).await;
+    for a in [&one, &two] {
+        let r = delegate(
+            &h,
+            a,
+            json!({"project": "demo", "secret": "s", "kubernetes": {"cluster": "c1", "namespace": "team-a"}}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    // Asking for another agent's delegations still shows only one's own.
+    let r = h
+        .call(
+            &one,
+            "GET",
+            &format!("/v1/delegations?agent_id={}", two.id),
+            None,
+        )
+        .await;
+    let owners: Vec<&str> = r.body["delegations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["agent_id"].as_str())
+        .collect();
+    assert_eq!(owners, [one.id.as_str()], "{:?}", r.body);
+    // An admin sees both.
+    let r = h.admin("GET", "/v1/delegations", None).await;
+    assert_eq!(r.body["delegations"].as_array().unwrap().len(), 2);
+
+    for bad in ["Team-A", "-a", "a-", "team_a", "", &"a".repeat(64)] {
+        let r = delegate(
+            &h,
+            &one,
+            json!({"project": "demo", "secret": "s", "kubernetes": {"cluster": "c1", "namespace": bad}}),
+        )
+        .await;
+        assert_eq!(
+            r.code(),
+            "invalid_request",
+            "namespace {bad:?}: {:?}",
+            r.body
+        );
+    }
+    let longest = "a".repeat(63);
+    for good in ["a", "team-a", "0abc", longest.as_str()] {
+        let r = delegate(
+            &h,
+            &one,
+            json!({"project": "demo", "secret": "s", "kubernetes": {"cluster": "c1", "namespace": good}}),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "namespace {good:?}: {:?}",
+            r.body
+        );
+    }
+}
