@@ -22,9 +22,11 @@ if ! cargo mutants --version 2>/dev/null | grep -q "$MUTANTS_VERSION"; then
   cargo install --locked --quiet cargo-mutants --version "$MUTANTS_VERSION"
 fi
 
-# cargo-mutants builds a copy of the tree; sharing the checkout's target
-# folder lets that copy reuse every compiled dependency.
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+# cargo-mutants builds a copy of the tree in a target folder of its own,
+# kept between runs so dependencies compile once. Never the checkout's own
+# target: a run interrupted mid-mutant would leave a mutated library there
+# that a later `cargo test` could take as fresh.
+export CARGO_TARGET_DIR=${SIGNET_MUTANTS_TARGET_DIR:-$PWD/target/mutants}
 
 started=$(date +%s)
 status=0
