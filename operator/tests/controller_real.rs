@@ -197,6 +197,11 @@ fn start_controller(
 async fn controller_against_real_apiserver_and_vault() {
     let bin = match control_plane_bin() {
         Ok(bin) => bin,
+        // Locally a missing control plane skips with the reason; in CI a
+        // skip would pass unseen, so it fails instead.
+        Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("the real-apiserver test cannot run in CI: {error:#}")
+        }
         Err(error) => {
             println!("SKIPPED controller_against_real_apiserver_and_vault: {error:#}");
             return;
