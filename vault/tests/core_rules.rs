@@ -13,22 +13,6 @@ use serde_json::{Value, json};
 use signet_client::protocol::{self, IdentityKey};
 use signet_vault::clock::Clock as _;
 
-async fn agent(h: &Harness, scopes: &[&str]) -> Signer {
-    let key = IdentityKey::generate();
-    let r = h
-        .admin(
-            "POST",
-            "/v1/agents",
-            Some(json!({"name": "bot", "public_key": key.public_key(), "scopes": scopes})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    Signer {
-        id: r.body["id"].as_str().unwrap().to_owned(),
-        key,
-    }
-}
-
 #[tokio::test]
 async fn an_agent_may_use_only_the_routes_of_its_scopes() {
     let h = Harness::new();
@@ -40,7 +24,7 @@ async fn an_agent_may_use_only_the_routes_of_its_scopes() {
         ("machines", "GET", "/v1/machines", None),
     ];
     for (scope, ..) in &routes {
-        let agent = agent(&h, &[scope]).await;
+        let agent = h.agent(&[scope]).await;
         for (needed, method, target, body) in &routes {
             let r = h.call(&agent, method, target, body.clone()).await;
             if needed == scope {
@@ -60,7 +44,7 @@ async fn an_agent_may_use_only_the_routes_of_its_scopes() {
         }
     }
     // Admin-only routes stay closed to an agent holding every scope.
-    let all = agent(&h, &["metadata", "tokens", "grants", "machines"]).await;
+    let all = h.agent(&["metadata", "tokens", "grants", "machines"]).await;
     let r = h
         .call(&all, "POST", "/v1/projects", Some(json!({"name": "x"})))
         .await;

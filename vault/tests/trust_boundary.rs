@@ -17,22 +17,6 @@ use signet_vault::clock::Clock as _;
 
 const CA_PEM: &str = include_str!("fixtures/cluster-ca.pem");
 
-async fn agent(h: &Harness, scopes: &[&str]) -> Signer {
-    let key = IdentityKey::generate();
-    let r = h
-        .admin(
-            "POST",
-            "/v1/agents",
-            Some(json!({"name": "operator", "public_key": key.public_key(), "scopes": scopes})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    Signer {
-        id: r.body["id"].as_str().unwrap().to_owned(),
-        key,
-    }
-}
-
 async fn register_cluster(h: &Harness, name: &str) {
     let r = h
         .admin(
@@ -61,7 +45,7 @@ async fn an_agent_cannot_hand_itself_an_undelegated_secret() {
     let h = Harness::new();
     h.project("demo").await;
     h.write("demo", "stripe", "sk_live_123").await;
-    let agent = agent(&h, &["tokens"]).await;
+    let agent = h.agent(&["tokens"]).await;
 
     let r = h
         .call(
@@ -110,7 +94,7 @@ async fn a_delegation_covers_its_secret_fields_and_scope_only() {
         .await;
     h.write("demo", "other", "x").await;
     register_cluster(&h, "c1").await;
-    let agent = agent(&h, &["tokens", "grants", "metadata"]).await;
+    let agent = h.agent(&["tokens", "grants", "metadata"]).await;
     let r = delegate(
         &h,
         &agent,
@@ -216,7 +200,7 @@ async fn only_admins_delegate() {
     let h = Harness::new();
     h.project("demo").await;
     h.write("demo", "stripe", "v").await;
-    let agent = agent(&h, &["tokens", "grants", "machines", "metadata"]).await;
+    let agent = h.agent(&["tokens", "grants", "machines", "metadata"]).await;
     let r = h
         .call(
             &agent,
@@ -553,8 +537,8 @@ async fn an_agent_sees_only_its_own_delegations_and_namespaces_are_checked() {
     h.project("demo").await;
     h.write("demo", "s", "v").await;
     register_cluster(&h, "c1").await;
-    let one = agent(&h, &["metadata"]).await;
-    let two = agent(&h, &["metadata"]).await;
+    let one = h.agent(&["metadata"]).await;
+    let two = h.agent(&["metadata"]).await;
     for a in [&one, &two] {
         let r = delegate(
             &h,

@@ -275,6 +275,23 @@ impl Harness {
         }
     }
 
+    /// Registers an agent holding `scopes`, signing with a fresh key.
+    pub async fn agent(&self, scopes: &[&str]) -> Signer {
+        let key = IdentityKey::generate();
+        let r = self
+            .admin(
+                "POST",
+                "/v1/agents",
+                Some(json!({"name": "agent", "public_key": key.public_key(), "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        Signer {
+            id: r.body["id"].as_str().unwrap().to_owned(),
+            key,
+        }
+    }
+
     /// A second admin, registered by the first.
     pub async fn second_admin(&self) -> Signer {
         let key = IdentityKey::generate();
