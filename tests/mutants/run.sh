@@ -27,6 +27,9 @@ fi
 # target: a run interrupted mid-mutant would leave a mutated library there
 # that a later `cargo test` could take as fresh.
 export CARGO_TARGET_DIR=${SIGNET_MUTANTS_TARGET_DIR:-$PWD/target/mutants}
+# No debug info in mutant builds: a mutant of signet-vault then rebuilds in
+# about 6 s instead of 11 (measured), and nothing here reads a backtrace.
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
 
 started=$(date +%s)
 status=0
