@@ -138,26 +138,46 @@ impl Identity {
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_err)?;
         // Write a private temporary file beside the target and rename it, so a
-        // crash never leaves a truncated key behind.
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("identity")
-        ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
+        // crash never leaves a truncated key behind. The file is new (never
+        // one that was already there, or a symlink planted in its place, whose
+        // mode or target would then hold the key) and 0600 from its creation.
+        let (tmp, mut file) = create_private(dir, path).map_err(write_err)?;
+        let written = file
+            .write_all(json.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        let mut file = options.open(&tmp).map_err(write_err)?;
-        file.write_all(json.as_bytes()).map_err(write_err)?;
-        file.write_all(b"\n").map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
-        std::fs::rename(&tmp, path).map_err(write_err)?;
-        Ok(())
+        written.map_err(write_err)
+    }
+}
+
+/// Creates a new file with mode 0600 beside `path`, under a name no one can
+/// predict, and returns its path and handle.
+fn create_private(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("identity");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut attempt = 0;
+    loop {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+        match options.open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -187,6 +207,44 @@ mod tests {
             identity.save(&path, false),
             Err(Error::Exists { .. })
         ));
+    }
+
+    /// A file already waiting where the old code put its temporary file (a
+    /// world-readable leftover, or a symlink an attacker planted) never
+    /// receives the key, and the identity file is 0600 all the same.
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_temporary_file_never_receives_the_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let path = dir.path().join("admin.json");
+        let leftover = dir.path().join(".admin.json.tmp");
+        std::fs::write(&leftover, "").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let identity = Identity::generate();
+        identity.save(&path, false).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read_to_string(&leftover).unwrap(), "");
+
+        let path = dir.path().join("agent.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".agent.json.tmp")).unwrap();
+        identity.save(&path, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            Identity::load(&path).unwrap().key.public_key(),
+            identity.key.public_key()
+        );
     }
 
     #[test]

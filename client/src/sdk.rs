@@ -445,6 +445,24 @@ impl Client {
         self.call::<(), _>(Method::GET, &target, None).await
     }
 
+    /// `GET /v1/audit/checkpoint`: a signed checkpoint of the chain's head.
+    pub async fn audit_checkpoint(&self) -> Result<AuditCheckpoint> {
+        self.call::<(), _>(Method::GET, "/v1/audit/checkpoint", None)
+            .await
+    }
+
+    /// `GET /v1/audit/checkpoint-key`: the key that signs checkpoints.
+    pub async fn audit_checkpoint_key(&self) -> Result<CheckpointKey> {
+        self.call::<(), _>(Method::GET, "/v1/audit/checkpoint-key", None)
+            .await
+    }
+
+    /// `POST /v1/audit/verify`: the vault checks every entry's HMAC and link.
+    pub async fn verify_audit(&self) -> Result<AuditVerification> {
+        self.call::<(), _>(Method::POST, "/v1/audit/verify", None)
+            .await
+    }
+
     /// `POST /v1/machines/{id}/disable`
     pub async fn disable_machine(&self, id: &str) -> Result<MachineView> {
         let target = format!("/v1/machines/{id}/disable");

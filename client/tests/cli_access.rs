@@ -432,3 +432,97 @@ fn token_constraints_restrict_enrollment_and_the_machine() {
             .contains("DAYS@HH:MM-HH:MM")
     );
 }
+
+/// A bootstrap token minted on the vault's data directory.
+fn mint_bootstrap_token(s: &Setup) -> String {
+    let mut command = Command::new(vault_binary());
+    command
+        .arg("bootstrap-token")
+        .arg("--data-dir")
+        .arg(&s.data);
+    let output = output_within(command, LIMIT);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// `admin enroll` takes the token from a file or standard input, so it
+/// never has to be on a command line (where `ps` shows it to every user).
+#[test]
+fn admin_enroll_reads_the_token_from_a_file_or_standard_input() {
+    use std::io::Write as _;
+    let s = Setup::new();
+
+    let file = s.work.path().join("token");
+    std::fs::write(&file, format!("{}\n", mint_bootstrap_token(&s))).unwrap();
+    let carol = s.json(
+        ADMIN,
+        &[
+            "admin",
+            "enroll",
+            "--token-file",
+            file.to_str().unwrap(),
+            "--out",
+            "carol.json",
+            "--name",
+            "carol",
+        ],
+    );
+    assert_eq!(carol["name"], "carol", "{carol}");
+
+    let token = mint_bootstrap_token(&s);
+    let mut child = Command::new(support::CLI)
+        .args([
+            "--json",
+            "admin",
+            "enroll",
+            "--token-stdin",
+            "--out",
+            "dave.json",
+            "--name",
+            "dave",
+        ])
+        .current_dir(s.work.path())
+        .env_clear()
+        .env("SIGNET_VAULT", &s.address)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dave: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(dave["name"], "dave", "{dave}");
+    // Each new admin signs with its own file.
+    for identity in ["carol.json", "dave.json"] {
+        s.json(identity, &["project", "list"]);
+    }
+    // One source of the token only.
+    let both = s.signet(
+        None,
+        &[
+            "admin",
+            "enroll",
+            "--token",
+            "x",
+            "--token-stdin",
+            "--out",
+            "e.json",
+        ],
+    );
+    assert!(!both.status.success());
+}

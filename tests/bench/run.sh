@@ -178,7 +178,7 @@ free_port() {
 }
 
 # Signet: a fresh data directory and root key, an ephemeral port; the
-# address and the one-time admin token come from its first lines.
+# address comes from its log, the one-time admin token from its data directory.
 say "starting signet-vault"
 "$vault_bin/signet-vault" root-key >"$work/root.key"
 chmod 600 "$work/root.key"
@@ -186,11 +186,11 @@ chmod 600 "$work/root.key"
   --listen 127.0.0.1:0 >"$work/vault.out" 2>"$work/vault.log" &
 vault_pid=$!
 pids+=("$vault_pid")
-enroll_line() { grep -m1 'admin enroll --token' "$work/vault.out"; }
+# The log line naming the bootstrap token's file also gives the address.
+enroll_line() { grep -m1 'admin enroll --token-file' "$work/vault.log"; }
 wait_for 30 enroll_line || die "signet-vault did not start"
 vault_addr=$(enroll_line | sed -n 's/.*--vault \([^ ]*\) admin enroll.*/\1/p')
-bootstrap=$(enroll_line | sed -n 's/.*--token \([^ ]*\).*/\1/p')
-"$vault_bin/signet" --vault "$vault_addr" admin enroll --token "$bootstrap" \
+"$vault_bin/signet" --vault "$vault_addr" admin enroll --token-file "$work/signet-data/bootstrap-token" \
   --out "$work/admin.json" >/dev/null
 say "signet-vault at $vault_addr (pid $vault_pid)"
 

@@ -3,7 +3,7 @@
 #
 #   build the images (tests/kind/Dockerfile) -> create a kind cluster -> load
 #   the images -> root key Secret -> helm install charts/signet -> admin from
-#   the vault's first-start bootstrap token -> agent identity for the operator
+#   a bootstrap token (kubectl exec) -> admin -> agent identity for the operator
 #   -> project, secret, EnrollmentToken, SecretGrant -> checks:
 #     * a pod that did not opt in is not mutated;
 #     * an opted-in pod naming a missing EnrollmentToken is refused;
@@ -124,18 +124,19 @@ k -n "$NS" rollout status statefulset/signet-vault --timeout=180s
 k -n "$NS" rollout status deployment/signet-webhook --timeout=180s
 
 # --- bootstrap: admin, then the operator's agent identity ------------------------
-token=$(k -n "$NS" logs signet-vault-0 -c vault | grep -A1 'bootstrap token' | tail -n1 | tr -d '[:space:]')
-[[ -n $token ]] || die "no bootstrap token in the vault's first-start output"
-log "ok: bootstrap token found in the vault's first-start output"
-extra=$(k -n "$NS" exec signet-vault-0 -c vault -- signet-vault bootstrap-token --data-dir /data | tr -d '[:space:]')
-[[ -n $extra ]] || die "signet-vault bootstrap-token printed nothing"
+vault_log=$(k -n "$NS" logs signet-vault-0 -c vault)
+grep -q '/data/bootstrap-token' <<<"$vault_log" || die "the vault's first-start log does not name its bootstrap token file"
+! grep -q 'bt_' <<<"$vault_log" || die "a bootstrap token is in the vault's log"
+log "ok: the first-start log names the bootstrap token's file, not the token"
+token=$(k -n "$NS" exec signet-vault-0 -c vault -- signet-vault bootstrap-token --data-dir /data | tr -d '[:space:]')
+[[ -n $token ]] || die "signet-vault bootstrap-token printed nothing"
 log "ok: kubectl exec ... signet-vault bootstrap-token works"
 
 k -n "$NS" port-forward svc/signet-vault "$PORT:8200" >"$WORK/port-forward.log" 2>&1 &
 PF_PID=$!
 wait_for "port-forward to the vault" 30 curl -fsS "http://127.0.0.1:$PORT/readyz"
 export SIGNET_VAULT=http://127.0.0.1:$PORT
-signet admin enroll --token "$token" --out "$WORK/admin.json"
+signet admin enroll --token-stdin --out "$WORK/admin.json" <<<"$token"
 export SIGNET_IDENTITY=$WORK/admin.json
 signet project create demo
 signet secret set demo/db-password --value "first-$RANDOM"

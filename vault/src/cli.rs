@@ -10,8 +10,6 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
-use signet_client::audit::ChainVerifier;
-
 use crate::clock::SystemClock;
 use crate::crypto::RootKey;
 use crate::server::{self, Tls};
@@ -54,8 +52,29 @@ pub enum Command {
     RootKey,
     /// Prints a single-use token that lets a new key become an admin.
     BootstrapToken(DataArgs),
-    /// Checks the audit log's hash chain in a data directory.
-    AuditVerify(DataArgs),
+    /// Checks the audit log's keyed hash chain in a data directory (needs
+    /// the root key: the chain's HMAC key is derived from it).
+    AuditVerify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub root_key: RootKeyArgs,
+}
+
+/// Where the root key comes from (else the `SIGNET_ROOT_KEY` environment
+/// variable).
+#[derive(Debug, Args)]
+pub struct RootKeyArgs {
+    /// File holding the root key (64 hex characters, base64, or 32 raw bytes).
+    #[arg(long, env = "SIGNET_ROOT_KEY_FILE", conflicts_with = "root_key_stdin")]
+    pub root_key_file: Option<PathBuf>,
+    /// Read the root key from standard input.
+    #[arg(long)]
+    pub root_key_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +117,96 @@ pub struct ListenArgs {
         default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     )]
     pub kube_token_file: PathBuf,
+    /// Publish a signed checkpoint of the audit chain's head this often, in
+    /// seconds, while it moves (to the log and the `audit.checkpoint`
+    /// webhook event); 0 publishes only on shutdown and on demand.
+    #[arg(long, env = "SIGNET_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
+    pub audit_checkpoint_seconds: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one client, a flood of them, or the background work may take of
+/// the vault.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Seconds a client has to send a request's headers; an HTTP/1
+    /// connection waiting for its next request is closed after as long.
+    #[arg(long, env = "SIGNET_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a client has to send a request's body (else 408).
+    #[arg(long, env = "SIGNET_BODY_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: u64,
+    /// Seconds a connection with no request in flight may stay silent
+    /// (before TLS, between requests, HTTP/2 without a stream).
+    #[arg(long, env = "SIGNET_IDLE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_seconds: u64,
+    /// Requests handled at once; more are answered 503 `overloaded` with
+    /// Retry-After (`/healthz` is exempt).
+    #[arg(long, env = "SIGNET_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_in_flight: u64,
+    /// The Retry-After of a 503 `overloaded`, in seconds.
+    #[arg(long, env = "SIGNET_RETRY_AFTER_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub retry_after_seconds: u32,
+    /// Requests denied before their signature verified are audited as one
+    /// counted row per source address, error code and action, written
+    /// this often (seconds).
+    #[arg(long, env = "SIGNET_DENIAL_FLUSH_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub denial_flush_seconds: u64,
+    /// Most such rows per interval; further sources, codes and actions
+    /// share one overflow row.
+    #[arg(long, env = "SIGNET_DENIAL_GROUPS_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub denial_groups_max: u64,
+    /// Days delivered or failed webhook deliveries, and used or expired
+    /// co-sign requests, are kept.
+    #[arg(long, env = "SIGNET_HISTORY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_retention_days: u32,
+    /// Webhook deliveries attempted at once.
+    #[arg(long, env = "SIGNET_WEBHOOK_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub webhook_concurrency: u64,
+    /// Webhook host names resolved at once.
+    #[arg(long, env = "SIGNET_DNS_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub dns_concurrency: u64,
+    /// Seconds one webhook host name lookup may take.
+    #[arg(long, env = "SIGNET_DNS_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub dns_timeout_seconds: u64,
+}
+
+impl LimitArgs {
+    /// Writes these limits into `settings`.
+    fn apply(&self, settings: &mut Settings) {
+        use std::time::Duration;
+        let Self {
+            header_read_timeout_seconds,
+            body_timeout_seconds,
+            idle_timeout_seconds,
+            max_in_flight,
+            retry_after_seconds,
+            denial_flush_seconds,
+            denial_groups_max,
+            history_retention_days,
+            webhook_concurrency,
+            dns_concurrency,
+            dns_timeout_seconds,
+        } = *self;
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        settings.limits = crate::settings::Limits {
+            header_read_timeout: Duration::from_secs(header_read_timeout_seconds),
+            body_timeout: Duration::from_secs(body_timeout_seconds),
+            idle_timeout: Duration::from_secs(idle_timeout_seconds),
+            max_in_flight: count(max_in_flight),
+            retry_after_seconds,
+        };
+        settings.denial_flush_interval = Duration::from_secs(denial_flush_seconds);
+        settings.denial_groups_max = count(denial_groups_max);
+        settings.history_retention_days = history_retention_days;
+        settings.webhook_concurrency = count(webhook_concurrency);
+        settings.lookups = crate::dns::Lookups::new(
+            Arc::new(crate::dns::SystemResolver),
+            count(dns_concurrency),
+            Duration::from_secs(dns_timeout_seconds),
+        );
+    }
 }
 
 #[derive(Debug, Args)]
@@ -106,12 +215,8 @@ pub struct ServeArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
-    /// File holding the root key (64 hex characters, base64, or 32 raw bytes).
-    #[arg(long, env = "SIGNET_ROOT_KEY_FILE", conflicts_with = "root_key_stdin")]
-    pub root_key_file: Option<PathBuf>,
-    /// Read the root key from standard input.
-    #[arg(long)]
-    pub root_key_stdin: bool,
+    #[command(flatten)]
+    pub root_key: RootKeyArgs,
     /// PEM certificate chain for HTTPS (with --tls-key).
     #[arg(long, env = "SIGNET_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -129,10 +234,11 @@ pub struct DevArgs {
     pub listen: ListenArgs,
 }
 
-/// Reads the root key for `serve`: the file, standard input or the
-/// environment variable (which the caller removes from the environment).
+/// Reads the root key for `serve` or `audit-verify`: the file, standard
+/// input or the environment variable (which the caller removes from the
+/// environment).
 pub fn load_root_key(
-    args: &ServeArgs,
+    args: &RootKeyArgs,
     env_value: Option<Zeroizing<String>>,
 ) -> anyhow::Result<RootKey> {
     let bytes: Zeroizing<Vec<u8>> = if let Some(path) = &args.root_key_file {
@@ -179,12 +285,15 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
         skew_seconds: listen.skew_seconds,
         max_body_bytes: listen.max_body_bytes,
     };
-    let settings = Settings {
+    let mut settings = Settings {
         audit_retention_days: listen.audit_retention_days,
         webhook_allow: listen.webhook_allow_cidrs.clone(),
         kube_token_file: listen.kube_token_file.clone(),
+        audit_checkpoint_every: (listen.audit_checkpoint_seconds > 0)
+            .then(|| std::time::Duration::from_secs(listen.audit_checkpoint_seconds)),
         ..Settings::default()
     };
+    listen.limits.apply(&mut settings);
     Ok(Arc::new(
         Vault::open(store, root, Arc::new(SystemClock), config)?.with_settings(settings),
     ))
@@ -210,13 +319,24 @@ pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
             Ok(None)
         }
     })?;
+    let token_file = args.data.data_dir.join(BOOTSTRAP_TOKEN_FILE);
     if let Some(token) = first_admin {
-        // Printed on standard output once, never logged.
-        say(&format!(
-            "No admin yet. One-time admin bootstrap token (valid 24 h):\n  {}\nRegister your key with:\n  signet --vault {address} admin enroll --token {} --out admin.json",
-            token.as_str(),
-            token.as_str()
-        ));
+        // Never on standard output or in the log: a container's output is
+        // its log, which many can read. Only the path is logged.
+        write_private(&token_file, &token)?;
+        tracing::info!(
+            token_file = %token_file.display(),
+            "no admin yet: a one-time admin bootstrap token (valid 24 h) is in this file, readable by the vault's user only; register a key with `signet --vault {address} admin enroll --token-file {} --out admin.json`",
+            token_file.display()
+        );
+    } else {
+        // An admin exists: the first-start token is used or no longer needed.
+        match std::fs::remove_file(&token_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %token_file.display(), error = %e, "cannot remove the first-start bootstrap token file");
+            }
+            _ => {}
+        }
     }
     tracing::info!(%address, data_dir = %args.data.data_dir.display(), "vault listening");
     let tls = args
@@ -225,6 +345,39 @@ pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
         .map(|(cert, key)| Tls { cert, key });
     server::serve_until(vault, listener, tls, shutdown).await?;
     Ok(())
+}
+
+/// The file in the data directory that receives the first-start admin
+/// bootstrap token.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
+
+/// Writes `secret` to `path` with mode 0600: into a new file (never one that
+/// was already there, or a symlink planted in its place), renamed over any
+/// older one.
+fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{BOOTSTRAP_TOKEN_FILE}.{:016x}.tmp",
+        rand::random::<u64>()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(secret.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write the bootstrap token to {}", path.display()))
 }
 
 /// `signet-vault dev`
@@ -311,29 +464,35 @@ pub fn bootstrap_token(args: &DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `signet-vault audit-verify`: checks the whole chain, page by page.
-pub fn audit_verify(args: &DataArgs) -> anyhow::Result<()> {
+/// `signet-vault audit-verify`: checks every entry's hash (HMAC under the
+/// key derived from `root`) and link, as `POST /v1/audit/verify` does.
+pub fn audit_verify(args: &DataArgs, root: &RootKey) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.data_dir)?;
-    let mut tx = store.begin()?;
-    // After retention pruned the head of the chain, it starts at the anchor.
-    let anchor = crate::audit::anchor(tx.as_mut())?;
-    let mut verifier = ChainVerifier::new(anchor.as_ref().map(|a| a.hash.as_str()));
-    loop {
-        let page = tx.audit(
-            verifier.after().max(anchor.as_ref().map_or(0, |a| a.seq)),
-            ChainVerifier::PAGE,
-        )?;
-        if page.is_empty() {
-            break;
+    {
+        let mut tx = store.begin()?;
+        if tx
+            .meta(crate::vault::ROOT_CHECK)?
+            .is_some_and(|check| !root.matches(&check))
+        {
+            bail!("the root key does not match this data directory");
         }
-        verifier.feed(&page).context("audit chain is broken")?;
     }
-    let count = verifier.count();
-    println!("audit chain intact: {count} entries");
+    let report = crate::audit::verify(&store, &root.audit_chain_key())?;
+    if let Some(broken) = report.broken {
+        bail!(
+            "audit chain is broken at entry {}: {}",
+            broken.seq,
+            broken.message
+        );
+    }
+    println!(
+        "audit chain intact: {} entries, head {} {}",
+        report.entries, report.head.seq, report.head.hash
+    );
     Ok(())
 }
 
-/// Runs a parsed command. `root` is the key `serve` needs, read by `main`
+/// Runs a parsed command. `root` is the key `serve` and `audit-verify` need, read by `main`
 /// before the runtime started.
 pub async fn run(command: Command, root: Option<RootKey>) -> anyhow::Result<()> {
     match command {
@@ -349,6 +508,11 @@ pub async fn run(command: Command, root: Option<RootKey>) -> anyhow::Result<()> 
             Ok(())
         }
         Command::BootstrapToken(args) => bootstrap_token(&args),
-        Command::AuditVerify(args) => audit_verify(&args),
+        Command::AuditVerify(args) => {
+            let Some(root) = root else {
+                bail!("audit-verify needs a root key")
+            };
+            audit_verify(&args.data, &root)
+        }
     }
 }

@@ -2,16 +2,27 @@
 //! project, which wraps one data key per secret version, which encrypts the
 //! value. Every layer is AES-256-GCM with the ids of what it protects as
 //! associated data, so a ciphertext copied onto another row fails to open.
+//!
+//! The root key also derives, deterministically (so every replica and every
+//! restart holds the same ones), the audit log's keys: the HMAC key of its
+//! chain ([`ChainKey`]) and the Ed25519 key that signs its checkpoints.
 
 use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use rand::RngCore as _;
+use sha2::Sha256;
+use signet_client::protocol::IdentityKey;
 use zeroize::{Zeroize as _, Zeroizing};
 
 const NONCE_LEN: usize = 12;
 const ROOT_CHECK_AAD: &[u8] = b"signet:root-check:v1";
 const ROOT_CHECK_PLAINTEXT: &[u8] = b"signet root key check value";
+/// Domain label of the audit chain's HMAC key.
+const AUDIT_CHAIN_LABEL: &[u8] = b"signet audit chain v1";
+/// Domain label of the audit checkpoint signing key's seed.
+const AUDIT_CHECKPOINT_LABEL: &[u8] = b"signet audit checkpoint v1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -150,6 +161,50 @@ impl RootKey {
     pub fn key(&self) -> &Key {
         &self.0
     }
+
+    /// A 32-byte key for one purpose: HMAC-SHA256 of `label` under the root
+    /// key. Keys of different labels are independent, and none reveals the
+    /// root key.
+    fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(hmac_sha256(self.0.0.as_ref(), label))
+    }
+
+    /// The HMAC key of the audit chain.
+    pub fn audit_chain_key(&self) -> ChainKey {
+        ChainKey(self.derive(AUDIT_CHAIN_LABEL))
+    }
+
+    /// The Ed25519 key that signs audit checkpoints.
+    pub fn audit_checkpoint_key(&self) -> IdentityKey {
+        IdentityKey::from_seed(&self.derive(AUDIT_CHECKPOINT_LABEL))
+    }
+}
+
+/// The audit chain's HMAC key. Zeroized on drop; no `Debug`, no `Clone`.
+pub struct ChainKey(Zeroizing<[u8; 32]>);
+
+impl ChainKey {
+    /// Lower-case hex HMAC-SHA256 of `message`.
+    pub fn mac(&self, message: &[u8]) -> String {
+        hex::encode(hmac_sha256(self.0.as_ref(), message))
+    }
+
+    /// Whether `mac` (hex) is the MAC of `message`, compared in constant time.
+    pub fn verifies(&self, message: &[u8], mac: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let expected = self.mac(message);
+        expected.len() == mac.len() && bool::from(expected.as_bytes().ct_eq(mac.as_bytes()))
+    }
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    // HMAC takes a key of any length; this cannot fail.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return [0; 32],
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// Associated data for a project key wrapped by the root key.
@@ -214,6 +269,90 @@ mod tests {
                 .unwrap_key(&wrapped, &project_key_aad("p2"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn audit_keys_are_deterministic_per_root_key_and_purpose() {
+        let root = RootKey::generate();
+        let again = RootKey::parse(root.to_hex().as_bytes()).unwrap();
+        let other = RootKey::generate();
+        let mac = root.audit_chain_key().mac(b"entry");
+        assert_eq!(mac, again.audit_chain_key().mac(b"entry"));
+        assert_ne!(mac, other.audit_chain_key().mac(b"entry"));
+        assert_ne!(mac, root.audit_chain_key().mac(b"other entry"));
+        assert!(root.audit_chain_key().verifies(b"entry", &mac));
+        assert!(!other.audit_chain_key().verifies(b"entry", &mac));
+        assert!(!root.audit_chain_key().verifies(b"entry", &mac[..63]));
+        // RFC 4231 test case 2: the MAC is HMAC-SHA256 itself.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let signer = root.audit_checkpoint_key();
+        assert_eq!(
+            signer.public_key(),
+            again.audit_checkpoint_key().public_key()
+        );
+        assert_ne!(
+            signer.public_key(),
+            other.audit_checkpoint_key().public_key()
+        );
+        // The two purposes never share key material.
+        assert_ne!(
+            hex::encode(*root.derive(AUDIT_CHAIN_LABEL)),
+            hex::encode(*root.derive(AUDIT_CHECKPOINT_LABEL))
+        );
+    }
+
+    #[test]
+    fn a_wrapped_data_key_opens_only_for_its_own_version() {
+        let project = Key::generate();
+        let data = Key::generate();
+        let wrapped = project.wrap(&data, &data_key_aad("p1", "s1", 1)).unwrap();
+        assert!(
+            project
+                .unwrap_key(&wrapped, &data_key_aad("p1", "s1", 1))
+                .is_ok()
+        );
+        for other in [
+            data_key_aad("p1", "s1", 2),
+            data_key_aad("p1", "s2", 1),
+            data_key_aad("p2", "s1", 1),
+            value_aad("p1", "s1", 1),
+            project_key_aad("p1"),
+        ] {
+            assert!(project.unwrap_key(&wrapped, &other).is_err());
+        }
+    }
+
+    #[test]
+    fn a_sealed_value_shorter_than_its_nonce_is_refused_not_a_panic() {
+        let key = Key::generate();
+        for len in [0, 1, NONCE_LEN - 1, NONCE_LEN] {
+            assert_eq!(key.open(&vec![7; len], b"ctx").err(), Some(Error::Open));
+        }
+    }
+
+    #[test]
+    fn thirty_two_printable_characters_are_text_not_a_raw_key() {
+        // 32 bytes that read as text are parsed as text (and refused: not
+        // 64 hex digits, not the base64 of 32 bytes); binary ones are raw.
+        assert!(matches!(
+            RootKey::parse(b"0123456789abcdef0123456789abcdef"),
+            Err(Error::RootKeyFormat(_))
+        ));
+        let mut raw = [0x80_u8; 32];
+        raw[0] = 0xff;
+        assert!(RootKey::parse(&raw).is_ok());
+        // Base64 that happens to use hex digits only is still base64: 43
+        // zeros are the unpadded form of 32 bytes.
+        let zeros = "0".repeat(43);
+        let from_text = RootKey::parse(zeros.as_bytes()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(&zeros)
+            .unwrap();
+        let check = from_text.check_value().unwrap();
+        assert!(RootKey::parse(&bytes).unwrap().matches(&check));
     }
 
     #[test]

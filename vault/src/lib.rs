@@ -8,15 +8,21 @@
 //! hierarchy). [`request`] and [`settings`] hold the types the pipeline and
 //! the services share, [`policy`] the pure access rules, [`outbox`] the
 //! webhook events queued in a request's transaction; none of them imports
-//! the pipeline or a service. [`server`] is the process around it, [`cli`]
-//! the `signet-vault` command.
+//! the pipeline or a service; [`denials`] counts the denials of unverified
+//! requests and [`dns`] bounds name lookups, for the same layers. [`server`]
+//! is the process around it, [`worker`] its background loops (sweeps,
+//! webhook deliveries, the grouped denials), [`cli`] the `signet-vault`
+//! command.
 
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod denials;
+pub mod dns;
 pub mod error;
 pub mod http;
+pub mod idle;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;
@@ -27,6 +33,7 @@ pub mod service;
 pub mod settings;
 pub mod store;
 pub mod vault;
+pub mod worker;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -13,10 +13,19 @@ struct DecisionLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
 /// The vault's counters.
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
+    unverified: Family<CodeLabels, Counter>,
+    unverified_overflow: Counter,
+    unverified_rows: Counter,
+    overloaded: Counter,
 }
 
 impl Default for Metrics {
@@ -28,9 +37,37 @@ impl Default for Metrics {
             "Signed requests decided, by action, outcome and error code",
             decisions.clone(),
         );
+        let unverified = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "unverified_denials",
+            "Requests denied before their signature verified, by error code (audited in groups)",
+            unverified.clone(),
+        );
+        let unverified_overflow = Counter::default();
+        registry.register(
+            "unverified_denials_overflow",
+            "Unverified denials counted in the overflow group: more groups than one interval keeps",
+            unverified_overflow.clone(),
+        );
+        let unverified_rows = Counter::default();
+        registry.register(
+            "unverified_denial_rows",
+            "Audit rows written for groups of unverified denials",
+            unverified_rows.clone(),
+        );
+        let overloaded = Counter::default();
+        registry.register(
+            "overloaded",
+            "Requests answered 503 because the limit of requests in flight was reached",
+            overloaded.clone(),
+        );
         Self {
             registry,
             decisions,
+            unverified,
+            unverified_overflow,
+            unverified_rows,
+            overloaded,
         }
     }
 }
@@ -45,6 +82,28 @@ impl Metrics {
                 code: code.map_or("", ErrorCode::as_str).to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one request denied before its signature verified.
+    pub fn unverified_denial(&self, code: ErrorCode, overflow: bool) {
+        self.unverified
+            .get_or_create(&CodeLabels {
+                code: code.as_str().to_owned(),
+            })
+            .inc();
+        if overflow {
+            self.unverified_overflow.inc();
+        }
+    }
+
+    /// Counts audit rows written for groups of unverified denials.
+    pub fn unverified_rows(&self, rows: u64) {
+        self.unverified_rows.inc_by(rows);
+    }
+
+    /// Counts one request refused for the limit of requests in flight.
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
     }
 
     /// The text exposition format.

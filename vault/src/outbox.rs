@@ -15,8 +15,16 @@ pub const MACHINE_ENROLLED: &str = "machine.enrolled";
 pub const POLICY_DENIED: &str = "policy.denied";
 /// A rotation changed state (reserved for the rotation feature).
 pub const ROTATION: &str = "rotation";
+/// A signed audit checkpoint was published (its data is the checkpoint).
+pub const AUDIT_CHECKPOINT: &str = "audit.checkpoint";
 /// Every event a webhook may subscribe to.
-pub const EVENTS: [&str; 4] = [CANARY_TRIPPED, MACHINE_ENROLLED, POLICY_DENIED, ROTATION];
+pub const EVENTS: [&str; 5] = [
+    CANARY_TRIPPED,
+    MACHINE_ENROLLED,
+    POLICY_DENIED,
+    ROTATION,
+    AUDIT_CHECKPOINT,
+];
 
 /// Queues `event` for every webhook subscribed to it, in the caller's
 /// transaction.

@@ -42,8 +42,8 @@ pub fn time_zone(name: Option<&str>) -> Result<TimeZone> {
 
 fn minutes(text: &str) -> Result<i32> {
     let part = |p: &str| {
-        (1..=2)
-            .contains(&p.len())
+        // Digits only: `parse` alone takes "-1" and "+9".
+        ((1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
             .then(|| p.parse::<i32>().ok())
             .flatten()
     };
@@ -236,6 +236,63 @@ mod tests {
         assert!(validate_window(&window(&["funday"], "01:00", "02:00")).is_err());
         assert!(time_zone(Some("Mars/Olympus")).is_err());
         assert!(parse_cidrs(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn a_window_closes_at_its_end_minute() {
+        let utc = TimeZone::UTC;
+        let office = window(&[], "09:30", "17:15");
+        assert!(!window_open(&office, &utc, at("2024-06-03T09:29:59Z")).unwrap());
+        assert!(window_open(&office, &utc, at("2024-06-03T09:30:00Z")).unwrap());
+        assert!(window_open(&office, &utc, at("2024-06-03T17:14:59Z")).unwrap());
+        assert!(!window_open(&office, &utc, at("2024-06-03T17:15:00Z")).unwrap());
+        let night = window(&[], "22:00", "02:30");
+        assert!(window_open(&night, &utc, at("2024-06-04T02:29:00Z")).unwrap());
+        assert!(!window_open(&night, &utc, at("2024-06-04T02:30:00Z")).unwrap());
+    }
+
+    #[test]
+    fn times_are_hh_mm_up_to_24_00() {
+        for good in ["00:00", "9:05", "23:59", "24:00"] {
+            assert!(minutes(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "09:60", "24:01", "25:00", "123:00", "9", "09:5x", "-1:00", "+9:00",
+        ] {
+            assert!(minutes(bad).is_err(), "{bad}");
+        }
+        assert_eq!(minutes("09:30").unwrap(), 570);
+    }
+
+    #[test]
+    fn every_day_name_is_understood() {
+        let names = [
+            ("mon", "monday", Weekday::Monday),
+            ("tue", "tuesday", Weekday::Tuesday),
+            ("wed", "wednesday", Weekday::Wednesday),
+            ("thu", "thursday", Weekday::Thursday),
+            ("fri", "friday", Weekday::Friday),
+            ("sat", "saturday", Weekday::Saturday),
+            ("sun", "sunday", Weekday::Sunday),
+        ];
+        for (short, long, day) in names {
+            assert_eq!(weekday(short).unwrap(), day);
+            assert_eq!(weekday(&long.to_uppercase()).unwrap(), day);
+        }
+        // A weekend-only window opens on Saturday and Sunday (2024-06-08/09).
+        let weekend = window(&["sat", "sunday"], "10:00", "12:00");
+        let utc = TimeZone::UTC;
+        assert!(window_open(&weekend, &utc, at("2024-06-08T11:00:00Z")).unwrap());
+        assert!(window_open(&weekend, &utc, at("2024-06-09T11:00:00Z")).unwrap());
+        assert!(!window_open(&weekend, &utc, at("2024-06-10T11:00:00Z")).unwrap());
+    }
+
+    #[test]
+    fn an_allowlist_holds_at_most_its_cap() {
+        let list = |n: usize| (0..n).map(|i| format!("10.0.{i}.0/24")).collect::<Vec<_>>();
+        assert_eq!(parse_cidrs(&list(MAX_CIDRS)).unwrap().len(), MAX_CIDRS);
+        assert!(parse_cidrs(&list(MAX_CIDRS + 1)).is_err());
+        assert!(parse_cidrs(&list(MAX_CIDRS - 1)).is_ok());
     }
 
     #[test]

@@ -1,14 +1,22 @@
-//! The process around the router: listening (plain or TLS), background
-//! sweeping, graceful shutdown on SIGTERM or Ctrl-C.
+//! The process around the router: listening (plain or TLS) within the
+//! limits of [`crate::settings::Limits`] (header, body and idle timeouts;
+//! requests in flight, in the router), the background [`Worker`], audit
+//! checkpoints, graceful shutdown on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpListener;
 
+use crate::idle::Idle;
+
+use crate::service::audit::Trigger;
 use crate::vault::Vault;
+use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,11 +41,6 @@ pub struct Tls {
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
-/// How often expired nonces, long-expired machines and old audit entries
-/// are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How often the webhook outbox is drained.
-const DELIVER_EVERY: Duration = Duration::from_secs(5);
 
 /// Binds `addr` (so a caller learns the real port before serving).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -65,76 +68,74 @@ pub async fn serve_until(
     tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let sweeper = tokio::spawn(sweep(Arc::clone(&vault)));
-    let app = crate::http::router(vault).into_make_service_with_connect_info::<SocketAddr>();
+    let worker = Worker::start(Arc::clone(&vault));
+    let checkpoints = vault
+        .settings()
+        .audit_checkpoint_every
+        .map(|every| tokio::spawn(checkpoint_every(Arc::clone(&vault), every)));
+    let limits = vault.settings().limits.clone();
+    let app =
+        crate::http::router(Arc::clone(&vault)).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let draining = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        draining.graceful_shutdown(Some(DRAIN));
+    });
+    let std_listener = listener.into_std().map_err(Error::Serve)?;
+    let mut server = axum_server::from_tcp(std_listener)
+        .map_err(Error::Serve)?
+        .handle(handle)
+        // Also bounds protocol detection and an HTTP/2 preface.
+        .first_request_timeout(limits.header_read_timeout);
+    // hyper starts this clock whenever it waits for a request head, so it
+    // bounds a slow header and an HTTP/1 connection idle between requests.
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(limits.header_read_timeout);
+    let idle = limits.idle_timeout;
     let result = match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve),
+        None => {
+            server
+                .acceptor(Idle::new(DefaultAcceptor, idle))
+                .serve(app)
+                .await
+        }
         Some(tls) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .map_err(Error::Tls)?;
-            let handle = axum_server::Handle::new();
-            let draining = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                draining.graceful_shutdown(Some(DRAIN));
-            });
-            let std_listener = listener.into_std().map_err(Error::Serve)?;
-            axum_server::from_tcp_rustls(std_listener, config)
-                .map_err(Error::Serve)?
-                .handle(handle)
-                .serve(app)
-                .await
-                .map_err(Error::Serve)
+            // The idle clock runs under TLS: a silent handshake is idle too.
+            let acceptor = RustlsAcceptor::new(config).acceptor(Idle::new(DefaultAcceptor, idle));
+            server.acceptor(acceptor).serve(app).await
         }
-    };
-    sweeper.abort();
+    }
+    .map_err(Error::Serve);
+    worker.stop().await;
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.abort();
+    }
+    // The last word on the log before the vault goes: its final head.
+    publish_checkpoint(vault, Trigger::Shutdown).await;
     tracing::info!("vault stopped");
     result
 }
 
-async fn sweep(vault: Arc<Vault>) {
-    let mut every = tokio::time::interval(DELIVER_EVERY);
-    let mut last_sweep = std::time::Instant::now();
+/// Publishes a checkpoint every `every` while the audit chain's head moves.
+async fn checkpoint_every(vault: Arc<Vault>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    // The first tick is immediate: a checkpoint of the head at start.
     loop {
-        every.tick().await;
-        match vault.deliver_webhooks().await {
-            Ok(report) if report != Default::default() => {
-                tracing::debug!(
-                    delivered = report.delivered,
-                    retrying = report.retrying,
-                    failed = report.failed,
-                    "webhook deliveries"
-                );
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error = ?error, "webhook delivery pass failed"),
-        }
-        if last_sweep.elapsed() < SWEEP_EVERY {
-            continue;
-        }
-        last_sweep = std::time::Instant::now();
-        let sweeper = Arc::clone(&vault);
-        let swept = tokio::task::spawn_blocking(move || sweeper.sweep(sweeper.now())).await;
-        match swept {
-            Ok(Ok(report)) => {
-                if report.nonces > 0
-                    || !report.machines_deleted.is_empty()
-                    || report.audit_pruned_to.is_some()
-                {
-                    tracing::info!(
-                        nonces = report.nonces,
-                        machines_deleted = report.machines_deleted.len(),
-                        audit_pruned_to = ?report.audit_pruned_to,
-                        "swept"
-                    );
-                }
-            }
-            Ok(Err(error)) => tracing::warn!(error = ?error, "sweep failed"),
-            Err(error) => tracing::warn!(error = ?error, "sweep panicked"),
-        }
+        ticks.tick().await;
+        publish_checkpoint(Arc::clone(&vault), Trigger::Periodic).await;
+    }
+}
+
+async fn publish_checkpoint(vault: Arc<Vault>, trigger: Trigger) {
+    match tokio::task::spawn_blocking(move || vault.publish_checkpoint(trigger)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(error = ?error, "cannot publish an audit checkpoint"),
+        Err(error) => tracing::warn!(error = ?error, "audit checkpoint panicked"),
     }
 }

@@ -27,6 +27,10 @@ pub struct Settings {
     /// Audit entries older than this many days are pruned by
     /// [`Vault::sweep`]; `None` keeps everything.
     pub audit_retention_days: Option<u32>,
+    /// How often a signed checkpoint of the audit chain's head is published
+    /// while the head moves (also on shutdown and on demand); `None`
+    /// publishes only those two.
+    pub audit_checkpoint_every: Option<std::time::Duration>,
     /// Webhook destinations allowed even though they are loopback, private,
     /// link-local or otherwise refused by default.
     pub webhook_allow: Vec<ipnet::IpNet>,
@@ -36,16 +40,68 @@ pub struct Settings {
     pub kube_token_file: std::path::PathBuf,
     /// Timeout of one TokenReview call.
     pub attestation_timeout: std::time::Duration,
+    /// How webhook destinations are resolved: bounded in number and time.
+    pub lookups: crate::dns::Lookups,
+    /// Webhook deliveries attempted at once.
+    pub webhook_concurrency: usize,
+    /// Delivered or failed webhook deliveries, and used or expired co-sign
+    /// requests, are pruned this many days after they finished.
+    pub history_retention_days: u32,
+    /// Denials of unverified requests are written as counted groups once
+    /// per this interval (see [`crate::denials`]).
+    pub denial_flush_interval: std::time::Duration,
+    /// Most groups of unverified denials kept per interval; the rest are
+    /// counted in one overflow group.
+    pub denial_groups_max: usize,
+    /// Limits of the HTTP server.
+    pub limits: Limits,
+}
+
+/// What one client may hold of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Time for a client to send a request's headers (HTTP/1); also how
+    /// long an HTTP/1 connection may wait for its next request.
+    pub header_read_timeout: std::time::Duration,
+    /// Time for a client to send a request's body.
+    pub body_timeout: std::time::Duration,
+    /// A connection with no request in flight and no bytes read or written
+    /// for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Requests handled at once; one more is answered `503` with
+    /// `Retry-After`.
+    pub max_in_flight: usize,
+    /// The `Retry-After` of that answer, in seconds.
+    pub retry_after_seconds: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_in_flight: 1024,
+            retry_after_seconds: 1,
+        }
+    }
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             audit_retention_days: None,
+            audit_checkpoint_every: Some(std::time::Duration::from_secs(60)),
             webhook_allow: Vec::new(),
             webhook_timeout: std::time::Duration::from_secs(10),
             kube_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
             attestation_timeout: std::time::Duration::from_secs(5),
+            lookups: crate::dns::Lookups::default(),
+            webhook_concurrency: 8,
+            history_retention_days: 30,
+            denial_flush_interval: std::time::Duration::from_secs(10),
+            denial_groups_max: 1000,
+            limits: Limits::default(),
         }
     }
 }

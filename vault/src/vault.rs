@@ -4,6 +4,12 @@
 //! denied one in that same transaction after its work was rolled back to
 //! the request's savepoint (its nonce is spent either way).
 //!
+//! A request refused before its signature verified proves nothing about who
+//! sent it: its denial is counted in memory ([`crate::denials`]) and audited
+//! in groups by the background worker, never on the request path, so a flood
+//! of garbage costs neither disk nor writer time. The stateless checks (the
+//! headers, the timestamp) run before the writer for the same reason.
+//!
 //! The expensive stateless part, verifying the Ed25519 signature, runs on
 //! the request's own task, in parallel with other requests, against the
 //! identity's public key as last seen (an id never changes its key). The
@@ -14,12 +20,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use signet_client::api::{ErrorCode, Scope};
-use signet_client::protocol::{ENROLL_KEY_ID, ParsedHeaders, PublicKey};
+use signet_client::api::{AuditAnchor, ErrorCode, Scope};
+use signet_client::protocol::{ENROLL_KEY_ID, IdentityKey, ParsedHeaders, PublicKey};
 
 use crate::audit::{self, Record};
 use crate::clock::Clock;
-use crate::crypto::RootKey;
+use crate::crypto::{ChainKey, RootKey};
+use crate::denials::{Denial, Denials};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::outbox;
@@ -44,17 +51,40 @@ pub enum OpenError {
     Writer(#[source] std::io::Error),
 }
 
-const ROOT_CHECK: &str = "root_key_check";
+/// The `meta` key of the root key's check value.
+pub(crate) const ROOT_CHECK: &str = "root_key_check";
+
+/// The `meta` keys of the largest skew in force since the oldest kept
+/// nonce was recorded, and of the oldest timestamp accepted since the skew
+/// was last raised.
+const NONCE_SKEW: &str = "nonce_skew_seconds";
+const TIMESTAMP_FLOOR: &str = "timestamp_floor";
 
 /// The vault: store, root key, clock. Shared by every request.
 pub struct Vault {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) root: RootKey,
+    /// The audit chain's HMAC key, derived from the root key.
+    audit_key: ChainKey,
+    /// Signs audit checkpoints; derived from the root key.
+    pub(crate) checkpoint_key: IdentityKey,
+    /// The head of the last checkpoint published on schedule, so an idle
+    /// vault does not publish the same one again.
+    pub(crate) last_checkpoint: std::sync::Mutex<Option<AuditAnchor>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Config,
     pub(crate) settings: Settings,
     pub(crate) metrics: Metrics,
+    /// How long past its timestamp a nonce is kept: the largest skew ever in
+    /// force here.
+    nonce_skew: i64,
+    /// Requests signed before this are refused: when the skew was raised,
+    /// their nonces may have been pruned under the smaller one, so they
+    /// could otherwise be replayed.
+    timestamp_floor: i64,
     writer: Writer,
+    /// Denials of unverified requests, until the worker flushes them.
+    denials: Denials,
     /// Public keys of identities seen by the writer, by id, for verifying
     /// signatures before the writer. Ids are never reused and an identity's
     /// key never changes, so an entry is never wrong, only possibly stale
@@ -74,25 +104,33 @@ impl Vault {
         clock: Arc<dyn Clock>,
         config: Config,
     ) -> Result<Self, OpenError> {
-        {
+        let audit_key = root.audit_chain_key();
+        let (nonce_skew, timestamp_floor) = {
             let mut tx = store.begin()?;
             match tx.meta(ROOT_CHECK)? {
                 Some(check) if root.matches(&check) => {}
                 Some(_) => return Err(OpenError::WrongRootKey),
-                None => {
-                    tx.set_meta(ROOT_CHECK, &root.check_value()?)?;
-                    tx.commit()?;
-                }
+                None => tx.set_meta(ROOT_CHECK, &root.check_value()?)?,
             }
-        }
+            audit::ensure_keyed(tx.as_mut(), &audit_key, clock.now())?;
+            let kept = keep_nonces_for(tx.as_mut(), config.skew_seconds, clock.now())?;
+            tx.commit()?;
+            kept
+        };
         let writer = Writer::start(Arc::clone(&store)).map_err(OpenError::Writer)?;
         Ok(Self {
             store,
+            checkpoint_key: root.audit_checkpoint_key(),
+            audit_key,
+            last_checkpoint: std::sync::Mutex::new(None),
             root,
             clock,
             config,
+            denials: Denials::new(Settings::default().denial_groups_max),
             settings: Settings::default(),
             metrics: Metrics::default(),
+            nonce_skew,
+            timestamp_floor,
             writer,
             keys: RwLock::new(HashMap::new()),
         })
@@ -100,6 +138,7 @@ impl Vault {
 
     /// Replaces the access settings (retention, webhook allowlist).
     pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.denials = Denials::new(settings.denial_groups_max);
         self.settings = settings;
         self
     }
@@ -118,6 +157,12 @@ impl Vault {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// The key every audit entry's hash is keyed with: pass it to
+    /// [`audit::append`].
+    pub fn audit_key(&self) -> &ChainKey {
+        &self.audit_key
     }
 
     /// Runs `op` inside one store transaction, without a request (admin
@@ -144,6 +189,12 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
+        // Checks 1 and 2 need no store: a request failing them never takes
+        // the writer's time.
+        if let Err(error) = self.fresh_headers(&request, self.clock.now()) {
+            self.deny_unverified(&request, action, &target, &error);
+            return Err(error);
+        }
         let verified = self.verify_ahead(&request, audience);
         let (answer, answered) = tokio::sync::oneshot::channel();
         let vault = Arc::clone(self);
@@ -164,6 +215,45 @@ impl Vault {
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
+    }
+
+    /// Whether `request` passes checks 1 to 4 and the route's authorization
+    /// now, without spending its nonce or writing anything: for work a
+    /// route does before the pipeline (a DNS lookup), so that only a caller
+    /// who proved who they are can make the vault do it. The identity is
+    /// looked up on the writer, like every read of state. The pipeline
+    /// checks everything again.
+    pub async fn authenticated(self: &Arc<Self>, request: &Request, audience: Audience) -> bool {
+        let Ok(headers) = self.fresh_headers(request, self.clock.now()) else {
+            return false;
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let vault = Arc::clone(self);
+        let submitted = self.writer.submit(Box::new(move |tx: &mut dyn Tx| {
+            let caller = vault.identify(tx, vault.clock.now(), &headers, audience);
+            Done {
+                broken: false,
+                finish: Box::new(move |_| {
+                    let _ = answer.send((caller, headers));
+                }),
+            }
+        }));
+        if submitted.is_err() {
+            return false;
+        }
+        let Ok((Ok(caller), headers)) = answered.await else {
+            return false;
+        };
+        let verifies = caller_key(&caller).is_ok_and(|key| {
+            headers
+                .verify(&key, &request.method, &request.target, &request.body)
+                .is_ok()
+        });
+        verifies
+            && match audience {
+                Audience::Management(scope) => authorize(&caller, scope).is_ok(),
+                Audience::Machine | Audience::Enroll(_) => true,
+            }
     }
 
     /// The writer's counters (queue, batches, requests).
@@ -238,6 +328,7 @@ impl Vault {
             committed: false,
         };
         let mut spent = None;
+        let mut authenticated = false;
         let result = self.verify_and_run(
             tx,
             now,
@@ -245,13 +336,22 @@ impl Vault {
             audience,
             verified,
             &mut record,
-            &mut spent,
+            (&mut spent, &mut authenticated),
             op,
         );
         let settled = match &result {
             Ok(_) => {
                 self.metrics.decision(action, "allow", None);
                 tx.release_savepoint()
+            }
+            Err(error)
+                if !authenticated && !record.committed && error.code() != ErrorCode::Internal =>
+            {
+                // Nothing of it is kept: no nonce (the signature never
+                // verified), no row of its own.
+                self.deny_unverified(&request, action, &record.target, error);
+                tx.rollback_to_savepoint()
+                    .and_then(|()| tx.release_savepoint())
             }
             Err(error) => {
                 let code = error.code();
@@ -278,7 +378,7 @@ impl Vault {
                             if let Some(n) = &spent {
                                 tx.record_nonce(&n.key_id, &n.nonce, n.expires_at)?;
                             }
-                            record_denial(tx, now, &record, code)
+                            record_denial(tx, &self.audit_key, now, &record, code)
                         })
                         .map_err(|e| match e {
                             Error::Store(store) => store,
@@ -314,23 +414,79 @@ impl Vault {
     }
 
     /// Denies a request that never reached the pipeline (for example a body
-    /// over the size limit), with an audit entry.
+    /// over the size limit). Its signature never verified: the denial is
+    /// counted for the next grouped audit row, not written now.
     pub fn deny_early(&self, request: &Request, action: &str, error: &Error) {
-        let now = self.clock.now();
+        self.deny_unverified(request, action, &request.target, error);
+    }
+
+    /// Counts the denial of a request whose signature did not verify (see
+    /// [`crate::denials`]): metrics now, an audit row with the next flush.
+    fn deny_unverified(&self, request: &Request, action: &str, target: &str, error: &Error) {
         let code = error.code();
+        tracing::debug!(action, code = code.as_str(), source = %request.source_ip, "unverified request denied");
         self.metrics.decision(action, "deny", Some(code));
-        let record = Record {
-            actor: claimed_actor(request),
-            action: action.to_owned(),
-            target: request.target.chars().take(TARGET_MAX).collect(),
-            allowed: false,
-            reason: format!("{}: {}", code.as_str(), error.public_message()),
-            source_ip: request.source_ip.clone(),
-            committed: false,
-        };
-        if let Err(audit_error) = self.with_tx(|tx, _| Ok(audit::append(tx, now, &record)?)) {
-            tracing::error!(error = ?audit_error, "cannot audit a denial");
+        let counted = self.denials.record(
+            self.clock.now(),
+            Denial {
+                source_ip: &request.source_ip,
+                code,
+                action,
+                message: error.public_message(),
+                claimed: request.key_id.as_deref(),
+                target,
+            },
+        );
+        self.metrics
+            .unverified_denial(code, counted == crate::denials::Counted::Overflow);
+    }
+
+    /// Writes the groups of unverified denials counted since the last flush,
+    /// one audit row each, in one transaction. Returns how many rows. The
+    /// background worker calls this every interval and at shutdown.
+    pub fn flush_denials(&self) -> Result<usize> {
+        let records = self.denials.take();
+        if records.is_empty() {
+            return Ok(0);
         }
+        let rows = records.len();
+        self.with_tx(|tx, now| {
+            for record in &records {
+                audit::append(tx, &self.audit_key, now, record)?;
+            }
+            Ok(())
+        })?;
+        self.metrics.unverified_rows(rows as u64);
+        Ok(rows)
+    }
+
+    /// Checks 1 and 2: the four headers are well formed and the timestamp
+    /// is within the skew window at `now`.
+    fn fresh_headers(&self, request: &Request, now: i64) -> Result<ParsedHeaders> {
+        let headers = ParsedHeaders::parse(
+            request.key_id.as_deref(),
+            request.timestamp.as_deref(),
+            request.nonce.as_deref(),
+            request.signature.as_deref(),
+        )
+        .map_err(|e| Error::denied(ErrorCode::BadSignatureHeaders, e.to_string()))?;
+        let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
+        if timestamp < self.timestamp_floor {
+            return Err(Error::denied(
+                ErrorCode::TimestampSkew,
+                "timestamp is older than the vault accepts since its skew was raised",
+            ));
+        }
+        if now.abs_diff(timestamp) > self.config.skew_seconds.unsigned_abs() {
+            return Err(Error::denied(
+                ErrorCode::TimestampSkew,
+                format!(
+                    "timestamp is more than {} s away from the vault's clock",
+                    self.config.skew_seconds
+                ),
+            ));
+        }
+        Ok(headers)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -342,29 +498,13 @@ impl Vault {
         audience: Audience,
         verified: Option<PublicKey>,
         record: &mut Record,
-        spent: &mut Option<SpentNonce>,
+        (spent, authenticated): (&mut Option<SpentNonce>, &mut bool),
         op: impl FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
     ) -> Result<T> {
-        // 1. Headers present and well formed.
-        let headers = ParsedHeaders::parse(
-            request.key_id.as_deref(),
-            request.timestamp.as_deref(),
-            request.nonce.as_deref(),
-            request.signature.as_deref(),
-        )
-        .map_err(|e| Error::denied(ErrorCode::BadSignatureHeaders, e.to_string()))?;
-
-        // 2. Timestamp within the skew window.
+        // 1. Headers present and well formed; 2. timestamp within the skew
+        // window (also checked before the writer, at an earlier now).
+        let headers = self.fresh_headers(request, now)?;
         let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
-        if now.abs_diff(timestamp) > self.config.skew_seconds.unsigned_abs() {
-            return Err(Error::denied(
-                ErrorCode::TimestampSkew,
-                format!(
-                    "timestamp is more than {} s away from the vault's clock",
-                    self.config.skew_seconds
-                ),
-            ));
-        }
 
         // 3. and 4. The key names an active identity of the route's class,
         // and the signature verifies with its public key.
@@ -390,9 +530,10 @@ impl Vault {
                 self.remember_key(&headers.key_id, key);
             }
         }
+        *authenticated = true;
 
         // 5. The nonce is fresh; recorded in this transaction.
-        let nonce_expiry = timestamp.saturating_add(self.config.skew_seconds) + 1;
+        let nonce_expiry = timestamp.saturating_add(self.nonce_skew) + 1;
         if !tx.record_nonce(&headers.key_id, &headers.nonce, nonce_expiry)? {
             return Err(Error::denied(
                 ErrorCode::NonceReplayed,
@@ -427,7 +568,7 @@ impl Vault {
         };
         match op(&mut ctx, tx) {
             Ok(value) => {
-                audit::append(tx, now, ctx.audit)?;
+                audit::append(tx, &self.audit_key, now, ctx.audit)?;
                 Ok(value)
             }
             Err(error) if ctx.commit_denial => {
@@ -435,7 +576,7 @@ impl Vault {
                 let record = ctx.audit;
                 record.allowed = false;
                 record.reason = format!("{}: {}", code.as_str(), error.public_message());
-                record_denial(tx, now, record, code)?;
+                record_denial(tx, &self.audit_key, now, record, code)?;
                 record.committed = true;
                 Err(error)
             }
@@ -522,8 +663,43 @@ struct SpentNonce {
     expires_at: i64,
 }
 
-/// Longest request target kept in an audit row.
-const TARGET_MAX: usize = 256;
+/// Keeps nonces for the largest skew ever in force: when `skew` is larger
+/// than the stored one, every recorded nonce is kept that much longer, and
+/// requests signed more than the old skew before `now` are refused from now
+/// on, since their nonces may already be pruned. Returns the skew nonces
+/// are kept for and the oldest timestamp accepted.
+///
+/// A store from before the skew was stored is taken to have run with the
+/// current one (its nonces are still kept the whole skew longer).
+fn keep_nonces_for(
+    tx: &mut dyn Tx,
+    skew: i64,
+    now: i64,
+) -> Result<(i64, i64), crate::store::Error> {
+    let mut number = |key: &str| -> Result<Option<i64>, crate::store::Error> {
+        Ok(tx
+            .meta(key)?
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.parse::<i64>().ok()))
+    };
+    let (stored, mut floor) = (
+        number(NONCE_SKEW)?,
+        number(TIMESTAMP_FLOOR)?.unwrap_or(i64::MIN),
+    );
+    let kept = stored.unwrap_or(0);
+    if skew > kept {
+        tx.extend_nonces(skew - kept)?;
+        if stored.is_some() {
+            floor = floor.max(now.saturating_sub(kept));
+            tx.set_meta(TIMESTAMP_FLOOR, floor.to_string().as_bytes())?;
+        }
+    }
+    let largest = skew.max(kept);
+    if stored != Some(largest) {
+        tx.set_meta(NONCE_SKEW, largest.to_string().as_bytes())?;
+    }
+    Ok((largest, floor))
+}
 
 /// The key id a request claims, as the audit row's actor until the
 /// signature proves it: `unknown` when it is absent or longer than any id
@@ -537,8 +713,14 @@ fn claimed_actor(request: &Request) -> String {
         .to_owned()
 }
 
-fn record_denial(tx: &mut dyn Tx, now: i64, record: &Record, code: ErrorCode) -> Result<()> {
-    audit::append(tx, now, record)?;
+fn record_denial(
+    tx: &mut dyn Tx,
+    key: &ChainKey,
+    now: i64,
+    record: &Record,
+    code: ErrorCode,
+) -> Result<()> {
+    audit::append(tx, key, now, record)?;
     if policy::is_policy_denial(code) {
         outbox::enqueue(
             tx,

@@ -10,6 +10,7 @@ mod kit;
 use axum::http::StatusCode;
 use kit::{Harness, LOCAL_IP, START};
 use serde_json::json;
+use signet_vault::store::Cosign;
 use signet_vault::vault::Settings;
 
 const DAY: i64 = 86_400;
@@ -100,6 +101,48 @@ async fn enrollment_checks_hostname_source_and_names_the_machine() {
     }
 }
 
+/// A pattern that closes the anchoring group itself (`a)|(.*`) would match
+/// every hostname once wrapped; it does not compile alone and is refused.
+#[tokio::test]
+async fn a_hostname_regex_cannot_escape_its_anchors() {
+    let h = Harness::new();
+    h.project("app").await;
+    for pattern in ["a)|(.*", "web-1)|(?:.*", "x)|.*|(y"] {
+        let reply = h
+            .admin(
+                "POST",
+                "/v1/enrollment-tokens",
+                Some(json!({
+                    "project": "app", "ttl_seconds": 60, "machine_lifetime_seconds": 60,
+                    "constraints": {"hostname_regex": pattern}
+                })),
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{pattern}: {:?}",
+            reply.body
+        );
+    }
+    // An alternation of its own stays anchored as a whole.
+    let token = h
+        .token(json!({
+            "project": "app", "ttl_seconds": 3600, "machine_lifetime_seconds": 3600,
+            "constraints": {"hostname_regex": "web|db"}
+        }))
+        .await;
+    let (reply, _) = h
+        .enroll(&token, "web.evil.example", json!({}), LOCAL_IP)
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::FORBIDDEN, "hostname_not_allowed")
+    );
+    let (reply, _) = h.enroll(&token, "db", json!({}), LOCAL_IP).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+}
+
 #[tokio::test]
 async fn bootstrap_tokens_are_single_use_and_restrict_their_machine() {
     let h = Harness::new();
@@ -181,7 +224,8 @@ async fn machines_expire_are_extended_disabled_and_swept() {
     h.clock.advance(DAY);
     let expired = h.read(&machine, "app", "db").await;
     assert_eq!(expired.code(), "identity_disabled");
-    assert_eq!(h.denials("identity_disabled").len(), 2);
+    // Refused before the signature is checked: counted, not one row each.
+    assert_eq!(h.denied_requests("identity_disabled"), 2);
 
     // An extension brings it back, audited with the previous expiry.
     let extended = h
@@ -381,6 +425,86 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
     assert_eq!(h.denials("cosign_required").len(), 4);
 }
 
+/// Two people for a co-signed read, whatever the path: the requester cannot
+/// approve (denied and audited with the reason), and an approval by the
+/// requester that is somehow on record (an older vault, a restored backup)
+/// never serves a read.
+#[tokio::test]
+async fn a_cosign_is_never_approved_by_its_requester() {
+    let h = Harness::new();
+    h.project("app").await;
+    h.write("app", "db", "v").await;
+    let machine = h.machine("app", &["db"]).await;
+    h.policy("app", "db", json!({"cosign": true})).await;
+
+    let request = h
+        .admin(
+            "POST",
+            "/v1/cosign",
+            Some(json!({"project": "app", "secret": "db", "machine_id": machine.id})),
+        )
+        .await;
+    assert_eq!(request.status, StatusCode::CREATED, "{:?}", request.body);
+    let id = request.body["id"].as_str().unwrap().to_owned();
+    let own = h
+        .admin("POST", &format!("/v1/cosign/{id}/approve"), None)
+        .await;
+    assert_eq!(
+        (own.status, own.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let row = h.last_audit();
+    assert_eq!(
+        (
+            row.action.as_str(),
+            row.outcome.as_str(),
+            row.actor.as_str()
+        ),
+        ("cosign.approve", "deny", h.admin.id.as_str())
+    );
+    assert!(row.target.contains(&id), "{row:?}");
+    assert!(
+        row.reason.starts_with("forbidden:") && row.reason.contains("different admin"),
+        "{row:?}"
+    );
+    assert_eq!(
+        h.read(&machine, "app", "db").await.code(),
+        "cosign_required"
+    );
+
+    // A self-approval already on record.
+    let admin_id = h.admin.id.clone();
+    let secret_id = h
+        .vault
+        .with_tx(|tx, _| {
+            let project = tx.project_by_name("app")?.unwrap();
+            Ok(tx.secret_by_name(&project.id, "db")?.unwrap().id)
+        })
+        .unwrap();
+    let machine_id = machine.id.clone();
+    h.vault
+        .with_tx(move |tx, now| {
+            Ok(tx.insert_cosign(&Cosign {
+                id: "cs_selfapproved".into(),
+                secret_id,
+                machine_id,
+                requested_by: admin_id.clone(),
+                created_at: now,
+                expires_at: now + 900,
+                approved_by: Some(admin_id),
+                approved_at: Some(now),
+                consumed_at: None,
+            })?)
+        })
+        .unwrap();
+    let refused = h.read(&machine, "app", "db").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, "cosign_required")
+    );
+    assert_eq!(h.denials("cosign_required").len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canary_read_locks_the_project_before_any_other_read() {
     let h = Harness::new();
@@ -550,13 +674,17 @@ async fn audit_retention_keeps_the_chain_verifiable() {
     let entries: Vec<signet_client::api::AuditEntry> =
         serde_json::from_value(page.body["entries"].clone()).unwrap();
     assert_eq!(entries[0].seq, before.last().unwrap().seq + 1);
-    signet_client::audit::verify_chain(&entries, anchor["hash"].as_str()).unwrap();
+    signet_client::audit::verify_links(&entries, anchor["hash"].as_str()).unwrap();
     assert!(
-        signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).is_err()
+        signet_client::audit::verify_links(&entries, Some(signet_client::audit::GENESIS)).is_err()
     );
-    signet_vault::cli::audit_verify(&signet_vault::cli::DataArgs {
-        data_dir: h.dir.path().to_owned(),
-    })
+    assert_eq!(h.verify_audit().broken, None);
+    signet_vault::cli::audit_verify(
+        &signet_vault::cli::DataArgs {
+            data_dir: h.dir.path().to_owned(),
+        },
+        &signet_vault::crypto::RootKey::parse(h.root_hex.as_bytes()).unwrap(),
+    )
     .unwrap();
 }
 

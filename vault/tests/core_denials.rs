@@ -9,6 +9,8 @@ use axum::http::{Request, StatusCode};
 use kit::{Harness, LOCAL_IP, Reply, Signer};
 use serde_json::{Value, json};
 use signet_client::protocol::{self, IdentityKey};
+use signet_vault::clock::Clock as _;
+use signet_vault::vault::{Config, Settings};
 
 /// Runs `attempt` and checks the status, the code, the audit row and that
 /// nothing but the audit log (and nonces) changed.
@@ -156,6 +158,68 @@ async fn a_refused_request_stays_refused_when_replayed_after_a_grant() {
         .call(&machine, "GET", "/v1/secrets/payments/later", None)
         .await;
     assert_eq!(fresh.status, StatusCode::OK);
+}
+
+/// A nonce pruned under a small skew cannot be replayed after a restart
+/// with a larger one, and a nonce recorded before the restart is kept for
+/// the larger one.
+#[tokio::test]
+async fn raising_the_skew_across_a_restart_opens_no_replay_window() {
+    let small = Config {
+        skew_seconds: 30,
+        ..Config::default()
+    };
+    let h = Harness::with_config(small, Settings::default());
+    h.seed("payments").await;
+    let machine = h.seeded_machine("payments").await;
+    let read = |h: &Harness| {
+        replayable(h.signed(
+            &machine.key,
+            &machine.id,
+            "GET",
+            "/v1/secrets/payments/api-key",
+            b"",
+        ))
+    };
+    let early = read(&h);
+    assert_eq!(h.raw(early()).await.status, StatusCode::OK);
+    h.clock.advance(25);
+    let late = read(&h);
+    assert_eq!(h.raw(late()).await.status, StatusCode::OK);
+    // `early` is stale under 30 s and its nonce is swept.
+    h.clock.advance(15);
+    assert!(h.vault.sweep(h.clock.now()).unwrap().nonces >= 1);
+    assert_eq!(h.raw(early()).await.code(), "timestamp_skew");
+
+    let large = Config {
+        skew_seconds: 300,
+        ..Config::default()
+    };
+    let h = h.reopen_with(large, Settings::default());
+    h.vault.sweep(h.clock.now()).unwrap();
+    // Its nonce gone, `early` is refused for its age; `late`'s nonce is kept.
+    for (request, code) in [(&early, "timestamp_skew"), (&late, "nonce_replayed")] {
+        let replay = h.raw(request()).await;
+        assert_eq!(
+            (replay.status, replay.code()),
+            (StatusCode::UNAUTHORIZED, code),
+            "{}",
+            replay.body
+        );
+    }
+    // `late`'s nonce outlives its old 30 s window: refused as a replay.
+    h.clock.advance(60);
+    h.vault.sweep(h.clock.now()).unwrap();
+    assert_eq!(h.raw(late()).await.code(), "nonce_replayed");
+    // Fresh requests are served under the larger skew.
+    let fresh = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/payments/api-key",
+        b"",
+    );
+    assert_eq!(h.raw(fresh).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -433,6 +497,70 @@ async fn malformed_json_is_refused() {
     .await;
 }
 
+/// A value sent in the wrong place may be a secret: neither the error body
+/// nor the audit row quotes it, whatever its type.
+#[tokio::test]
+async fn a_body_of_the_wrong_shape_is_refused_without_echoing_its_values() {
+    let (h, admin, _machine) = setup().await;
+    let cases = [
+        (
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            json!({"value": 4_111_111_111_111_111_u64}),
+            "4111111111111111",
+        ),
+        (
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            json!({"value": "hunter2", "fields": "hunter3"}),
+            "hunter3",
+        ),
+        (
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            json!({"fields": {"password": 8_675_309}}),
+            "8675309",
+        ),
+        (
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            json!({"value": ["correct", "horse"]}),
+            "horse",
+        ),
+        (
+            "POST",
+            "/v1/agents",
+            json!({"name": "a", "public_key": "k", "scopes": ["hunter2"]}),
+            "hunter2",
+        ),
+        ("POST", "/v1/projects", json!({"name": 6.02214}), "6.02214"),
+        (
+            "PUT",
+            "/v1/projects/payments/secrets/api-key",
+            json!({"s3cr3t\"val": "x"}),
+            "s3cr3t",
+        ),
+    ];
+    for (method, target, body, secret) in cases {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let request = h.signed(&admin.key, &admin.id, method, target, &bytes);
+        denied(&h, StatusCode::BAD_REQUEST, "malformed_json", || {
+            h.raw(request)
+        })
+        .await;
+        let reply_and_row = format!("{:?}", h.last_audit());
+        assert!(!reply_and_row.contains(secret), "{body}: {reply_and_row}");
+        let request = h.signed(&admin.key, &admin.id, method, target, &bytes);
+        let reply = h.raw(request).await;
+        assert_eq!(reply.code(), "malformed_json", "{}", reply.body);
+        assert!(
+            !reply.body.to_string().contains(secret),
+            "{body}: {}",
+            reply.body
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
     let (h, admin, _machine) = setup().await;
@@ -558,14 +686,12 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
         7,
         "admin, project, two writes, token, enroll, read"
     );
-    signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).unwrap();
-    let conn = rusqlite::Connection::open(h.dir.path().join("signet.db")).unwrap();
-    conn.execute("UPDATE audit SET outcome = 'deny' WHERE seq = 3", [])
+    signet_client::audit::verify_links(&entries, Some(signet_client::audit::GENESIS)).unwrap();
+    assert_eq!(h.verify_audit().broken, None);
+    h.db()
+        .execute("UPDATE audit SET outcome = 'deny' WHERE seq = 3", [])
         .unwrap();
-    let entries = h.audit();
-    assert!(
-        signet_client::audit::verify_chain(&entries, Some(signet_client::audit::GENESIS)).is_err()
-    );
+    assert_eq!(h.verify_audit().broken.unwrap().seq, 3);
 }
 
 #[tokio::test]

@@ -158,7 +158,7 @@ async fn a_refused_request_leaves_nothing_behind() {
 }
 
 #[tokio::test]
-async fn an_overlong_key_id_is_audited_as_unknown() {
+async fn an_overlong_key_id_is_audited_cut_short_and_unverified() {
     let h = Harness::new();
     let long = format!("m_{}", "x".repeat(200));
     let key = IdentityKey::generate();
@@ -167,7 +167,8 @@ async fn an_overlong_key_id_is_audited_as_unknown() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let row = h.last_audit();
     assert_eq!(row.outcome, "deny");
-    assert_eq!(row.actor, "unknown");
+    // The claim is never taken for the actor: marked, and cut to 64.
+    assert_eq!(row.actor, format!("unverified:{}", &long[..64]));
 
     // Refused before the pipeline (a body over the limit): the same rule,
     // and the target is cut short too.
@@ -177,7 +178,10 @@ async fn an_overlong_key_id_is_audited_as_unknown() {
     let r = h.raw(request).await;
     assert_eq!(r.code(), "body_too_large");
     let row = h.last_audit();
-    assert_eq!(row.actor, "unknown");
+    assert_eq!(
+        row.actor,
+        format!("unverified:{}", &"m_x".repeat(2000)[..64])
+    );
     assert!(row.target.len() <= 256, "{}", row.target.len());
 }
 

@@ -93,10 +93,22 @@ async fn a_restart_with_a_wrong_root_key_refuses_to_start() {
     let dir = h.dir;
     drop(h.app);
     drop(h.vault);
-    let before = every_file_bytes(dir.path())
-        .into_iter()
-        .filter(|(n, _)| n.ends_with("signet.db"))
-        .collect::<Vec<_>>();
+    // The database and its write-ahead log and shared-memory index: a write
+    // lands in `-wal` first, so the database alone could look untouched.
+    let database = |dir: &std::path::Path| {
+        let mut files = every_file_bytes(dir)
+            .into_iter()
+            .filter(|(n, _)| {
+                ["signet.db", "signet.db-wal", "signet.db-shm"]
+                    .iter()
+                    .any(|f| n.ends_with(f))
+            })
+            .collect::<Vec<_>>();
+        files.sort();
+        files
+    };
+    let before = database(dir.path());
+    assert!(before.iter().any(|(n, _)| n.ends_with("signet.db")));
     match kit::open_vault(
         dir.path(),
         RootKey::generate(),
@@ -108,11 +120,15 @@ async fn a_restart_with_a_wrong_root_key_refuses_to_start() {
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a wrong root key was accepted"),
     }
-    let after = every_file_bytes(dir.path())
-        .into_iter()
-        .filter(|(n, _)| n.ends_with("signet.db"))
-        .collect::<Vec<_>>();
-    assert_eq!(before, after, "a refused start wrote nothing");
+    let after = database(dir.path());
+    let names =
+        |files: &[(String, Vec<u8>)]| files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&before),
+        names(&after),
+        "a refused start left no -wal or -shm behind"
+    );
+    assert!(before == after, "a refused start wrote nothing");
 }
 
 #[tokio::test]
@@ -135,4 +151,70 @@ async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(r.code(), "internal");
     assert!(!r.body.to_string().contains("pg_password_value"));
+}
+
+/// A volume's root as Kubernetes mounts it (owned by root with the pod's
+/// fsGroup, mode 2775) is not the vault's to change: the vault starts on it
+/// without touching it and keeps its own files 0600. A directory every user
+/// can write is refused with what to fix. Needs root to hand the directory
+/// to another owner; skipped otherwise.
+#[cfg(unix)]
+#[test]
+fn a_data_directory_owned_by_someone_else_is_checked_not_changed() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("volume");
+    std::fs::create_dir(&dir).unwrap();
+    if std::os::unix::fs::chown(&dir, Some(4242), Some(4243)).is_err() {
+        eprintln!("skipped: changing a directory's owner needs root");
+        return;
+    }
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2775)).unwrap();
+
+    let clock = std::sync::Arc::new(signet_vault::clock::ManualClock::new(kit::START));
+    let vault = kit::open_vault(
+        &dir,
+        RootKey::generate(),
+        clock,
+        Config::default(),
+        Settings::default(),
+    )
+    .expect("a volume root nobody else can write is accepted");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), mode(&dir)),
+        (4242, 4243, 0o2775),
+        "left as it was"
+    );
+    for file in ["signet.db", "signet.db-wal", "signet.db-shm"] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
+    drop(vault);
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = match signet_vault::store::SqliteStore::open(&dir) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a directory every user can write was accepted"),
+    };
+    assert!(
+        refused.contains("writable by every user") && refused.contains("chmod o-w"),
+        "{refused}"
+    );
+    assert_eq!(mode(&dir), 0o777, "not changed either");
+}
+
+/// A directory the vault owns is made private, as before.
+#[cfg(unix)]
+#[test]
+fn an_own_data_directory_is_made_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    signet_vault::store::SqliteStore::open(&dir).unwrap();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
 }

@@ -22,7 +22,8 @@ struct Running {
 }
 
 /// Starts `serve` with the root key in the environment and debug logs in
-/// JSON, and reads until it says where it listens.
+/// JSON, reads its log until it says where it listens, and takes the
+/// first-start bootstrap token from the file it names.
 fn serve(data_dir: &std::path::Path, root_hex: &str) -> Running {
     let mut child = Command::new(VAULT)
         .args([
@@ -40,48 +41,43 @@ fn serve(data_dir: &std::path::Path, root_hex: &str) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stdout_text = String::new();
-    let mut stdout = BufReader::new(stdout);
-    // stdout: the bootstrap banner (two lines matter).
-    let mut bootstrap = String::new();
-    for _ in 0..4 {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        stdout_text.push_str(&line);
-        if let Some(word) = line.split_whitespace().find(|w| w.starts_with("bt_")) {
-            bootstrap = word.to_owned();
-            break;
-        }
-    }
-    assert!(
-        !bootstrap.is_empty(),
-        "no bootstrap token on stdout: {stdout_text}"
-    );
     let stderr = child.stderr.take().unwrap();
     let mut stderr = BufReader::new(stderr);
     let mut stderr_lines = Vec::new();
+    let mut token_file = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     let address = loop {
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
         stderr_lines.push(line.clone());
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && let Some(address) = v["fields"]["address"].as_str()
-        {
-            break address.to_owned();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(file) = v["fields"]["token_file"].as_str() {
+                token_file = Some(std::path::PathBuf::from(file));
+            }
+            if let Some(address) = v["fields"]["address"].as_str() {
+                break address.to_owned();
+            }
         }
         assert!(
             Instant::now() < deadline,
             "vault never listened: {stderr_lines:?}"
         );
     };
-    // Keep draining stderr in the background so the pipe never fills.
+    let bootstrap = token_file
+        .map(|file| {
+            assert_eq!(file, data_dir.join("bootstrap-token"), "{stderr_lines:?}");
+            std::fs::read_to_string(file).unwrap().trim().to_owned()
+        })
+        .unwrap_or_default();
+    // Keep draining both streams in the background so no pipe ever fills.
     let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut out);
         let mut rest = String::new();
         let _ = stderr.read_to_string(&mut rest);
-        let _ = tx.send(rest);
+        let _ = tx.send(format!("{rest}\n[stdout]\n{out}"));
     });
     STDERR_REST.with(|r| *r.borrow_mut() = Some(rx));
     Running {
@@ -96,6 +92,8 @@ thread_local! {
     static STDERR_REST: std::cell::RefCell<Option<std::sync::mpsc::Receiver<String>>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Stops the vault; its exit status and everything it wrote, standard
+/// error and standard output.
 fn stop(mut running: Running) -> (std::process::ExitStatus, String) {
     Command::new("kill")
         .args(["-TERM", &running.child.id().to_string()])
@@ -107,6 +105,55 @@ fn stop(mut running: Running) -> (std::process::ExitStatus, String) {
         .map(|rx| rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
         .unwrap_or_default();
     (status, running.stderr_lines.concat() + &rest)
+}
+
+/// The first-start bootstrap token is in a file of the data directory
+/// that only the vault's user can read, never on standard output or in
+/// the log, which carries only the file's path; once an admin exists, a
+/// restart removes the file.
+#[cfg(unix)]
+#[test]
+fn the_first_bootstrap_token_is_written_to_a_private_file_not_the_log() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let root_hex = signet_vault::crypto::RootKey::generate()
+        .to_hex()
+        .to_string();
+    let running = serve(dir.path(), &root_hex);
+    let file = dir.path().join("bootstrap-token");
+    let token = running.bootstrap.clone();
+    assert!(token.starts_with("bt_"), "no token in {}", file.display());
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (status, output) = stop(running);
+    assert!(status.success());
+    let (_, secret) = token.split_once('.').unwrap();
+    assert!(
+        !output.contains(secret),
+        "the token is in the output: {output}"
+    );
+    assert!(
+        output.contains("bootstrap-token"),
+        "the log names the file: {output}"
+    );
+
+    // No admin yet: a new token replaces the old one, still private.
+    let running = serve(dir.path(), &root_hex);
+    let second = running.bootstrap.clone();
+    assert!(second.starts_with("bt_") && second != token);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut admin =
+        Client::new(&running.address, Identity::generate(), &Options::default()).unwrap();
+    rt.block_on(admin.enroll_admin(&second, "ops")).unwrap();
+    let (status, _) = stop(running);
+    assert!(status.success());
+    let running = serve(dir.path(), &root_hex);
+    assert!(running.bootstrap.is_empty());
+    assert!(!file.exists(), "the used token's file is removed");
+    let (status, _) = stop(running);
+    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,6 +228,7 @@ async fn logs_never_hold_a_secret_value_token_or_key() {
     let verify = Command::new(VAULT)
         .args(["audit-verify", "--data-dir"])
         .arg(dir.path())
+        .env("SIGNET_ROOT_KEY", &root_hex)
         .output()
         .unwrap();
     assert!(verify.status.success());

@@ -67,6 +67,11 @@ pub enum ErrorCode {
     AttestationUnavailable,
     /// The pod's service account may not enroll with this policy.
     ServiceAccountNotAllowed,
+    /// The request's body did not arrive in time.
+    RequestTimeout,
+    /// The vault is at its limit of requests in flight; retry after the
+    /// `Retry-After` header's seconds.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -111,6 +116,8 @@ impl ErrorCode {
             Self::AttestationRejected => "attestation_rejected",
             Self::AttestationUnavailable => "attestation_unavailable",
             Self::ServiceAccountNotAllowed => "service_account_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::Overloaded => "overloaded",
         }
     }
 }

@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("signet: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(signet_client::cli::exit_code(&error))
         }
     }
 }

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use zeroize::Zeroizing;
 
 use super::Context;
+use super::parse::{read_file, read_stdin};
 use crate::api::{CreateIdentity, Scope};
 use crate::identity::{Identity, Kind};
 
@@ -38,8 +40,22 @@ impl KeygenArgs {
 pub enum AdminCommand {
     /// Registers a new key as admin with a one-time bootstrap token.
     Enroll {
+        /// The bootstrap token (visible to other local users while the
+        /// command runs, and kept in shell history: prefer --token-file or
+        /// --token-stdin).
+        #[arg(
+            long,
+            required_unless_present_any = ["token_file", "token_stdin"],
+            conflicts_with_all = ["token_file", "token_stdin"]
+        )]
+        token: Option<String>,
+        /// Read the bootstrap token from this file (`signet-vault serve`
+        /// writes the first one to `bootstrap-token` in its data directory).
+        #[arg(long, conflicts_with = "token_stdin")]
+        token_file: Option<PathBuf>,
+        /// Read the bootstrap token from standard input.
         #[arg(long)]
-        token: String,
+        token_stdin: bool,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value = "admin")]
@@ -59,14 +75,26 @@ impl AdminCommand {
         match self {
             Self::Enroll {
                 token,
+                token_file,
+                token_stdin,
                 out: path,
                 name,
             } => {
                 if path.exists() {
                     bail!("{} already exists; choose another --out", path.display());
                 }
+                let token = match (token, token_file) {
+                    (Some(token), _) => Zeroizing::new(token),
+                    (None, Some(file)) => Zeroizing::new(read_file(&file)?),
+                    (None, None) if token_stdin => Zeroizing::new(read_stdin()?),
+                    (None, None) => bail!("give --token-file, --token-stdin or --token"),
+                };
+                let token = token.trim();
+                if token.is_empty() {
+                    bail!("the bootstrap token is empty");
+                }
                 let mut client = ctx.unregistered_client(Identity::generate())?;
-                let answer = client.enroll_admin(&token, &name).await?;
+                let answer = client.enroll_admin(token, &name).await?;
                 client.identity().save(&path, false)?;
                 ctx.show(&answer, |a| {
                     format!(

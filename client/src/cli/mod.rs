@@ -28,7 +28,7 @@ use crate::sdk::{Client, Options};
 
 pub use access::{CosignCommand, PolicyCommand, UnlockArgs, WebhookCommand};
 pub use admin::{AdminCommand, AgentCommand, KeygenArgs};
-pub use audit::AuditCommand;
+pub use audit::{AuditCommand, Findings};
 pub use cluster::ClusterCommand;
 pub use delegation::DelegationCommand;
 pub use grant::GrantCommand;
@@ -155,6 +155,14 @@ impl Cli {
             Command::Delegation(command) => command.run(&ctx).await,
         }
     }
+}
+
+/// The process exit code for a failed command: `signet audit verify` has
+/// one per finding (see [`AuditCommand`]); every other failure is 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<Findings>()
+        .map_or(1, Findings::exit_code)
 }
 
 /// What every command gets: the global flags. Nothing is read or contacted

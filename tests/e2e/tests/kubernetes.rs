@@ -488,22 +488,22 @@ fn signet_on_a_real_control_plane() {
         .arg("--kube-token-file")
         .arg(&reviewer_token);
     let mut vault = Daemon::spawn("vault", vault_cmd, &logs).unwrap();
-    let bootstrap = eventually("the vault's bootstrap token on stdout", WAIT, || {
+    // The first-start token is written to the data directory, never logged.
+    let bootstrap = work.path().join("vault-data").join("bootstrap-token");
+    eventually("the vault's bootstrap token file", WAIT, || {
         vault.ensure_running()?;
-        Ok(vault
-            .stdout()
-            .split_whitespace()
-            .skip_while(|w| *w != "--token")
-            .nth(1)
-            .map(str::to_owned))
+        Ok(std::fs::read_to_string(&bootstrap)
+            .ok()
+            .filter(|token| token.ends_with('\n'))
+            .map(|_| ()))
     })
     .unwrap();
     let admin_file = work.path().join("admin.json");
     run(Command::new(&cli_bin)
         .env_clear()
-        .args([
-            "--vault", &vault_url, "admin", "enroll", "--token", &bootstrap, "--out",
-        ])
+        .args(["--vault", &vault_url, "admin", "enroll", "--token-file"])
+        .arg(&bootstrap)
+        .arg("--out")
         .arg(&admin_file))
     .unwrap();
     let cli = Cli {

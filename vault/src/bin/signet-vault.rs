@@ -10,7 +10,10 @@ fn main() -> anyhow::Result<()> {
     // The root key is read (and its environment variable removed) while the
     // process still has one thread, before the runtime starts.
     let root = match &cli.command {
-        Command::Serve(args) => Some(cli::load_root_key(args, take_root_key_env())?),
+        Command::Serve(args) => Some(cli::load_root_key(&args.root_key, take_root_key_env())?),
+        Command::AuditVerify(args) => {
+            Some(cli::load_root_key(&args.root_key, take_root_key_env())?)
+        }
         _ => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

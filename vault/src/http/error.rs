@@ -40,7 +40,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | NotDelegated
         | UnknownPolicy
         | ServiceAccountNotAllowed => StatusCode::FORBIDDEN,
-        AttestationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        AttestationUnavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ProjectLocked => StatusCode::LOCKED,
         NotFound => StatusCode::NOT_FOUND,
         Conflict => StatusCode::CONFLICT,

@@ -54,22 +54,28 @@ impl FromRequest<Arc<Vault>> for Signed {
             source_ip,
         };
         let limit = vault.config().max_body_bytes;
-        match axum::body::to_bytes(body, limit).await {
-            Ok(bytes) => request.body = bytes.to_vec(),
-            Err(_) => {
-                let error = Error::denied(
-                    ErrorCode::BodyTooLarge,
-                    format!("request body is larger than {limit} bytes"),
-                );
-                let vault = Arc::clone(vault);
-                let audited = tokio::task::spawn_blocking(move || {
-                    vault.deny_early(&request, "request.read_body", &error);
-                    error
-                })
-                .await;
-                return Err(audited.unwrap_or_else(|e| e.into()));
+        // A client that trickles its body cannot hold the request (and its
+        // slot among the requests in flight) for longer than this.
+        let deadline = vault.settings().limits.body_timeout;
+        let error = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => {
+                request.body = bytes.to_vec();
+                return Ok(Self(request));
             }
-        }
-        Ok(Self(request))
+            Ok(Err(_)) => Error::denied(
+                ErrorCode::BodyTooLarge,
+                format!("request body is larger than {limit} bytes"),
+            ),
+            Err(_) => Error::denied(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "request body not received within {} s",
+                    deadline.as_secs_f32()
+                ),
+            ),
+        };
+        // Counted in memory; audited with the next grouped row.
+        vault.deny_early(&request, "request.read_body", &error);
+        Err(error)
     }
 }

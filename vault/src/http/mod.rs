@@ -3,6 +3,7 @@
 
 mod error;
 mod extract;
+mod limit;
 mod openapi;
 
 use std::sync::Arc;
@@ -80,8 +81,15 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/v1/agents", post(create_agent))
         .route("/v1/admins", post(create_admin))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/audit/checkpoint-key", get(audit_checkpoint_key))
+        .route("/v1/audit/verify", post(audit_verify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            limit::InFlight::new(Arc::clone(&vault)),
+            limit::limit,
+        ))
         .with_state(vault)
 }
 
@@ -211,13 +219,7 @@ async fn parse_enroll(
             Ok((body, key))
         });
     if let Err(error) = &parsed {
-        let (vault, request, error_copy) = (
-            Arc::clone(vault),
-            request.clone(),
-            Error::denied(error.code(), error.public_message()),
-        );
-        tokio::task::spawn_blocking(move || vault.deny_early(&request, action, &error_copy))
-            .await?;
+        vault.deny_early(request, action, error);
     }
     parsed
 }
@@ -698,10 +700,77 @@ async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<A
             "audit.list",
             "audit".into(),
             Audience::Management(None),
-            crate::service::audit_page,
+            crate::service::audit::page,
         )
         .await
         .map(Json)
+}
+
+/// A checkpoint of the audit chain's head, signed with the vault's
+/// checkpoint key (admins only). It is also published where the database
+/// cannot rewrite it: the log stream and the `audit.checkpoint` webhook event.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", responses((status = 200, body = AuditCheckpoint)))]
+async fn audit_checkpoint(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<AuditCheckpoint>> {
+    let signer = Arc::clone(&vault);
+    let checkpoint = vault
+        .handle(
+            request,
+            "audit.checkpoint",
+            "audit".into(),
+            Audience::Management(None),
+            move |ctx, tx| crate::service::audit::checkpoint(&signer, tx, ctx.now),
+        )
+        .await?;
+    // Logged only now that the head it names has committed.
+    crate::audit::log_checkpoint(
+        &checkpoint,
+        crate::service::audit::Trigger::OnDemand.as_str(),
+    );
+    Ok(Json(checkpoint))
+}
+
+/// The public key that signs audit checkpoints (admins only), to pin. It is
+/// derived from the root key: the same on every replica and after restarts.
+#[utoipa::path(get, path = "/v1/audit/checkpoint-key", responses((status = 200, body = CheckpointKey)))]
+async fn audit_checkpoint_key(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<CheckpointKey>> {
+    let key = vault.checkpoint_public_key();
+    vault
+        .handle(
+            request,
+            "audit.checkpoint_key",
+            "audit".into(),
+            Audience::Management(None),
+            move |_, _| Ok(CheckpointKey { key }),
+        )
+        .await
+        .map(Json)
+}
+
+/// The vault checks every stored entry's HMAC and link (admins only) and
+/// names the first entry that does not hold. Only the vault holds the key
+/// the hashes are keyed with; a client checks links and checkpoints itself.
+#[utoipa::path(post, path = "/v1/audit/verify", responses((status = 200, body = AuditVerification)))]
+async fn audit_verify(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<AuditVerification>> {
+    vault
+        .handle(
+            request,
+            "audit.verify",
+            "audit".into(),
+            Audience::Management(None),
+            |_, _| Ok(()),
+        )
+        .await?;
+    // Outside the writer, one page per transaction.
+    vault.verify_audit().await.map(Json)
 }
 
 /// Disables a machine: its requests are refused with `identity_disabled`.
@@ -910,21 +979,27 @@ async fn list_webhooks(
 /// loopback, private, link-local or metadata unless the vault allowlists it.
 #[utoipa::path(post, path = "/v1/webhooks", request_body = CreateWebhook, responses((status = 201, body = WebhookView), (status = 400, body = ErrorBody)))]
 async fn create_webhook(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
-    // Resolved before the transaction: DNS must not hold the store's lock.
-    // An unparsable body resolves to nothing; the operation reports it.
+    // Resolved before the transaction (DNS must not hold the store's lock),
+    // and only for a caller the vault authenticated: a forged request never
+    // makes it look a name up. Lookups are bounded in number and time. An
+    // unparsable body or an unauthenticated caller resolves to nothing; the
+    // pipeline and the operation say why.
+    let audience = Audience::Management(None);
     let resolved = match serde_json::from_slice::<CreateWebhook>(&request.body)
         .ok()
         .and_then(|body| webhooks::destination(&body.url).ok())
     {
-        Some(dest) => webhooks::resolve(&dest).await,
-        None => Ok(Vec::new()),
+        Some(dest) if vault.authenticated(&request, audience).await => {
+            webhooks::resolve(&dest, &vault.settings().lookups).await
+        }
+        _ => Ok(Vec::new()),
     };
     vault
         .handle(
             request,
             "webhook.create",
             "webhook".into(),
-            Audience::Management(None),
+            audience,
             move |ctx, tx| webhooks::create(ctx, tx, resolved),
         )
         .await

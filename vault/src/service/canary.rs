@@ -50,6 +50,7 @@ pub(super) fn trip_canary(
             names.push(p.name.clone());
             crate::audit::append(
                 tx,
+                &ctx.root.audit_chain_key(),
                 ctx.now,
                 &crate::audit::Record {
                     actor: machine.id.clone(),

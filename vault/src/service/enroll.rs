@@ -44,18 +44,24 @@ const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 const NAME_MAX: usize = 128;
 
 /// Compiles a hostname regex anchored at both ends, with a size limit so a
-/// hostile pattern cannot eat the vault's memory.
+/// hostile pattern cannot eat the vault's memory. The pattern must compile
+/// on its own first: wrapped unchecked, `a)|(.*` would close the anchoring
+/// group early and turn into `^(?:a)|(.*)$`, which matches any hostname.
 fn hostname_regex(pattern: &str) -> Result<regex::Regex> {
     if pattern.len() > REGEX_MAX_LEN {
         return Err(invalid(format!(
             "hostname_regex is longer than {REGEX_MAX_LEN} characters"
         )));
     }
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| invalid(format!("hostname_regex does not compile: {e}")))
+    let build = |text: &str| {
+        regex::RegexBuilder::new(text)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| invalid(format!("hostname_regex does not compile: {e}")))
+    };
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
 }
 
 const PLACEHOLDERS: [&str; 5] = ["hostname", "namespace", "pod", "token", "id"];

@@ -1,5 +1,7 @@
 //! Machine lifecycle (disable, re-enable, extend) and the background sweep:
-//! expired nonces, machines 30 days past expiry, audit retention.
+//! expired nonces, machines 30 days past expiry, audit retention, and the
+//! history nothing reads once it is old (finished webhook deliveries, used
+//! or expired co-sign requests, read counts of past days).
 
 use signet_client::api::{ExtendMachine, MachineView};
 
@@ -10,6 +12,20 @@ use crate::error::{Error, Result, invalid, not_found};
 use crate::request::Ctx;
 use crate::store::{Machine, Tx};
 use crate::vault::Vault;
+
+const DAY: i64 = 24 * 3600;
+
+/// The first day (`YYYY-MM-DD`) that may still be today somewhere at `now`:
+/// the UTC date a day ago, since no time zone is more than a day behind
+/// UTC. Daily read caps count per day in the policy's zone.
+fn past_everywhere(now: i64) -> Result<String> {
+    let yesterday =
+        jiff::Timestamp::from_second(now - DAY).map_err(|_| invalid("time out of range"))?;
+    Ok(yesterday
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string())
+}
 
 /// How long an expired machine is kept (soft-disabled) before deletion.
 pub const EXPIRED_GRACE: i64 = 30 * 24 * 3600;
@@ -79,13 +95,20 @@ pub struct SweepReport {
     pub machines_deleted: Vec<String>,
     /// The sequence number the audit log was pruned up to, if it was.
     pub audit_pruned_to: Option<u64>,
+    /// Webhook deliveries pruned (delivered or given up, past retention).
+    pub deliveries: u64,
+    /// Co-sign requests pruned (used or expired, past retention).
+    pub cosigns: u64,
+    /// Read counts of days over in every time zone.
+    pub read_counts: u64,
 }
 
 impl Vault {
     /// One pass of background housekeeping at `now`, in one transaction:
     /// forgets spent nonces, hard-deletes machines that expired more than
-    /// 30 days ago (each deletion audited), and prunes the audit log past
-    /// its retention (moving the chain's anchor).
+    /// 30 days ago (each deletion audited), prunes the audit log past its
+    /// retention (moving the chain's anchor), finished deliveries and
+    /// co-sign requests past theirs, and read counts of days gone by.
     pub fn sweep(&self, now: i64) -> Result<SweepReport> {
         let mut tx = self.store.begin()?;
         let mut report = SweepReport {
@@ -96,10 +119,15 @@ impl Vault {
             let cutoff = now - i64::from(days) * 24 * 3600;
             report.audit_pruned_to = audit::prune(tx.as_mut(), cutoff)?.map(|a| a.seq);
         }
+        let history = now - i64::from(self.settings.history_retention_days) * DAY;
+        report.deliveries = tx.prune_deliveries(history)?;
+        report.cosigns = tx.prune_cosigns(history)?;
+        report.read_counts = tx.prune_read_counts(&past_everywhere(now)?)?;
         for m in tx.machines_expired_before(now - EXPIRED_GRACE)? {
             tx.delete_machine(&m.id)?;
             audit::append(
                 tx.as_mut(),
+                self.audit_key(),
                 now,
                 &Record {
                     actor: "vault".into(),

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod attest;
+pub mod audit;
 pub mod canary;
 pub mod clusters;
 pub mod cosign;
@@ -14,11 +15,7 @@ pub mod lifecycle;
 pub mod secrets;
 pub mod webhooks;
 
-use signet_client::api::{AuditPage, ErrorCode};
-
-use crate::error::{Error, Result, invalid};
-use crate::request::Ctx;
-use crate::store::Tx;
+use crate::error::{Result, invalid};
 
 /// Project and secret names: lower-case, digits, `.`, `_`, `-`; 1 to 63
 /// characters, starting with a letter or digit. Safe in a URL path and a
@@ -63,28 +60,4 @@ pub fn check_display_name(name: &str) -> Result<()> {
         return Err(invalid("name must be 1 to 128 printable characters"));
     }
     Ok(())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    #[serde(default)]
-    pub after: u64,
-    pub limit: Option<u32>,
-}
-
-/// Audit entries after a sequence number (admins only).
-pub fn audit_page(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditPage> {
-    let query: AuditQuery = ctx.query()?;
-    let limit = query.limit.unwrap_or(500);
-    if !(1..=5000).contains(&limit) {
-        return Err(Error::denied(
-            ErrorCode::InvalidRequest,
-            "limit must be 1 to 5000",
-        ));
-    }
-    Ok(AuditPage {
-        entries: tx.audit(query.after, limit)?,
-        anchor: crate::audit::anchor(tx)?,
-    })
 }

@@ -18,6 +18,7 @@ use signet_client::api::{CreateWebhook, ErrorCode, WebhookList, WebhookView};
 use zeroize::Zeroizing;
 
 use crate::clock::rfc3339;
+use crate::dns::Lookups;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::outbox::EVENTS;
@@ -110,9 +111,36 @@ fn refusal_v6(v6: Ipv6Addr) -> Option<&'static str> {
         Some("unique local (private)")
     } else if in_net(ip, "fe80::/10") {
         Some("link-local")
-    } else if in_net(ip, "64:ff9b::/96") || in_net(ip, "2002::/16") {
-        // NAT64 and 6to4 embed an IPv4 address that may be internal.
-        Some("IPv4-embedding prefix")
+    } else if in_net(ip, "64:ff9b:1::/48") {
+        // Local-use NAT64 (RFC 8215): the network chooses where the IPv4
+        // address sits, so which one it reaches cannot be told.
+        Some("local-use NAT64")
+    } else if in_net(ip, "::/96") {
+        Some("IPv4-compatible (deprecated)")
+    } else {
+        embedded_v4(v6).and_then(|(how, v4s)| {
+            v4s.into_iter()
+                .any(|v4| refusal_v4(v4).is_some())
+                .then_some(how)
+        })
+    }
+}
+
+/// The IPv4 addresses a packet to `v6` ends up at, for the prefixes that
+/// carry one: the well-known NAT64 prefix (RFC 6052) and 6to4 (RFC 3056)
+/// route to the embedded address, Teredo (RFC 4380) to its server and to
+/// its client (stored inverted).
+fn embedded_v4(v6: Ipv6Addr) -> Option<(&'static str, Vec<Ipv4Addr>)> {
+    let ip = IpAddr::V6(v6);
+    let o = v6.octets();
+    let v4 = |at: usize| Ipv4Addr::new(o[at], o[at + 1], o[at + 2], o[at + 3]);
+    if in_net(ip, "64:ff9b::/96") {
+        Some(("NAT64 of a refused IPv4 address", vec![v4(12)]))
+    } else if in_net(ip, "2002::/16") {
+        Some(("6to4 of a refused IPv4 address", vec![v4(2)]))
+    } else if in_net(ip, "2001::/32") {
+        let client = Ipv4Addr::from(!u32::from(v4(12)));
+        Some(("Teredo of a refused IPv4 address", vec![v4(4), client]))
     } else {
         None
     }
@@ -180,15 +208,13 @@ pub fn destination(url: &str) -> Result<Destination> {
     })
 }
 
-/// Resolves a destination's host (an address literal resolves to itself).
-pub async fn resolve(dest: &Destination) -> Result<Vec<IpAddr>, String> {
+/// Resolves a destination's host (an address literal resolves to itself)
+/// with the vault's bounded lookups.
+pub async fn resolve(dest: &Destination, lookups: &Lookups) -> Result<Vec<IpAddr>, String> {
     if let Ok(ip) = dest.host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    tokio::net::lookup_host((dest.host.as_str(), dest.port))
-        .await
-        .map(|addrs| addrs.map(|a| a.ip()).collect())
-        .map_err(|e| format!("cannot resolve {}: {e}", dest.host))
+    lookups.resolve(&dest.host, dest.port).await
 }
 
 fn secret_aad(id: &str) -> Vec<u8> {
@@ -282,6 +308,13 @@ pub struct DeliveryReport {
     pub failed: u32,
 }
 
+/// Where one delivery stands after its attempt.
+enum Outcome {
+    Delivered,
+    Retrying,
+    Failed,
+}
+
 /// Why one attempt did not deliver; `permanent` ones are not retried.
 struct AttemptError {
     message: String,
@@ -289,8 +322,10 @@ struct AttemptError {
 }
 
 impl Vault {
-    /// Delivers every due webhook event once (the background worker calls
-    /// this every few seconds; tests call it directly).
+    /// Delivers every due webhook event once, at most
+    /// [`Settings::webhook_concurrency`](crate::settings::Settings) at a
+    /// time (the background worker calls this every few seconds; tests call
+    /// it directly).
     pub async fn deliver_webhooks(self: &Arc<Self>) -> Result<DeliveryReport> {
         let vault = Arc::clone(self);
         let batch = tokio::task::spawn_blocking(move || {
@@ -310,37 +345,69 @@ impl Vault {
             })
         })
         .await??;
-        let mut report = DeliveryReport::default();
+        // Attempts run side by side, a few at a time, so one slow receiver
+        // does not hold up the others for its whole timeout.
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.webhook_concurrency.max(1),
+        ));
+        let mut running = tokio::task::JoinSet::new();
         for (delivery, url, secret) in batch {
-            let outcome = self.attempt(&delivery, &url, &secret).await;
-            let now = self.now();
-            let attempts = delivery.attempts + 1;
-            let attempt = match outcome {
-                Ok(()) => {
-                    report.delivered += 1;
-                    Attempt::Delivered
-                }
-                Err(e) if e.permanent || attempts >= MAX_ATTEMPTS => {
-                    tracing::warn!(webhook = %delivery.webhook_id, delivery = delivery.id, error = %e.message, "webhook delivery given up");
-                    report.failed += 1;
-                    Attempt::Failed { error: e.message }
-                }
-                Err(e) => {
-                    tracing::info!(webhook = %delivery.webhook_id, delivery = delivery.id, attempts, error = %e.message, "webhook delivery failed; will retry");
-                    report.retrying += 1;
+            let (vault, permits) = (Arc::clone(self), Arc::clone(&permits));
+            running.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                vault.deliver(delivery, &url, &secret).await
+            });
+        }
+        let mut report = DeliveryReport::default();
+        let mut failure = None;
+        while let Some(joined) = running.join_next().await {
+            match joined {
+                Ok(Ok(Outcome::Delivered)) => report.delivered += 1,
+                Ok(Ok(Outcome::Retrying)) => report.retrying += 1,
+                Ok(Ok(Outcome::Failed)) => report.failed += 1,
+                Ok(Err(error)) => failure = failure.or(Some(error)),
+                Err(error) => failure = failure.or(Some(error.into())),
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
+    }
+
+    /// One attempt of one delivery, and its outcome recorded.
+    async fn deliver(
+        self: Arc<Self>,
+        delivery: Delivery,
+        url: &str,
+        secret: &Zeroizing<Vec<u8>>,
+    ) -> Result<Outcome> {
+        let outcome = self.attempt(&delivery, url, secret).await;
+        let now = self.now();
+        let attempts = delivery.attempts + 1;
+        let (attempt, counted) = match outcome {
+            Ok(()) => (Attempt::Delivered, Outcome::Delivered),
+            Err(e) if e.permanent || attempts >= MAX_ATTEMPTS => {
+                tracing::warn!(webhook = %delivery.webhook_id, delivery = delivery.id, error = %e.message, "webhook delivery given up");
+                (Attempt::Failed { error: e.message }, Outcome::Failed)
+            }
+            Err(e) => {
+                tracing::info!(webhook = %delivery.webhook_id, delivery = delivery.id, attempts, error = %e.message, "webhook delivery failed; will retry");
+                (
                     Attempt::Retry {
                         next_attempt_at: now + backoff(attempts),
                         error: e.message,
-                    }
-                }
-            };
-            let vault = Arc::clone(self);
-            tokio::task::spawn_blocking(move || {
-                vault.with_tx(|tx, now| Ok(tx.finish_delivery(delivery.id, &attempt, now)?))
-            })
-            .await??;
-        }
-        Ok(report)
+                    },
+                    Outcome::Retrying,
+                )
+            }
+        };
+        let vault = Arc::clone(&self);
+        tokio::task::spawn_blocking(move || {
+            vault.with_tx(|tx, now| Ok(tx.finish_delivery(delivery.id, &attempt, now)?))
+        })
+        .await??;
+        Ok(counted)
     }
 
     async fn attempt(
@@ -358,7 +425,9 @@ impl Vault {
             permanent: false,
         };
         let dest = destination(url).map_err(|e| permanent(e.public_message()))?;
-        let addresses = resolve(&dest).await.map_err(transient)?;
+        let addresses = resolve(&dest, &self.settings.lookups)
+            .await
+            .map_err(transient)?;
         // Checked again at delivery: DNS may now answer differently than it
         // did when the webhook was created.
         check_addresses(&addresses, &self.settings.webhook_allow)
@@ -434,6 +503,124 @@ mod tests {
                 refusal(text.parse().unwrap()).is_none(),
                 "{text} should be allowed"
             );
+        }
+    }
+
+    /// Every IPv6 form that carries an IPv4 address, around `v4`.
+    fn embeddings(v4: Ipv4Addr) -> Vec<(&'static str, Ipv6Addr)> {
+        let [a, b, c, d] = v4.octets();
+        let inverted = (!u32::from(v4)).to_be_bytes();
+        let public = [192, 0, 2, 1_u8].map(|x| !x);
+        let v6 = |bytes: [u8; 16]| Ipv6Addr::from(bytes);
+        vec![
+            (
+                "nat64",
+                v6([0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, a, b, c, d]),
+            ),
+            (
+                "6to4",
+                v6([0x20, 0x02, a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            ),
+            (
+                "teredo server",
+                v6([
+                    0x20, 0x01, 0, 0, a, b, c, d, 0, 0, 0xf2, 0x27, public[0], public[1],
+                    public[2], public[3],
+                ]),
+            ),
+            (
+                "teredo client",
+                v6([
+                    0x20,
+                    0x01,
+                    0,
+                    0,
+                    8,
+                    8,
+                    8,
+                    8,
+                    0,
+                    0,
+                    0xf2,
+                    0x27,
+                    inverted[0],
+                    inverted[1],
+                    inverted[2],
+                    inverted[3],
+                ]),
+            ),
+            (
+                "ipv4-compatible",
+                v6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, a, b, c, d]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn ipv6_forms_of_internal_ipv4_addresses_are_refused() {
+        for text in [
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:ffff::8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:a00:1::1",
+            "2001:0:808:808:0:f227:5601:fefe",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::8.8.8.8",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert!(refusal(ip).is_some(), "{text} should be refused");
+            assert!(check_addresses(&[ip], &[]).is_err(), "{text}");
+        }
+        // The same forms of a public address reach that public address.
+        for text in [
+            "64:ff9b::93.184.216.34",
+            "2002:5db8:d822::1",
+            "2001:0:5db8:d822::a2fe:fefe",
+        ] {
+            assert!(
+                refusal(text.parse().unwrap()).is_none(),
+                "{text} should be allowed"
+            );
+        }
+    }
+
+    /// For random IPv4 addresses: each IPv6 form of an address is refused
+    /// whenever the address itself is (IPv4-compatible forms always are).
+    #[test]
+    fn an_embedded_address_is_refused_like_the_address_itself() {
+        use rand::Rng as _;
+        let mut rng = rand::thread_rng();
+        let samples = [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.31.0.1",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.1.2.3",
+            "224.1.1.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "240.0.0.1",
+            "8.8.8.8",
+        ]
+        .map(|t| t.parse::<Ipv4Addr>().unwrap());
+        let random = (0..20_000).map(|_| Ipv4Addr::from(rng.r#gen::<u32>()));
+        for v4 in samples.into_iter().chain(random) {
+            let refused = refusal_v4(v4).is_some();
+            for (form, v6) in embeddings(v4) {
+                let expected = refused || form == "ipv4-compatible";
+                assert_eq!(
+                    refusal(IpAddr::V6(v6)).is_some(),
+                    expected,
+                    "{form} {v6} of {v4}"
+                );
+            }
         }
     }
 

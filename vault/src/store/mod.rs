@@ -25,6 +25,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "data directory {path} is writable by every user (mode {mode:o}) and not owned by the vault's user, so the vault cannot make it private: remove that permission (chmod o-w {path}) or give the vault a directory of its own"
+    )]
+    UnsafeDataDir { path: std::path::PathBuf, mode: u32 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("a {0} with that name or key already exists")]
@@ -292,6 +296,8 @@ pub trait Tx {
     fn record_nonce(&mut self, key_id: &str, nonce: &str, expires_at: i64) -> Result<bool>;
     /// Forgets nonces whose window has passed; returns how many.
     fn prune_nonces(&mut self, now: i64) -> Result<u64>;
+    /// Keeps every recorded nonce `seconds` longer (the skew was raised).
+    fn extend_nonces(&mut self, seconds: i64) -> Result<u64>;
 
     fn insert_admin(&mut self, admin: &Admin) -> Result<()>;
     fn admin(&mut self, id: &str) -> Result<Option<Admin>>;
@@ -393,17 +399,24 @@ pub trait Tx {
     /// Counts one read of `secret_id` on `day` if fewer than `cap` were
     /// counted; false when the cap is reached.
     fn count_read(&mut self, secret_id: &str, day: &str, cap: u32) -> Result<bool>;
+    /// Forgets the read counts of days before `day` (`YYYY-MM-DD`).
+    fn prune_read_counts(&mut self, day: &str) -> Result<u64>;
 
     // Co-sign.
     fn insert_cosign(&mut self, cosign: &Cosign) -> Result<()>;
     fn cosign(&mut self, id: &str) -> Result<Option<Cosign>>;
     /// Requests not consumed and not expired at `now`.
     fn open_cosigns(&mut self, now: i64) -> Result<Vec<Cosign>>;
-    /// Approves a pending, unexpired request; false when it is not one.
+    /// Approves a pending, unexpired request by someone other than its
+    /// requester; false when it is not one.
     fn approve_cosign(&mut self, id: &str, by: &str, now: i64, expires_at: i64) -> Result<bool>;
     /// Consumes one approved, unexpired request of this machine on this
-    /// secret; false when there is none.
+    /// secret, approved by someone other than its requester; false when
+    /// there is none.
     fn consume_cosign(&mut self, secret_id: &str, machine_id: &str, now: i64) -> Result<bool>;
+    /// Deletes co-sign requests used, or expired, before `before`; returns
+    /// how many.
+    fn prune_cosigns(&mut self, before: i64) -> Result<u64>;
 
     // Webhooks and their outbox.
     fn insert_webhook(&mut self, webhook: &Webhook) -> Result<()>;
@@ -424,4 +437,7 @@ pub trait Tx {
     -> Result<Vec<Delivery>>;
     fn finish_delivery(&mut self, id: i64, attempt: &Attempt, now: i64) -> Result<()>;
     fn deliveries(&mut self, webhook_id: &str) -> Result<Vec<Delivery>>;
+    /// Deletes deliveries delivered or given up before `before`; returns
+    /// how many.
+    fn prune_deliveries(&mut self, before: i64) -> Result<u64>;
 }

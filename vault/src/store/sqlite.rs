@@ -27,20 +27,17 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `signet.db` in `data_dir`, with the
-    /// directory private to this user, and runs pending migrations.
+    /// directory private to this user when it owns it and the database
+    /// files private in any case, and runs pending migrations.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let dir_err = |source| Error::DataDir {
             path: data_dir.to_owned(),
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(dir_err)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(dir_err)?;
-        }
         let path = data_dir.join("signet.db");
+        #[cfg(unix)]
+        make_private(data_dir, &path)?;
         let conn = Connection::open(&path)?;
         // Every statement of the request path stays prepared.
         conn.set_prepared_statement_cache_capacity(256);
@@ -60,6 +57,68 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Makes the data directory private: mode 0700 when this user owns it.
+/// A directory it does not own (a volume's root, owned by root with the
+/// pod's fsGroup, mode 2775) cannot be changed and need not be, as long as
+/// no other user can write it: the database and its `-wal` and `-shm`
+/// files (which SQLite creates with the database's mode) are made 0600.
+/// Refused when others can write the directory, since they could replace
+/// those files.
+#[cfg(unix)]
+fn make_private(data_dir: &Path, db: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let dir_err = |source| Error::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(data_dir).map_err(dir_err)?;
+    let private = || std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
+    let owned = match effective_uid() {
+        Some(uid) if meta.uid() == uid => private().map(|()| true),
+        Some(_) => Ok(false),
+        // No way to tell the owner: only the owner (or root) may chmod.
+        None => match private() {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(false),
+            other => other.map(|()| true),
+        },
+    }
+    .map_err(dir_err)?;
+    if !owned && meta.mode() & 0o002 != 0 {
+        return Err(Error::UnsafeDataDir {
+            path: data_dir.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .map_err(dir_err)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = db.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(dir_err)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(dir_err(e)),
+        }
+    }
+    Ok(())
+}
+
+/// This process's effective user id: the owner of `/proc/self` (Linux).
+#[cfg(unix)]
+fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -450,6 +509,13 @@ impl Tx for SqliteTx<'_> {
         Ok(self
             .conn
             .execute("DELETE FROM nonces WHERE expires_at < ?1", [now])? as u64)
+    }
+
+    fn extend_nonces(&mut self, seconds: i64) -> Result<u64> {
+        Ok(self
+            .conn
+            .execute("UPDATE nonces SET expires_at = expires_at + ?1", [seconds])?
+            as u64)
     }
 
     fn insert_admin(&mut self, a: &Admin) -> Result<()> {
@@ -1107,6 +1173,34 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn prune_read_counts(&mut self, day: &str) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM read_counts WHERE day < ?1")?
+            .execute([day])? as u64)
+    }
+
+    fn prune_cosigns(&mut self, before: i64) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM cosign_requests
+                 WHERE (consumed_at IS NOT NULL AND consumed_at < ?1) OR expires_at < ?1",
+            )?
+            .execute([before])? as u64)
+    }
+
+    fn prune_deliveries(&mut self, before: i64) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM webhook_deliveries
+                 WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
+                    OR (failed_at IS NOT NULL AND failed_at < ?1)",
+            )?
+            .execute([before])? as u64)
+    }
+
     fn insert_cosign(&mut self, c: &Cosign) -> Result<()> {
         insert(
             &self.conn,
@@ -1150,7 +1244,8 @@ impl Tx for SqliteTx<'_> {
     fn approve_cosign(&mut self, id: &str, by: &str, now: i64, expires_at: i64) -> Result<bool> {
         self.changed(
             "UPDATE cosign_requests SET approved_by = ?2, approved_at = ?3, expires_at = ?4
-             WHERE id = ?1 AND approved_at IS NULL AND consumed_at IS NULL AND expires_at > ?3",
+             WHERE id = ?1 AND approved_at IS NULL AND consumed_at IS NULL AND expires_at > ?3
+               AND requested_by <> ?2",
             params![id, by, now, expires_at],
         )
     }
@@ -1160,6 +1255,7 @@ impl Tx for SqliteTx<'_> {
             "UPDATE cosign_requests SET consumed_at = ?3 WHERE id = (
                  SELECT id FROM cosign_requests
                  WHERE secret_id = ?1 AND machine_id = ?2 AND approved_at IS NOT NULL
+                   AND approved_by IS NOT NULL AND approved_by <> requested_by
                    AND consumed_at IS NULL AND expires_at > ?3
                  ORDER BY approved_at LIMIT 1)",
             params![secret_id, machine_id, now],

@@ -18,7 +18,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
-use signet_client::api::AuditEntry;
+use signet_client::api::{AuditEntry, AuditVerification};
 use signet_client::protocol::{self, IdentityKey};
 use signet_vault::clock::{Clock as _, ManualClock};
 use signet_vault::crypto::RootKey;
@@ -120,6 +120,12 @@ impl Harness {
     /// Stops the vault and starts it again over the same directory with the
     /// same root key, clock and first admin.
     pub fn reopen(self, settings: Settings) -> Self {
+        let config = self.vault.config().clone();
+        self.reopen_with(config, settings)
+    }
+
+    /// [`reopen`](Self::reopen) with other pipeline tunables (a new skew).
+    pub fn reopen_with(self, config: Config, settings: Settings) -> Self {
         let Self {
             dir,
             root_hex,
@@ -130,7 +136,6 @@ impl Harness {
         } = self;
         drop(app);
         let root = RootKey::parse(root_hex.as_bytes()).unwrap();
-        let config = vault.config().clone();
         drop(vault);
         let vault =
             Arc::new(open_vault(dir.path(), root, clock.clone(), config, settings).unwrap());
@@ -439,10 +444,28 @@ impl Harness {
     // What was stored.
 
     /// Every audit entry, read straight from the store.
+    /// Denials of requests whose signature never verified are counted in
+    /// memory until the worker writes them; this writes them first, as the
+    /// worker would.
     pub fn audit(&self) -> Vec<AuditEntry> {
+        self.vault.flush_denials().unwrap();
         self.vault
             .with_tx(|tx, _| Ok(tx.audit(0, 100_000)?))
             .unwrap()
+    }
+
+    /// The vault's own check of the audit chain (every entry's HMAC and
+    /// link), over the database file as it is now.
+    pub fn verify_audit(&self) -> AuditVerification {
+        let store = SqliteStore::open(self.dir.path()).unwrap();
+        let root = RootKey::parse(self.root_hex.as_bytes()).unwrap();
+        signet_vault::audit::verify(&store, &root.audit_chain_key()).unwrap()
+    }
+
+    /// A connection of its own to the vault's database file, for a test
+    /// that plays someone editing it behind the vault's back.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("signet.db")).unwrap()
     }
 
     /// The newest audit entry.
@@ -456,6 +479,12 @@ impl Harness {
             .into_iter()
             .filter(|e| e.outcome == "deny" && e.reason.starts_with(&format!("{code}:")))
             .collect()
+    }
+
+    /// How many requests were denied with `code`: an unverified denial's
+    /// row counts the requests it stands for (`count N` at its end).
+    pub fn denied_requests(&self, code: &str) -> u64 {
+        self.denials(code).iter().map(requests_of).sum()
     }
 
     /// Every row of every table but the audit log and the nonces, as text:
@@ -492,4 +521,14 @@ impl Harness {
         }
         out
     }
+}
+
+/// How many requests an audit row stands for: the `count N` of a row of
+/// unverified denials, 1 for any other.
+pub fn requests_of(row: &AuditEntry) -> u64 {
+    row.reason
+        .rsplit_once("count ")
+        .and_then(|(_, n)| n.strip_suffix(')'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }

@@ -1,0 +1,635 @@
+//! Bounded under abuse: what a flood of unauthenticated requests costs the
+//! vault (a few counted audit rows, no writer time); what a slow or greedy
+//! client can hold of the server (real sockets); what a webhook request
+//! can make the vault resolve; and what the background work keeps and how
+//! it runs (finished history pruned, deliveries side by side).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod kit;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use kit::{Harness, START, Signer, requests_of};
+use serde_json::json;
+use signet_client::api::AuditEntry;
+use signet_client::protocol::IdentityKey;
+use signet_vault::clock::Clock as _;
+use signet_vault::dns::{Lookups, Resolve};
+use signet_vault::settings::Limits;
+use signet_vault::store::{Attempt, Cosign, Webhook};
+use signet_vault::vault::Settings;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const DAY: i64 = 24 * 3600;
+
+/// The audit rows as stored, without flushing anything held in memory.
+fn stored_audit(h: &Harness) -> Vec<AuditEntry> {
+    h.vault.with_tx(|tx, _| Ok(tx.audit(0, 100_000)?)).unwrap()
+}
+
+/// A request with no signature headers at all.
+fn bare(target: &str) -> Request<Body> {
+    Request::builder().uri(target).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_flood_of_unverified_requests_costs_a_few_counted_rows() {
+    let h = Harness::new();
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    let before = stored_audit(&h).len();
+    let writer_before = h
+        .vault
+        .writer_stats()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    const EACH: usize = 60;
+    let attacker = "203.0.113.9";
+    let mut reads = 0;
+    for i in 0..EACH {
+        // No headers at all.
+        let r = h.raw_from(bare("/v1/secrets/shop/api-key"), attacker).await;
+        assert_eq!(r.code(), "bad_signature_headers");
+        // A key id that names nobody, a new one every time.
+        let stranger = Signer {
+            id: format!("m_{i:0>26}"),
+            key: IdentityKey::generate(),
+        };
+        let r = h
+            .call_from(&stranger, "GET", "/v1/secrets/shop/api-key", None, attacker)
+            .await;
+        assert_eq!(r.code(), "unknown_key");
+        // The machine's id, signed with another key: a forgery.
+        let forger = Signer {
+            id: machine.id.clone(),
+            key: IdentityKey::generate(),
+        };
+        let r = h
+            .call_from(&forger, "GET", "/v1/secrets/shop/api-key", None, attacker)
+            .await;
+        assert_eq!(r.code(), "bad_signature");
+        // Meanwhile the machine reads as usual.
+        if i % 10 == 0 {
+            let r = h.read(&machine, "shop", "api-key").await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            reads += 1;
+        }
+    }
+
+    // Nothing was written per request: only the machine's reads.
+    let unflushed = stored_audit(&h);
+    assert_eq!(
+        unflushed.len() - before,
+        reads,
+        "an unverified denial must not be written on the request path"
+    );
+    // Requests without well-formed headers never reached the writer.
+    let writer_used = h
+        .vault
+        .writer_stats()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - writer_before;
+    assert!(
+        writer_used <= (2 * EACH + reads) as u64,
+        "{writer_used} writer slots for {} requests",
+        3 * EACH + reads
+    );
+
+    // Flushed: one row per (source, reason, action), carrying the count.
+    let audit = h.audit();
+    let denials: Vec<&AuditEntry> = audit[before..]
+        .iter()
+        .filter(|e| e.outcome == "deny")
+        .collect();
+    assert!(
+        denials.len() <= 3,
+        "{} rows for {} unverified requests",
+        denials.len(),
+        3 * EACH
+    );
+    assert_eq!(
+        denials.iter().map(|e| requests_of(e)).sum::<u64>(),
+        (3 * EACH) as u64
+    );
+    for row in &denials {
+        assert_eq!(row.source_ip, attacker);
+        assert_eq!(row.action, "secret.read");
+        assert!(
+            row.actor.starts_with("unverified"),
+            "a denial before the signature verified is attributed to {:?}",
+            row.actor
+        );
+        assert_ne!(row.actor, machine.id);
+    }
+    let forged = denials
+        .iter()
+        .find(|e| e.reason.starts_with("bad_signature:"))
+        .unwrap();
+    assert_eq!(forged.actor, format!("unverified:{}", machine.id));
+    assert_eq!(requests_of(forged), EACH as u64);
+    assert_eq!(h.verify_audit().broken, None);
+
+    // The machine's own reads are audited one by one, as itself.
+    let allowed = audit[before..]
+        .iter()
+        .filter(|e| e.outcome == "allow" && e.actor == machine.id)
+        .count();
+    assert_eq!(allowed, reads);
+}
+
+#[tokio::test]
+async fn unverified_denials_are_counted_in_metrics() {
+    let h = Harness::new();
+    for _ in 0..7 {
+        h.raw_from(bare("/v1/machine/grants"), "198.51.100.7").await;
+    }
+    let (_, metrics) = h.text("/metrics").await;
+    assert!(
+        metrics.contains(r#"signet_unverified_denials_total{code="bad_signature_headers"} 7"#),
+        "{metrics}"
+    );
+}
+
+/// Inserts a delivered, a failed and a pending delivery for a webhook, a
+/// decided, an expired and an open co-sign request, and read counts of
+/// several days, all at `at`.
+async fn history(h: &Harness, at: i64) -> String {
+    let machine = h.machine("shop", &["api-key"]).await;
+    let machine_id = machine.id.clone();
+    h.vault
+        .with_tx(move |tx, _| {
+            let project = tx.project_by_name("shop")?.unwrap();
+            let secret = tx.secret_by_name(&project.id, "api-key")?.unwrap();
+            let hook_id = signet_vault::ids::new(signet_vault::ids::WEBHOOK);
+            tx.insert_webhook(&Webhook {
+                id: hook_id.clone(),
+                url: "https://hooks.example.com/".into(),
+                events: vec!["policy.denied".into()],
+                sealed_secret: vec![0; 32],
+                created_at: at,
+                created_by: "test".into(),
+            })?;
+            for _ in 0..3 {
+                tx.enqueue_delivery(&hook_id, "policy.denied", "{}", at)?;
+            }
+            let claimed = tx.claim_deliveries(at, at + 60, 10)?;
+            tx.finish_delivery(claimed[0].id, &Attempt::Delivered, at)?;
+            tx.finish_delivery(
+                claimed[1].id,
+                &Attempt::Failed {
+                    error: "gone".into(),
+                },
+                at,
+            )?;
+            let cosign = |id: &str, expires_at: i64, consumed_at: Option<i64>| Cosign {
+                id: id.into(),
+                secret_id: secret.id.clone(),
+                machine_id: machine_id.clone(),
+                requested_by: "a_x".into(),
+                created_at: at,
+                expires_at,
+                approved_by: consumed_at.map(|_| "a_y".into()),
+                approved_at: consumed_at,
+                consumed_at,
+            };
+            tx.insert_cosign(&cosign("cs_used", at + 900, Some(at)))?;
+            tx.insert_cosign(&cosign("cs_lapsed", at + 3600, None))?;
+            tx.insert_cosign(&cosign("cs_open", at + 40 * DAY, None))?;
+            for day in ["2024-05-01", "2024-06-02", "2024-06-03"] {
+                tx.count_read(&secret.id, day, 10)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    h.dir.path().join("signet.db").display().to_string()
+}
+
+fn count(db: &str, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn the_sweep_prunes_finished_history_past_its_retention() {
+    let h = Harness::new();
+    h.seed("shop").await;
+    let db = history(&h, START).await;
+    let deliveries = "SELECT count(*) FROM webhook_deliveries";
+    let cosigns = "SELECT count(*) FROM cosign_requests";
+    let days = "SELECT group_concat(day, ' ') FROM (SELECT day FROM read_counts ORDER BY day)";
+
+    // The same day: only read counts of days over in every time zone go
+    // (10:00 UTC is still yesterday at UTC-12).
+    h.vault.sweep(h.clock.now()).unwrap();
+    assert_eq!(count(&db, deliveries), 3);
+    assert_eq!(count(&db, cosigns), 3);
+    let kept: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(days, [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, "2024-06-02 2024-06-03");
+
+    // A day short of the default retention (30 days): kept.
+    h.clock.set(START + 30 * DAY - 1);
+    h.vault.sweep(h.clock.now()).unwrap();
+    assert_eq!(count(&db, deliveries), 3);
+    assert_eq!(count(&db, cosigns), 3);
+
+    // Past it: the delivered and the failed delivery go, the pending one
+    // stays; the used and the lapsed co-sign requests go, the open one stays
+    // (its machine, expired at START + 1 day, is not yet swept itself).
+    h.clock.set(START + 30 * DAY + 2 * 3600);
+    h.vault.sweep(h.clock.now()).unwrap();
+    assert_eq!(count(&db, deliveries), 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL"
+        ),
+        1
+    );
+    assert_eq!(count(&db, cosigns), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM read_counts"), 0);
+}
+
+#[tokio::test]
+async fn past_the_group_cap_sources_share_one_overflow_row() {
+    let h = Harness::with_settings(Settings {
+        denial_groups_max: 4,
+        ..Settings::default()
+    });
+    let before = h.audit().len();
+    for i in 0..20 {
+        let r = h
+            .raw_from(bare("/v1/machine/grants"), &format!("198.51.100.{i}"))
+            .await;
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+    let audit = h.audit();
+    let rows = &audit[before..];
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert_eq!(rows.iter().map(requests_of).sum::<u64>(), 20);
+    let overflow = rows.last().unwrap();
+    assert!(overflow.reason.starts_with("overflow: "), "{overflow:?}");
+    assert_eq!(requests_of(overflow), 16);
+    let (_, metrics) = h.text("/metrics").await;
+    assert!(
+        metrics.contains("signet_unverified_denials_overflow_total 16"),
+        "{metrics}"
+    );
+}
+
+// The server, on real sockets.
+
+/// Serves `h`'s vault on a loopback port until the test ends.
+async fn serve(h: &Harness) -> SocketAddr {
+    let listener = signet_vault::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(signet_vault::server::serve_until(
+        Arc::clone(&h.vault),
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    addr
+}
+
+fn limits(limits: Limits) -> Settings {
+    Settings {
+        limits,
+        ..Settings::default()
+    }
+}
+
+/// Waits (at most `within`) for the server to close `stream`; how long it
+/// took, or `None` if it stayed open.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            within.saturating_sub(start.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Sends `request` on a new connection and reads the whole answer (the
+/// request asks the server to close).
+async fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_half_a_header_is_disconnected() {
+    let h = Harness::with_settings(limits(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }));
+    let addr = serve(&h).await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: vault\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let closed = closed_within(&mut slow, Duration::from_secs(10)).await;
+    let took = closed.expect("a client that never finishes its header keeps its connection");
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    // Others are served meanwhile and after.
+    let answer = exchange(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let h = Harness::with_settings(limits(Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }));
+    let addr = serve(&h).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: vault\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Kept alive, then silent: closed after the idle timeout, well before
+    // the header timeout (10 s) would.
+    let closed = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "an idle connection is kept for ever");
+
+    // A connection that never says anything is idle too.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_finishes_is_refused_in_time() {
+    let h = Harness::with_settings(limits(Limits {
+        body_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }));
+    let addr = serve(&h).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /v1/projects HTTP/1.1\r\nHost: v\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"name\":")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("a trickled body holds the request for ever")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_of_requests_in_flight_the_vault_answers_503() {
+    let h = Harness::with_settings(limits(Limits {
+        max_in_flight: 2,
+        retry_after_seconds: 7,
+        ..Limits::default()
+    }));
+    let addr = serve(&h).await;
+    // Two requests in flight, their bodies still coming.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /v1/projects HTTP/1.1\r\nHost: v\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let metrics = || async {
+        exchange(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    };
+    // Wait until both are in flight: the third request is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let answer = metrics().await;
+        if answer.starts_with("HTTP/1.1 503") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "never over the limit: {answer}");
+        tokio::task::yield_now().await;
+    };
+    assert!(
+        refused.to_lowercase().contains("retry-after: 7"),
+        "{refused}"
+    );
+    assert!(refused.contains("\"overloaded\""), "{refused}");
+    // Liveness is exempt: an overloaded vault is not a dead one.
+    let alive = exchange(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(alive.starts_with("HTTP/1.1 200"), "{alive}");
+    // Once one finishes, requests are served again.
+    let mut first = held.remove(0);
+    first.write_all(b"\"n\":\"a\"} ").await.unwrap();
+    let mut answer = Vec::new();
+    first.read_to_end(&mut answer).await.unwrap();
+    let answer = metrics().await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("signet_overloaded_total"), "{answer}");
+}
+
+// Webhook destinations: resolved for authenticated callers only, bounded.
+
+/// A resolver that counts its lookups and, when `stall` is set, blocks them
+/// until the test opens the gate.
+#[derive(Default)]
+struct FakeResolver {
+    calls: AtomicUsize,
+    stall: bool,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl FakeResolver {
+    fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Resolve for FakeResolver {
+    fn resolve(&self, _host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.stall {
+            let (open, opened) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        }
+        Ok(vec!["203.0.113.5".parse().unwrap()])
+    }
+}
+
+fn hook_body() -> serde_json::Value {
+    json!({"url": "https://hooks.example.com/signet", "events": ["policy.denied"],
+           "secret": "a-shared-webhook-secret"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_authenticated_webhook_request_makes_the_vault_resolve() {
+    let resolver = Arc::new(FakeResolver::default());
+    let h = Harness::with_settings(Settings {
+        lookups: Lookups::new(resolver.clone(), 2, Duration::from_secs(5)),
+        ..Settings::default()
+    });
+    // The admin's id with another key: a forgery.
+    let forger = Signer {
+        id: h.admin.id.clone(),
+        key: IdentityKey::generate(),
+    };
+    let r = h
+        .call(&forger, "POST", "/v1/webhooks", Some(hook_body()))
+        .await;
+    assert_eq!(r.code(), "bad_signature", "{}", r.body);
+    // A key id that names nobody.
+    let stranger = Signer {
+        id: format!("a_{:0>26}", 1),
+        key: IdentityKey::generate(),
+    };
+    let r = h
+        .call(&stranger, "POST", "/v1/webhooks", Some(hook_body()))
+        .await;
+    assert_eq!(r.code(), "unknown_key", "{}", r.body);
+    // An agent is authenticated but may not create webhooks.
+    let agent = h.agent(&["metadata"]).await;
+    let r = h
+        .call(&agent, "POST", "/v1/webhooks", Some(hook_body()))
+        .await;
+    assert_eq!(r.code(), "forbidden", "{}", r.body);
+    assert_eq!(
+        resolver.calls.load(Ordering::SeqCst),
+        0,
+        "resolved for an unauthenticated caller"
+    );
+
+    let r = h.admin("POST", "/v1/webhooks", Some(hook_body())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_lookup_is_given_up_and_lookups_are_bounded() {
+    let resolver = Arc::new(FakeResolver {
+        stall: true,
+        ..FakeResolver::default()
+    });
+    let h = Arc::new(Harness::with_settings(Settings {
+        lookups: Lookups::new(resolver.clone(), 1, Duration::from_millis(300)),
+        ..Settings::default()
+    }));
+    let started = Instant::now();
+    let attempts: Vec<_> = (0..3)
+        .map(|_| {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move { h.admin("POST", "/v1/webhooks", Some(hook_body())).await })
+        })
+        .collect();
+    for attempt in attempts {
+        let r = attempt.await.unwrap();
+        assert_eq!(r.code(), "destination_not_allowed", "{}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no answer within"),
+            "{}",
+            r.body
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // One slot: the stalled lookup holds it, the others never started one.
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 1);
+    resolver.open();
+}
+
+// Background work.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_run_side_by_side() {
+    // The receiver answers only once three deliveries are waiting at once:
+    // one at a time, each would time out.
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let (barrier, seen) = (Arc::clone(&barrier), Arc::clone(&seen));
+            move || async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                barrier.wait().await;
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let h = Harness::with_settings(Settings {
+        webhook_allow: vec!["127.0.0.0/8".parse().unwrap()],
+        webhook_timeout: Duration::from_secs(3),
+        ..Settings::default()
+    });
+    let r = h
+        .admin(
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": url, "events": ["machine.enrolled"], "secret": "a-shared-webhook-secret"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    h.seed("shop").await;
+    for _ in 0..3 {
+        h.machine("shop", &["api-key"]).await;
+    }
+    let report = h.vault.deliver_webhooks().await.unwrap();
+    assert_eq!((report.delivered, report.retrying), (3, 0), "{report:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
