@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build, once, the pinned control-plane tools that Signet's end-to-end tests
 # run against: kube-apiserver, kubectl, etcd, helm and kubeconform (plus
-# kubeconform's JSON schemas for the built-in kinds), and the kubelet of the
-# real node (tests/node/).
+# kubeconform's JSON schemas for the built-in kinds), and the kubelet,
+# kube-scheduler, kube-controller-manager and kube-proxy of the real node
+# (tests/node/).
 #
 # Everything comes from the Go module proxy and is compiled here with the
 # local Go toolchain: no release binaries, no container images.
@@ -17,12 +18,12 @@
 set -euo pipefail
 
 # ---- pinned versions ------------------------------------------------------
-KUBERNETES_VERSION=v1.34.4   # k8s.io/kubernetes: kube-apiserver, kubectl, kubelet
+KUBERNETES_VERSION=v1.34.4   # k8s.io/kubernetes: kube-apiserver, kubectl, the node's components
 ETCD_VERSION=v3.5.35         # go.etcd.io/etcd/server/v3
 HELM_VERSION=v3.19.5         # helm.sh/helm/v3 (built on k8s.io/client-go v0.34)
 KUBECONFORM_VERSION=v0.8.0   # github.com/yannh/kubeconform
 # Bump when the way things are built changes, to get a fresh cache folder.
-RECIPE_REVISION=2   # 2: adds the kubelet
+RECIPE_REVISION=3   # 2: adds the kubelet; 3: scheduler, controller-manager, kube-proxy
 # ---------------------------------------------------------------------------
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,7 +56,7 @@ CACHE_ROOT=${SIGNET_CP_CACHE:-$HOME/.cache/signet-control-plane}
 DIR=$CACHE_ROOT/k8s-$KUBERNETES_VERSION-$KEY
 BIN=$DIR/bin
 STAMP=$DIR/stamp
-TOOLS=(kube-apiserver kubectl kubelet etcd helm kubeconform)
+TOOLS=(kube-apiserver kubectl kubelet kube-scheduler kube-controller-manager kube-proxy etcd helm kubeconform)
 # Schemas are regenerated (cheaply) when the converter changes.
 CONVERTER_SUM=$(sha256sum "$SCRIPT_DIR/openapi2jsonschema.py" | cut -c1-16)
 
@@ -157,7 +158,7 @@ go_build() {
   printf '%s\t%ss\t%s\n' "$name" "$took" "$(stat -c %s "$BIN/$name")" >>"$TIMES"
 }
 
-# ---- kube-apiserver, kubectl, kubelet --------------------------------------------
+# ---- kube-apiserver, kubectl and the node's components -----------------------------
 K8S_INFO_TIME=$(cd "$SRC" && GOFLAGS= "$GO" mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
   python3 -c 'import json,sys,pathlib; d=json.load(sys.stdin); print(json.loads(pathlib.Path(d["Info"]).read_text())["Time"])')
 K8S_LDFLAGS=""
@@ -165,14 +166,24 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   K8S_LDFLAGS+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$K8S_MAJOR -X $pkg.gitMinor=$K8S_MINOR"
   K8S_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$K8S_INFO_TIME"
 done
-if [[ ! -x $BIN/kube-apiserver || ! -x $BIN/kubectl || ! -x $BIN/kubelet ]]; then
-  make_wrapper kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" "$K8S_STAGING_VERSION"
-fi
+K8S_TOOLS=(kube-apiserver kubectl kubelet kube-scheduler kube-controller-manager kube-proxy)
+for t in "${K8S_TOOLS[@]}"; do
+  if [[ ! -x $BIN/$t ]]; then
+    make_wrapper kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION" "$K8S_STAGING_VERSION"
+    break
+  fi
+done
 go_build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$K8S_LDFLAGS"
 go_build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$K8S_LDFLAGS"
 # The node's kubelet (tests/node/): same module, same flags. Static like the
 # others (CGO_ENABLED=0), as upstream releases it; about 1.5 GB peak memory.
 go_build kubelet kubernetes k8s.io/kubernetes/cmd/kubelet "$K8S_LDFLAGS"
+# The rest of the node (recipe 3): the scheduler places the chart's pods,
+# the controller-manager runs Deployments, StatefulSets, Jobs, service
+# accounts and garbage collection, and kube-proxy routes Service IPs.
+go_build kube-scheduler kubernetes k8s.io/kubernetes/cmd/kube-scheduler "$K8S_LDFLAGS"
+go_build kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_LDFLAGS"
+go_build kube-proxy kubernetes k8s.io/kubernetes/cmd/kube-proxy "$K8S_LDFLAGS"
 
 # ---- etcd ---------------------------------------------------------------------
 # The server module's main package is etcd itself. Its go.mod replaces its

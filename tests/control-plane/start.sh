@@ -18,7 +18,9 @@
 # say otherwise. Extra kube-apiserver flags: SIGNET_CP_APISERVER_ARGS
 # (split on spaces); the authorization modes: SIGNET_CP_AUTHORIZATION_MODES
 # (default RBAC; a node needs Node,RBAC: a second --authorization-mode flag
-# would not add to the list). Only 127.0.0.1 is ever bound.
+# would not add to the list). Only 127.0.0.1 is bound, unless
+# SIGNET_CP_APISERVER_ARGS overrides --bind-address (tests/node/start.sh does,
+# so that pods reach the API server).
 #
 # There is no controller-manager, scheduler or kubelet: nothing creates the
 # `default` service account in new namespaces (the ServiceAccount admission
@@ -37,17 +39,25 @@ if [[ ${1:-} == start || ${1:-} == stop ]]; then mode=$1; shift; fi
 mkdir -p "$1"
 WD=$(cd "$1" && pwd)
 
+# Whether PID runs: a zombie does not (kill -0 succeeds on one, and an
+# orphan's zombie may wait a second or two for init to reap it).
+running() {
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 stop_pid_file() {
   local file=$1 pid i
   [[ -f $file ]] || return 0
   pid=$(cat "$file")
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+  if [[ -n $pid ]] && running "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
+      running "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
       log "pid $pid did not stop on TERM; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi

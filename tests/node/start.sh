@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Start (or stop) one real Kubernetes node on this machine: etcd and
-# kube-apiserver from tests/control-plane/start.sh, Debian's containerd and
-# runc, a bridge with the bridge + host-local CNI plugins, and a kubelet.
-# Needs root. No scheduler, no controller-manager: pods name their node
-# (spec.nodeName) and use local images (tests/node/images.sh).
+# Start (or stop) a one-node Kubernetes cluster on this machine: etcd and
+# kube-apiserver from tests/control-plane/start.sh, kube-scheduler,
+# kube-controller-manager, Debian's containerd and runc, a bridge with the
+# bridge + host-local CNI plugins, a kubelet, kube-proxy (iptables) and
+# Debian's dnsmasq as the cluster DNS. Needs root. Pods use local images
+# (tests/node/images.sh).
 #
 #   KUBECONFIG=$(tests/node/start.sh WORKDIR | tail -n1)
-#   tests/node/start.sh namespace WORKDIR NS...   # ns + `default` SA + kube-root-ca.crt
+#   tests/node/start.sh namespace WORKDIR NS...   # creates NS, waits for its `default` SA + kube-root-ca.crt
 #   tests/node/start.sh stop WORKDIR              # everything, even after a failure
 #
 # The last stdout line of `start` is the cluster-admin kubeconfig. WORKDIR
 # holds everything the node writes where it can be told to: control-plane/
 # (etcd, kube-apiserver, pki/), containerd/ (config, root, state, socket),
 # runc/ (runc's state), cni/ (config and IP allocations), kubelet/ (its root
-# dir), pod-logs/, the logs (containerd.log, kubelet.log), pid files and
-# `env` (the control plane's values plus SIGNET_NODE_NAME, SIGNET_NODE_IP,
+# dir), pod-logs/, dns/ (dnsmasq's hosts files), the logs (containerd.log,
+# kubelet.log, kube-scheduler.log, kube-controller-manager.log,
+# kube-proxy.log, dnsmasq.log, dns-watch.log), pid files and `env` (the
+# control plane's values plus SIGNET_NODE_NAME, SIGNET_NODE_IP,
 # SIGNET_NODE_CONTAINERD (the socket) and SIGNET_NODE_BRIDGE).
 #
-# What cannot be moved and `stop` cleans up: the bridge, the /kubepods
-# cgroups, /var/lib/kubelet/device-plugins (a fixed path of the kubelet),
+# Pods reach Services: kube-proxy (iptables mode) routes ClusterIPs, and
+# dnsmasq on the node IP answers NAME.NAMESPACE.svc.cluster.local from a
+# `kubectl get services --watch` loop. The API server listens on every
+# address (0.0.0.0; callers still need a certificate or a token) and
+# advertises the node IP, so the `kubernetes` Service (10.96.0.1) reaches it
+# from pods.
+#
+# What cannot be moved and `stop` cleans up: the bridge, kube-proxy's
+# iptables rules (`kube-proxy --cleanup`), the /kubepods cgroups, /var/lib/kubelet/device-plugins (a fixed path of the kubelet),
 # /var/lib/cni/results (libcni's cache), /run/containerd/s (the shims'
 # sockets) and /var/log/containers (links into WORKDIR): each folder goes
 # whole if `start` created it, else only this node's entries; and every
@@ -28,17 +38,18 @@
 # killing what is left in the /kubepods cgroups.
 #
 # Settings (environment): SIGNET_CP_BIN (the tools of
-# tests/control-plane/build.sh, built when unset), SIGNET_NODE_NAME
+# tests/control-plane/build.sh, recipe 3 or later, built when unset), SIGNET_NODE_NAME
 # (signet-node), SIGNET_NODE_BRIDGE (signet0), SIGNET_NODE_SUBNET (the
 # first three octets of a /24, 10.244.0: the node is .1, pods get .10 on).
-# One node per machine: the bridge, the kubelet's port 10250 on the node IP
-# and the /kubepods cgroups are shared.
+# One node per machine: the bridge, the kubelet's port 10250 on the node IP,
+# kube-proxy's iptables chains and the /kubepods cgroups are shared.
 #
 # Facts about this kind of machine behind the choices here are in the
 # README.md next to this script: containerd's CRI needs
 # restrict_oom_score_adj (root lacks CAP_SYS_RESOURCE), cgroup v1 needs
 # cgroupDriver cgroupfs and failCgroupV1 false, and the node IP cannot be
-# loopback.
+# loopback; pods reaching ClusterIPs on the same bridge need
+# net.bridge.bridge-nf-call-iptables=1 (br_netfilter).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -68,27 +79,64 @@ SOCK=$WD/containerd/containerd.sock
 # containerd shims (their sockets) use whatever they are told; `stop`
 # removes those that `start` found missing.
 FIXED_PATHS=(/var/lib/kubelet /var/lib/cni /var/log/containers /run/containerd)
+SERVICE_CIDR=10.96.0.0/24   # tests/control-plane/start.sh's --service-cluster-ip-range
+CLUSTER_DOMAIN=cluster.local
 CGROUP_CONTROLLERS=(cpu cpuacct cpuset memory devices freezer blkio pids systemd hugetlb net_cls net_prio perf_event rdma misc unified)
 
 need_root() { [[ $(id -u) == 0 ]] || die "a node needs root (mounts, cgroups, network namespaces)"; }
 
 # ---- stop -----------------------------------------------------------------------
-stop_pid_file() { # FILE: TERM, then KILL after 10 s
-  local file=$1 pid i
-  [[ -f $file ]] || return 0
-  pid=$(cat "$file")
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
+# Whether PID runs: a zombie does not. Orphans are reaped by this VM's init
+# a second or two after they exit, and kill -0 succeeds on a zombie.
+running() {
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+stop_pid_files() { # FILE...: TERM them all, then KILL what runs after 10 s
+  local file pid i left pids=()
+  for file in "$@"; do
+    [[ -f $file ]] || continue
+    pid=$(cat "$file")
+    if [[ -n $pid ]] && running "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    rm -f "$file"
+  done
+  for i in $(seq 1 100); do
+    left=0
+    for pid in "${pids[@]}"; do running "$pid" && left=1; done
+    ((left)) || return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    if running "$pid"; then
       log "pid $pid did not stop on TERM; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
-  fi
+  done
+}
+stop_pid_file() { stop_pid_files "$1"; }
+
+# FILE holds the PID of a session leader (setsid): TERM its whole process
+# group, then KILL what still runs after 5 s.
+group_members() { # PGID: the running members' PIDs
+  awk -v g="$1" '{ pid = $1; sub(/^.*\) /, ""); if ($3 == g && $1 != "Z") print pid }' /proc/[0-9]*/stat 2>/dev/null || true
+}
+stop_group_file() {
+  local file=$1 pgid i
+  [[ -f $file ]] || return 0
+  pgid=$(cat "$file")
   rm -f "$file"
+  [[ -n $pgid && -n $(group_members "$pgid") ]] || return 0
+  kill -TERM -- "-$pgid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    [[ -n $(group_members "$pgid") ]] || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
 }
 
 # PIDs whose command line names this WORKDIR's containerd socket: the shims
@@ -111,8 +159,9 @@ pod_processes() {
 stop_node() {
   need_root
   log "stopping the node in $WD"
-  # 1. The kubelet first, so that it restarts nothing.
-  stop_pid_file "$WD/kubelet.pid"
+  # 1. What creates pods (controller-manager, scheduler), then the kubelet,
+  #    so that nothing restarts what step 2 stops.
+  stop_pid_files "$WD/kube-controller-manager.pid" "$WD/kube-scheduler.pid" "$WD/kubelet.pid"
   # 2. Every container and sandbox, through containerd while it runs, so
   #    that the shims exit cleanly (and remove their sockets).
   local ctr_k8s=(ctr --address "$SOCK" --timeout 10s -n k8s.io) id pid
@@ -146,6 +195,33 @@ stop_node() {
   # 4. containerd, then any shim of it still running.
   stop_pid_file "$WD/containerd.pid"
   for pid in $(own_shims); do kill -KILL "$pid" 2>/dev/null || true; done
+  # 4b. kube-proxy and its iptables rules; the DNS (dnsmasq and the loop
+  #     that feeds it).
+  stop_group_file "$WD/dns-watch.pid"
+  stop_pid_files "$WD/kube-proxy.pid" "$WD/dnsmasq.pid"
+  if [[ -f $WD/kube-proxy-started ]]; then
+    local proxy_bin
+    proxy_bin=$(sed -n 's/^SIGNET_CP_BIN=//p' "$CP/env" 2>/dev/null || true)
+    if [[ -x $proxy_bin/kube-proxy ]]; then
+      "$proxy_bin/kube-proxy" --cleanup --proxy-mode=iptables >>"$WD/kube-proxy.log" 2>&1 ||
+        log "kube-proxy --cleanup failed (see $WD/kube-proxy.log)"
+      # --cleanup leaves the (empty) KUBE-FIREWALL chain kube-proxy makes in
+      # the filter tables, jumped to from INPUT and OUTPUT.
+      local tables hook
+      for tables in iptables ip6tables; do
+        "$tables" -w -S KUBE-FIREWALL >/dev/null 2>&1 || continue
+        for hook in INPUT OUTPUT; do
+          while "$tables" -w -D "$hook" -j KUBE-FIREWALL 2>/dev/null; do :; done
+        done
+        if ! { "$tables" -w -F KUBE-FIREWALL && "$tables" -w -X KUBE-FIREWALL; } 2>/dev/null; then
+          log "could not remove $tables chain KUBE-FIREWALL"
+        fi
+      done
+    else
+      log "cannot remove kube-proxy's iptables rules: no kube-proxy in the SIGNET_CP_BIN of $CP/env"
+    fi
+    rm -f "$WD/kube-proxy-started"
+  fi
   # 5. Every mount under WD, deepest first (pod volumes, root filesystems,
   #    network namespaces, the kubelet's bind mount of its root dir).
   local mounts mount try
@@ -204,17 +280,20 @@ if [[ $mode == stop ]]; then
 fi
 
 # ---- namespace ------------------------------------------------------------------
-# What a controller-manager would do for a new namespace: the `default`
-# ServiceAccount and the kube-root-ca.crt ConfigMap (the kubelet needs it
-# for the projected service-account volume of pods that automount a token).
+# A namespace ready for pods: created if missing, then waited for until the
+# controller-manager gave it the `default` ServiceAccount (pods are refused
+# without it) and the kube-root-ca.crt ConfigMap (the projected
+# service-account volume of pods that automount a token needs it).
 kubectl_cp() { "$BIN/kubectl" --kubeconfig "$CP/kubeconfig" --request-timeout=20s "$@"; }
 make_namespace() {
-  local ns=$1
+  local ns=$1 i
   kubectl_cp get namespace "$ns" >/dev/null 2>&1 || kubectl_cp create namespace "$ns" >/dev/null
-  kubectl_cp -n "$ns" get serviceaccount default >/dev/null 2>&1 ||
-    kubectl_cp -n "$ns" create serviceaccount default >/dev/null
-  kubectl_cp -n "$ns" get configmap kube-root-ca.crt >/dev/null 2>&1 ||
-    kubectl_cp -n "$ns" create configmap kube-root-ca.crt --from-file=ca.crt="$CP/pki/ca.crt" >/dev/null
+  for i in $(seq 1 150); do
+    kubectl_cp -n "$ns" get serviceaccount default >/dev/null 2>&1 &&
+      kubectl_cp -n "$ns" get configmap kube-root-ca.crt >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  die "namespace $ns: no \`default\` ServiceAccount or kube-root-ca.crt ConfigMap after 30 s; is the controller-manager running? (see $WD/kube-controller-manager.log)"
 }
 
 if [[ $mode == namespace ]]; then
@@ -234,6 +313,7 @@ missing=()
 command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] || missing+=(containernetworking-plugins)
+command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq >&2 || die "apt-get update failed"
@@ -245,9 +325,17 @@ BIN=${SIGNET_CP_BIN:-}
 if [[ -z $BIN ]]; then
   BIN=$(bash "$REPO/tests/control-plane/build.sh" | tail -n1)
 fi
-for t in etcd kube-apiserver kubectl kubelet; do
-  [[ -x $BIN/$t ]] || die "$BIN/$t is missing: run tests/control-plane/build.sh (it builds the kubelet since recipe 2)"
+for t in etcd kube-apiserver kubectl kubelet kube-scheduler kube-controller-manager kube-proxy; do
+  [[ -x $BIN/$t ]] || die "$BIN/$t is missing: run tests/control-plane/build.sh (it builds the scheduler, controller-manager and kube-proxy since recipe 3)"
 done
+# Replies from a Service's pod to a client pod on the same bridge must pass
+# through iptables, or conntrack never undoes kube-proxy's DNAT.
+[[ -f /proc/sys/net/bridge/bridge-nf-call-iptables ]] ||
+  die "/proc/sys/net/bridge/bridge-nf-call-iptables is missing: kube-proxy needs br_netfilter (modprobe br_netfilter)"
+if [[ $(cat /proc/sys/net/bridge/bridge-nf-call-iptables) != 1 ]]; then
+  echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables ||
+    die "could not set net.bridge.bridge-nf-call-iptables=1"
+fi
 
 if [[ -f $WD/kubelet.pid ]] && kill -0 "$(cat "$WD/kubelet.pid")" 2>/dev/null; then
   die "a kubelet from $WD is already running; stop it first"
@@ -263,7 +351,7 @@ done
 fail() {
   log "error: $*"
   local f
-  for f in containerd kubelet; do
+  for f in containerd kubelet kube-controller-manager kube-scheduler kube-proxy dnsmasq; do
     if [[ -f $WD/$f.log ]]; then
       log "last lines of $WD/$f.log:"
       tail -n 25 "$WD/$f.log" >&2
@@ -281,8 +369,11 @@ done
 # ---- control plane --------------------------------------------------------------
 log "control plane (etcd + kube-apiserver with Node,RBAC and NodeRestriction)"
 PKI=$CP/pki
+# Later flags win: the API server listens on every address and advertises
+# the node IP, and its lease reconciler points the `kubernetes` Service
+# there, so pods reach it at 10.96.0.1:443 (in its certificate).
 SIGNET_CP_AUTHORIZATION_MODES=Node,RBAC \
-  SIGNET_CP_APISERVER_ARGS="--enable-admission-plugins=NodeRestriction --kubelet-client-certificate=$PKI/kubelet-client.crt --kubelet-client-key=$PKI/kubelet-client.key --kubelet-preferred-address-types=InternalIP" \
+  SIGNET_CP_APISERVER_ARGS="--enable-admission-plugins=NodeRestriction --kubelet-client-certificate=$PKI/kubelet-client.crt --kubelet-client-key=$PKI/kubelet-client.key --kubelet-preferred-address-types=InternalIP --bind-address=0.0.0.0 --advertise-address=$NODE_IP --endpoint-reconciler-type=lease" \
   SIGNET_CP_BIN=$BIN bash "$REPO/tests/control-plane/start.sh" "$CP" >/dev/null ||
   fail "tests/control-plane/start.sh failed"
 # shellcheck disable=SC1091
@@ -308,11 +399,19 @@ mkdir -p "$WD/pki"
   issue kubelet-serving "/CN=$NODE_NAME" \
     "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
     "subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
+  # The users RBAC's bootstrap policy binds to each component's role.
+  for component in kube-scheduler kube-controller-manager kube-proxy; do
+    issue "$component" "/CN=system:$component" \
+      "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth"
+  done
 )
 b64() { base64 -w0 <"$1"; }
-(
-  umask 077
-  cat >"$WD/kubelet.kubeconfig" <<EOF
+write_kubeconfig() { # NAME: WD/NAME.kubeconfig with the client certificate WD/pki/NAME-client or NAME
+  local name=$1 cert=$WD/pki/$1
+  [[ -f $cert.crt ]] || cert=$WD/pki/$1-client
+  (
+    umask 077
+    cat >"$WD/$name.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -321,18 +420,52 @@ clusters:
     server: $SIGNET_CP_SERVER
     certificate-authority-data: $(b64 "$PKI/ca.crt")
 users:
-- name: node
+- name: $name
   user:
-    client-certificate-data: $(b64 "$WD/pki/kubelet-client.crt")
-    client-key-data: $(b64 "$WD/pki/kubelet-client.key")
+    client-certificate-data: $(b64 "$cert.crt")
+    client-key-data: $(b64 "$cert.key")
 contexts:
-- name: node
+- name: $name
   context:
     cluster: signet-test
-    user: node
-current-context: node
+    user: $name
+current-context: $name
 EOF
-)
+  )
+}
+for name in kubelet kube-scheduler kube-controller-manager kube-proxy; do write_kubeconfig "$name"; done
+
+# ---- scheduler and controller-manager ------------------------------------------------
+# Only the controllers Signet's chart and tests use: service accounts and
+# their tokens, namespaces, the root CA ConfigMap, Deployments,
+# ReplicaSets, StatefulSets, Jobs, garbage collection, PersistentVolume
+# binding, EndpointSlices (for kube-proxy), and the node lifecycle (it lifts
+# the not-ready taint the kubelet registers the node with, which keeps the
+# scheduler away until then). Each controller runs with its
+# own service account's credentials, as kubeadm sets it up.
+log "kube-scheduler and kube-controller-manager"
+start_component() { # NAME ARGS...: own session, WD/NAME.log, WD/NAME.pid
+  local name=$1; shift
+  setsid "$@" >>"$WD/$name.log" 2>&1 </dev/null &
+  echo $! >"$WD/$name.pid"
+}
+start_component kube-scheduler "$BIN/kube-scheduler" \
+  --kubeconfig "$WD/kube-scheduler.kubeconfig" \
+  --authentication-kubeconfig "$WD/kube-scheduler.kubeconfig" \
+  --authorization-kubeconfig "$WD/kube-scheduler.kubeconfig" \
+  --leader-elect=false \
+  --secure-port=0
+start_component kube-controller-manager "$BIN/kube-controller-manager" \
+  --kubeconfig "$WD/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$WD/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$WD/kube-controller-manager.kubeconfig" \
+  --leader-elect=false \
+  --secure-port=0 \
+  --use-service-account-credentials=true \
+  --service-account-private-key-file "$PKI/sa.key" \
+  --root-ca-file "$PKI/ca.crt" \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
+  --controllers=serviceaccount-controller,serviceaccount-token-controller,namespace-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,statefulset-controller,job-controller,garbage-collector-controller,persistentvolume-binder-controller,endpointslice-controller,node-lifecycle-controller
 
 # ---- bridge and CNI ---------------------------------------------------------------
 log "bridge $BRIDGE $NODE_IP/24"
@@ -351,6 +484,7 @@ cat >"$WD/cni/net.d/10-$CNI_NETWORK.conflist" <<EOF
       "bridge": "$BRIDGE",
       "isGateway": true,
       "ipMasq": false,
+      "hairpinMode": true,
       "ipam": {
         "type": "host-local",
         "dataDir": "$WD/cni/ipam",
@@ -361,6 +495,40 @@ cat >"$WD/cni/net.d/10-$CNI_NETWORK.conflist" <<EOF
   ]
 }
 EOF
+
+# ---- cluster DNS ---------------------------------------------------------------------
+# dnsmasq on the node IP answers NAME.NAMESPACE.svc.cluster.local from one
+# hosts file per Service under dns/hosts (re-read on change), which a
+# `kubectl get services --watch` loop keeps current; anything else in
+# cluster.local is NXDOMAIN, and nothing is forwarded.
+log "cluster DNS: dnsmasq on $NODE_IP:53"
+mkdir -p "$WD/dns/hosts"
+printf 'nameserver %s\n' "$NODE_IP" >"$WD/dns/resolv.conf"
+dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
+  --listen-address="$NODE_IP" --bind-interfaces --port=53 \
+  --no-resolv --no-hosts --no-negcache --local="/$CLUSTER_DOMAIN/" \
+  --hostsdir="$WD/dns/hosts" --pid-file= --log-facility="$WD/dnsmasq.log" \
+  >>"$WD/dnsmasq.log" 2>&1 </dev/null &
+echo $! >"$WD/dnsmasq.pid"
+dns_watch() {
+  while :; do
+    "$BIN/kubectl" --kubeconfig "$CP/kubeconfig" get services --all-namespaces --watch --output-watch-events \
+      -o jsonpath='{.type} {.object.metadata.namespace} {.object.metadata.name} {.object.spec.clusterIP}{"\n"}' || true
+    sleep 1
+  done | while read -r type ns name ip; do
+    file=$WD/dns/hosts/$ns.$name
+    if [[ $type == DELETED ]]; then
+      rm -f "$file"
+    elif [[ $ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+      # Written beside the folder dnsmasq reads, then moved in whole.
+      printf '%s %s.%s.svc.%s\n' "$ip" "$name" "$ns" "$CLUSTER_DOMAIN" >"$WD/dns/$ns.$name.tmp"
+      mv -f "$WD/dns/$ns.$name.tmp" "$file"
+    fi
+  done
+}
+export -f dns_watch
+WD=$WD BIN=$BIN CP=$CP CLUSTER_DOMAIN=$CLUSTER_DOMAIN setsid bash -c dns_watch >>"$WD/dns-watch.log" 2>&1 </dev/null &
+echo $! >"$WD/dns-watch.pid"
 
 # ---- containerd ---------------------------------------------------------------------
 log "containerd (private config, root, state and socket under $WD/containerd)"
@@ -445,7 +613,10 @@ authorization:
   mode: Webhook
 podLogsDir: $WD/pod-logs
 volumePluginDir: $WD/volume-plugins
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$NODE_IP]
+# No search domains or name servers of the host's.
+resolvConf: $WD/dns/resolv.conf
 # The images are imported, never pulled: image GC must never remove them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -472,6 +643,35 @@ setsid "$BIN/kubelet" \
   --v=2 >>"$WD/kubelet.log" 2>&1 </dev/null &
 echo $! >"$WD/kubelet.pid"
 
+# ---- kube-proxy ---------------------------------------------------------------------
+# iptables mode. It leaves the conntrack sysctls alone (this VM may not let
+# it write them) and does not route NodePorts on localhost (no
+# route_localnet). `stop` removes its rules with `kube-proxy --cleanup`.
+log "kube-proxy (iptables)"
+cat >"$WD/kube-proxy-config.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $WD/kube-proxy.kubeconfig
+mode: iptables
+hostnameOverride: $NODE_NAME
+nodePortAddresses: [primary]
+clusterCIDR: $SUBNET.0/24
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+iptables:
+  localhostNodePorts: false
+  syncPeriod: 30s
+  minSyncPeriod: 0s
+EOF
+touch "$WD/kube-proxy-started"
+start_component kube-proxy "$BIN/kube-proxy" --config "$WD/kube-proxy-config.yaml" --v=2
+
 {
   cat "$CP/env"
   echo "SIGNET_NODE_NAME=$NODE_NAME"
@@ -487,6 +687,18 @@ for i in $(seq 1 300); do
   kill -0 "$(cat "$WD/kubelet.pid")" 2>/dev/null || fail "kubelet exited"
   kill -0 "$(cat "$WD/containerd.pid")" 2>/dev/null || fail "containerd exited"
   [[ $i -lt 300 ]] || fail "node $NODE_NAME not Ready after 60s (Ready=$ready)"
+  sleep 0.2
+done
+for name in kube-scheduler kube-controller-manager kube-proxy dnsmasq; do
+  kill -0 "$(cat "$WD/$name.pid")" 2>/dev/null || fail "$name exited"
+done
+# The controller-manager works once namespace `default` has its account,
+# and the scheduler may place pods once the node lifecycle controller took
+# the node's not-ready taint away.
+for i in $(seq 1 150); do
+  taints=$(kubectl_cp get node "$NODE_NAME" -o jsonpath='{.spec.taints[*].key}' 2>/dev/null || echo unknown)
+  kubectl_cp -n default get serviceaccount default >/dev/null 2>&1 && [[ -z $taints ]] && break
+  [[ $i -lt 150 ]] || fail "after 30 s: no ServiceAccount default/default, or node taints left ($taints): see $WD/kube-controller-manager.log"
   sleep 0.2
 done
 log "node $NODE_NAME Ready (stop with: $0 stop $WD)"

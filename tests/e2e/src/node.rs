@@ -1,12 +1,14 @@
-//! A real node for the tests that run pods (`tests/node.rs`): etcd,
-//! kube-apiserver, containerd, runc, a bridge and a kubelet from
+//! A real one-node cluster for the tests that run pods (`tests/node.rs`):
+//! etcd, kube-apiserver, kube-scheduler, kube-controller-manager,
+//! containerd, runc, a bridge, a kubelet, kube-proxy and a cluster DNS from
 //! `tests/node/start.sh`, and images from `tests/node/images.sh`, imported
 //! into the node's containerd. Stopped (`start.sh stop`) when dropped, even
 //! after a panic.
 //!
 //! Unlike the rest of this crate, a node binds more than 127.0.0.1: the
-//! kubelet and anything the pods must reach listen on the node's bridge
-//! address ([`Node::ip`]). [`cluster`] installs Signet on a node.
+//! kubelet and the DNS listen on the node's bridge address ([`Node::ip`]),
+//! and the API server on every address, so that pods reach it through the
+//! `kubernetes` Service. [`cluster`] installs Signet's chart on a node.
 
 pub mod cluster;
 
@@ -19,13 +21,22 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::{ControlPlane, output, repo_root, run};
 
-/// The bin folder of a control-plane build that has the kubelet (build.sh
-/// recipe 2 or later): `$SIGNET_CP_BIN`, else the newest such build in the
-/// cache. Never builds.
+/// The bin folder of a control-plane build that has the node's components
+/// (build.sh recipe 3 or later): `$SIGNET_CP_BIN`, else the newest such
+/// build in the cache. Never builds.
 pub fn node_bin() -> anyhow::Result<PathBuf> {
     crate::build_with(
-        &["etcd", "kube-apiserver", "kubectl", "helm", "kubelet"],
-        "run `bash tests/control-plane/build.sh` (it builds the kubelet too; CI's .ci/run does it first)",
+        &[
+            "etcd",
+            "kube-apiserver",
+            "kubectl",
+            "helm",
+            "kubelet",
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kube-proxy",
+        ],
+        "run `bash tests/control-plane/build.sh` (it builds the kubelet, kube-scheduler, kube-controller-manager and kube-proxy too; CI's .ci/run does it first)",
     )
 }
 
@@ -101,14 +112,14 @@ impl Node {
         &self.name
     }
 
-    /// The node's address on its bridge: the kubelet's, and the host's as
-    /// the pods see it.
+    /// The node's address on its bridge: the kubelet's and the DNS's, and
+    /// the host's as the pods see it.
     pub fn ip(&self) -> &str {
         &self.ip
     }
 
-    /// Creates `names` with what a controller-manager would add: the
-    /// `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap.
+    /// Creates `names` and waits until the controller-manager gave each its
+    /// `default` ServiceAccount and `kube-root-ca.crt` ConfigMap.
     pub fn namespaces(&self, names: &[&str]) -> anyhow::Result<()> {
         run(Command::new("bash")
             .arg(repo_root().join("tests/node/start.sh"))

@@ -1,15 +1,16 @@
-//! Signet on a real node: pods opted in to injection run on a real kubelet
-//! with Debian's containerd and runc (`tests/node/start.sh`), from images
-//! built here without docker (`tests/node/images.sh`). The vault, the
-//! operator's controller and webhook run as processes on the host; the
-//! vault listens on the node's bridge address, which is how the pods reach
-//! it. Nothing plays the kubelet's part: the kubelet mounts the projected
-//! service-account token, runs `signet-init` as a native sidecar with its
-//! startup probe, and starts the app container after it.
+//! Signet on a real node, as its chart installs it: a one-node cluster
+//! (`tests/node/start.sh`: the control plane, scheduler, controller-manager,
+//! a kubelet with Debian's containerd and runc, kube-proxy and a cluster
+//! DNS) runs the vault, the controller and the webhook as pods from images
+//! built here without docker (`tests/node/images.sh`), installed with helm.
+//! Opted-in pods are admitted by the webhook's pod, and reach the vault
+//! through its Service. Nothing plays the kubelet's part: the kubelet mounts
+//! the projected service-account token, runs `signet-init` as a native
+//! sidecar with its startup probe, and starts the app container after it.
 //!
-//! Needs root and a control-plane build with the kubelet
-//! (`bash tests/control-plane/build.sh`); installs containerd, runc and the
-//! CNI plugins with apt-get when missing. Ignored by `cargo test
+//! Needs root and a control-plane build with the node's components
+//! (`bash tests/control-plane/build.sh`); installs containerd, runc, the CNI
+//! plugins and dnsmasq with apt-get when missing. Ignored by `cargo test
 //! --workspace`; `.ci/run` runs it in its own step, where it fails (never
 //! skips) when it cannot run:
 //!
@@ -21,13 +22,14 @@
 
 use std::{path::Path, process::Command, time::Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use signet_e2e::{
     eventually,
     node::{
         cluster::{
             APP_NS, APP_UID, Binaries, Cluster, Diagnostics, FS_GROUP, IDENTITY_TOKEN, INIT_IMAGE,
-            MOUNT_PATH, WAIT, app_pod, is_ready, sidecar_pid, unix_ms, work_dir,
+            MOUNT_PATH, SYSTEM_NS, UNDELEGATED_NS, WAIT, app_pod, is_ready, sidecar_pid, unix_ms,
+            work_dir,
         },
         processes_with_env, resident_kib,
     },
@@ -42,7 +44,7 @@ fn injected_pods_on_a_real_node() {
     let bins = Binaries::find(Path::new(env!("CARGO_BIN_EXE_signet-node-app")))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let work = work_dir().unwrap();
-    let mut cluster = Cluster::start(work.path(), &bins, &step).unwrap_or_else(|e| panic!("{e:#}"));
+    let cluster = Cluster::start(work.path(), &bins, &step).unwrap_or_else(|e| panic!("{e:#}"));
     let _diagnostics = Diagnostics::of(work.path(), &cluster.cp_bin);
     let node_name = cluster.node.name().to_owned();
 
@@ -72,6 +74,26 @@ fn injected_pods_on_a_real_node() {
     assert_eq!(init["name"], "signet-init");
     assert_eq!(init["image"], INIT_IMAGE);
     assert_eq!(init["restartPolicy"], "Always", "a native sidecar");
+    // The chart's vault URL (its Service, by the cluster DNS), over TLS
+    // with the CA the webhook read from its ConfigMap.
+    let env = |name: &str| {
+        init["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env("SIGNET_VAULT"),
+        Some(json!("https://signet-vault.signet-system.svc:8200"))
+    );
+    assert!(
+        env("SIGNET_CA_PEM").is_some_and(|pem| pem
+            .as_str()
+            .is_some_and(|pem| pem.contains("BEGIN CERTIFICATE"))),
+        "the vault's CA injected"
+    );
     let sidecar_status = &pod["status"]["initContainerStatuses"][0];
     assert_eq!(sidecar_status["started"], true);
     assert!(
@@ -199,7 +221,7 @@ fn injected_pods_on_a_real_node() {
         .kubectl_ok(&["-n", APP_NS, "delete", "pod", "app", "--wait=false"])
         .unwrap();
     eventually("the controller to revoke the pod's machine", WAIT, || {
-        cluster.controller.ensure_running()?;
+        cluster.ensure_running("controller")?;
         Ok(cli.live_machines_of_pod(&uid)?.is_empty().then_some(()))
     })
     .unwrap();
@@ -263,8 +285,240 @@ fn injected_pods_on_a_real_node() {
         self_revocations + 1
     );
 
-    cluster.controller.ensure_running().unwrap();
-    cluster.webhook.ensure_running().unwrap();
-    cluster.vault.ensure_running().unwrap();
+    // ---- 5. refused enrollments: the app never starts -----------------------------
+    // Two pods in `apps` that skip the webhook (already marked injected,
+    // so it leaves them alone) with the sidecar it would inject, altered:
+    // the vault is the boundary, not the webhook. And an opted-in pod of a
+    // namespace whose EnrollmentToken the controller could not turn into a
+    // vault policy, because nothing was delegated for that namespace.
+    step("refused enrollments: a service account not allowed, an unknown policy, no delegation");
+    plane
+        .kubectl_ok(&["-n", APP_NS, "create", "serviceaccount", "intruder"])
+        .unwrap();
+    let intruder = forged_pod(&cluster, "intruder", &node_name, |pod| {
+        pod["spec"]["serviceAccountName"] = json!("intruder");
+    });
+    cluster.create_pod(&intruder).unwrap();
+    let unknown = forged_pod(&cluster, "unknown-policy", &node_name, |pod| {
+        let env = pod["spec"]["initContainers"][0]["env"]
+            .as_array_mut()
+            .unwrap();
+        let policy = env
+            .iter_mut()
+            .find(|e| e["name"] == "SIGNET_POLICY")
+            .expect("the sidecar's SIGNET_POLICY");
+        policy["value"] = json!("no-such-policy");
+    });
+    cluster.create_pod(&unknown).unwrap();
+    plane
+        .kubectl_ok(&[
+            "-n",
+            UNDELEGATED_NS,
+            "wait",
+            "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=NotDelegated",
+            "--timeout=60s",
+            "enrollmenttoken/shop",
+        ])
+        .unwrap();
+    cluster
+        .create_pod_in(
+            UNDELEGATED_NS,
+            &app_pod(
+                "app",
+                &node_name,
+                Some("sidecar"),
+                "Always",
+                &["watch", MOUNT_PATH],
+            ),
+        )
+        .unwrap();
+    for (namespace, name, code) in [
+        (APP_NS, "intruder", "service_account_not_allowed"),
+        (APP_NS, "unknown-policy", "unknown_policy"),
+        (UNDELEGATED_NS, "app", "unknown_policy"),
+    ] {
+        let (exit_code, log) = refused_sidecar(&cluster, namespace, name);
+        step(&format!(
+            "{namespace}/{name}: signet-init exited {exit_code}: {}",
+            log.lines().last().unwrap_or_default()
+        ));
+        assert_eq!(
+            exit_code, 4,
+            "{namespace}/{name}: the enrollment refused: {log}"
+        );
+        assert!(
+            log.contains("refused the enrollment") && log.contains(code),
+            "{namespace}/{name}: signet-init should name {code}: {log}"
+        );
+        let pod = plane
+            .get_json(Some(namespace), "pod", name)
+            .unwrap()
+            .unwrap();
+        let app = &pod["status"]["containerStatuses"][0];
+        assert_eq!(app["started"], false, "{namespace}/{name}: {app}");
+        assert_eq!(
+            app["state"]["waiting"]["reason"], "PodInitializing",
+            "{namespace}/{name}: the app never started: {app}"
+        );
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        assert!(
+            cli.live_machines_of_pod(uid).unwrap().is_empty(),
+            "{namespace}/{name} has a machine"
+        );
+    }
+
+    // ---- 6. the webhook down: opted-in pods refused, others admitted ---------------
+    step("webhook scaled to 0: opted-in pods refused, others admitted");
+    plane
+        .kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "scale",
+            "deployment/signet-webhook",
+            "--replicas=0",
+        ])
+        .unwrap();
+    eventually("the webhook's pod gone", WAIT, || {
+        let pods = plane.kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=webhook",
+            "-o",
+            "name",
+        ])?;
+        Ok(pods.trim().is_empty().then_some(()))
+    })
+    .unwrap();
+    let refused = plane
+        .kubectl_stdin(
+            &["-n", APP_NS, "create", "-f", "-"],
+            &app_pod(
+                "outage",
+                &node_name,
+                Some("sidecar"),
+                "Always",
+                &["watch", MOUNT_PATH],
+            ),
+        )
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "an opted-in pod was admitted without the webhook"
+    );
+    assert!(
+        stderr.contains("failed calling webhook \"inject.signet.dev\""),
+        "{stderr}"
+    );
+    assert!(
+        plane
+            .get_json(Some(APP_NS), "pod", "outage")
+            .unwrap()
+            .is_none()
+    );
+    step(&format!("refused: {}", stderr.trim()));
+    cluster
+        .create_pod(&app_pod("plain", &node_name, None, "Always", &["pause"]))
+        .unwrap();
+    let plain = cluster.wait_pod("plain", "Ready", is_ready).unwrap();
+    assert!(
+        plain["spec"]["initContainers"].is_null(),
+        "nothing injected"
+    );
+
+    cluster.ensure_running("controller").unwrap();
+    cluster.ensure_running("vault").unwrap();
     step("done");
+}
+
+/// An opted-in pod `name` as the webhook mutates it (a server-side dry
+/// run), changed by `edit`, as a manifest the webhook then leaves alone: it
+/// is marked injected already.
+fn forged_pod(cluster: &Cluster, name: &str, node: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let manifest = app_pod(
+        name,
+        node,
+        Some("sidecar"),
+        "Always",
+        &["watch", MOUNT_PATH],
+    );
+    let out = cluster
+        .plane()
+        .kubectl_stdin(
+            &[
+                "-n",
+                APP_NS,
+                "create",
+                "--dry-run=server",
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            &manifest,
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["signet.dev/injected"],
+        "true"
+    );
+    let metadata = pod["metadata"].as_object_mut().unwrap();
+    for server_field in [
+        "uid",
+        "creationTimestamp",
+        "resourceVersion",
+        "managedFields",
+    ] {
+        metadata.remove(server_field);
+    }
+    pod.as_object_mut().unwrap().remove("status");
+    // The deprecated twin of serviceAccountName, which the API server fills.
+    pod["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("serviceAccount");
+    edit(&mut pod);
+    pod.to_string()
+}
+
+/// The exit code and log of the first failed run of pod `name`'s
+/// signet-init (the kubelet restarts a native sidecar, so it may be the
+/// previous run's).
+fn refused_sidecar(cluster: &Cluster, namespace: &str, name: &str) -> (i64, String) {
+    let plane = cluster.plane();
+    eventually(
+        &format!("{namespace}/{name}: signet-init to fail"),
+        WAIT,
+        || {
+            let Some(pod) = plane.get_json(Some(namespace), "pod", name)? else {
+                return Ok(None);
+            };
+            let status = &pod["status"]["initContainerStatuses"][0];
+            let (terminated, previous) = if status["state"]["terminated"].is_object() {
+                (&status["state"]["terminated"], false)
+            } else {
+                (&status["lastState"]["terminated"], true)
+            };
+            let Some(code) = terminated["exitCode"].as_i64() else {
+                return Ok(None);
+            };
+            let mut logs = plane.kubectl();
+            logs.args(["-n", namespace, "logs", name, "-c", "signet-init"]);
+            if previous {
+                logs.arg("--previous");
+            }
+            Ok(Some((code, output(&mut logs)?)))
+        },
+    )
+    .map(|(code, out)| (code, String::from_utf8_lossy(&out.stdout).into_owned()))
+    .unwrap()
 }

@@ -1,12 +1,17 @@
-//! Signet installed on a [`Node`], as the node tests (`tests/node.rs`,
-//! `tests/node_bench.rs`) use it: the images imported, the CRDs and the
-//! chart installed, `signet-vault serve` on the node's address (where the
-//! pods reach the host), an admin, a registered cluster, project `shop`
-//! with two secrets, the operator's agent with delegations for namespace
-//! `apps`, the controller and the webhook as processes, and the
-//! EnrollmentToken `shop` with its SecretGrant, both Ready. Plus the pods
-//! the tests run: the test app (`src/bin/signet-node-app.rs`), restricted,
-//! opted in or not.
+//! Signet installed on a [`Node`] as its chart installs it, as the node
+//! tests (`tests/node.rs`, `tests/node_bench.rs`) use it: the images
+//! imported, the root key's Secret, the vault's CA and (once its Service
+//! has an address) certificate, a local PersistentVolume for the vault's
+//! claim, `helm install` of `charts/signet` with `tests/node/values.yaml`
+//! (the vault, the controller and the webhook run as pods), then, over
+//! HTTPS through the vault's Service, an admin, the cluster registered with
+//! its in-cluster API URL, project `shop` with two secrets,
+//! the operator's agent (its identity in the Secret the controller waits
+//! for) with delegations for namespace `apps`, and the EnrollmentToken
+//! `shop` with its SecretGrant, both Ready (and the same pair in a
+//! namespace with no delegation). Plus the pods the tests run:
+//! the test app (`src/bin/signet-node-app.rs`), restricted, opted in or
+//! not.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -19,14 +24,15 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::{Value, json};
 
 use super::{Node, command_line, node_bin, processes_with_env};
-use crate::{
-    ControlPlane, Daemon, eventually, free_port, output, repo_root, run, workspace_binary,
-};
+use crate::{ControlPlane, eventually, output, repo_root, run, workspace_binary};
 
 /// Namespace of the chart.
 pub const SYSTEM_NS: &str = "signet-system";
 /// Namespace of the test pods (the operator's delegations name it).
 pub const APP_NS: &str = "apps";
+/// A namespace with the same EnrollmentToken and SecretGrant as `apps`,
+/// but no delegation to the operator: its pods must get nothing.
+pub const UNDELEGATED_NS: &str = "elsewhere";
 /// The chart's release name, and the MutatingWebhookConfiguration's.
 pub const RELEASE: &str = "signet";
 /// The SecretGrant's mount path.
@@ -37,10 +43,21 @@ pub const IDENTITY_TOKEN: &str = "/var/run/secrets/signet.dev/identity/token";
 pub const INIT_IMAGE: &str = "signet.invalid/signet-init:node";
 /// The test app's image.
 pub const APP_IMAGE: &str = "signet.invalid/node-app:node";
-/// The name the vault knows the cluster by.
+/// The name the vault knows the cluster by (`cluster.name` in
+/// `tests/node/values.yaml`).
 pub const CLUSTER: &str = "e2e";
-/// The vault's ServiceAccount in the chart (`system:auth-delegator` only).
-const VAULT_SA: &str = "signet-vault";
+/// The vault's pod (the chart's StatefulSet has one replica).
+pub const VAULT_POD: &str = "signet-vault-0";
+/// The vault's Service and its port.
+const VAULT_SERVICE: (&str, u16) = ("signet-vault", 8200);
+/// The Secrets the chart's values name: the root key, the operator's
+/// identity.
+const ROOT_KEY_SECRET: &str = "signet-root-key";
+const IDENTITY_SECRET: &str = "signet-operator-identity";
+/// The vault's serving certificate (`vault.tls.existingSecret`) and its CA
+/// for injected pods (`operator.webhook.vaultCa.existingConfigMap`).
+const VAULT_TLS_SECRET: &str = "signet-vault-tls";
+const VAULT_CA_CONFIGMAP: &str = "signet-vault-ca";
 /// The app's user. signet-init (65532) writes the files 0440 into a volume
 /// the pod's fsGroup owns, so the app reads them through that group.
 pub const APP_UID: u32 = 1000;
@@ -48,6 +65,29 @@ pub const APP_UID: u32 = 1000;
 pub const FS_GROUP: u32 = 2000;
 /// Bound of every wait for the kubelet, the controller or the sidecar.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The vault's PersistentVolume: a local volume on the node, in a folder
+/// the test creates as root, as a provisioner would. The kubelet applies
+/// the pod's fsGroup to it (group 65532, group-writable, setgid).
+const VAULT_VOLUME: &str = r#"apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: signet-vault-data
+spec:
+  capacity:
+    storage: 1Gi
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  local:
+    path: PATH
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - key: kubernetes.io/hostname
+              operator: In
+              values: [NODE]
+"#;
 
 const TOKEN_AND_GRANT: &str = r#"apiVersion: signet.dev/v1alpha1
 kind: EnrollmentToken
@@ -83,6 +123,8 @@ spec:
 pub struct Cli {
     binary: PathBuf,
     vault: String,
+    /// The vault's CA (its certificate is the test's).
+    ca_file: PathBuf,
     identity: PathBuf,
 }
 
@@ -92,6 +134,7 @@ impl Cli {
         command
             .env_clear()
             .env("SIGNET_VAULT", &self.vault)
+            .env("SIGNET_CA_CERT", &self.ca_file)
             .env("SIGNET_IDENTITY", &self.identity);
         command
     }
@@ -174,8 +217,10 @@ impl Binaries {
     }
 }
 
-/// On a failing test: the pods as the API server sees them, and the end of
-/// every log (the vault, the operator, the kubelet, containerd, etcd,
+/// On a failing test: the objects as the API server sees them (pods,
+/// volumes, the test's EnrollmentTokens), the end of the chart's pods'
+/// logs, and the end of every log of the node (the kubelet, containerd,
+/// kube-proxy, the scheduler, the controller-manager, dnsmasq, etcd,
 /// kube-apiserver). Declare it after the [`Cluster`], so that it runs while
 /// the node still does.
 pub struct Diagnostics {
@@ -189,7 +234,7 @@ impl Diagnostics {
     pub fn of(work: &Path, cp_bin: &Path) -> Self {
         let node = work.join("node");
         Self {
-            logs: vec![work.join("logs"), node.clone(), node.join("control-plane")],
+            logs: vec![node.clone(), node.join("control-plane")],
             kubectl: (
                 cp_bin.join("kubectl"),
                 node.join("control-plane/kubeconfig"),
@@ -198,18 +243,31 @@ impl Diagnostics {
     }
 }
 
-impl Drop for Diagnostics {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
+impl Diagnostics {
+    /// Prints it all to stderr.
+    pub fn print(&self) {
         let (kubectl, kubeconfig) = &self.kubectl;
         for args in [
-            &["get", "pods", "-A", "-o", "wide"][..],
+            &["get", "pods,pvc,pv,enrollmenttokens", "-A", "-o", "wide"][..],
+            &["-n", SYSTEM_NS, "describe", "pods"][..],
             &["-n", APP_NS, "describe", "pods"][..],
+            &[
+                "-n",
+                SYSTEM_NS,
+                "logs",
+                "-l",
+                "app.kubernetes.io/part-of=signet",
+                "--all-containers",
+                "--prefix",
+                "--tail=40",
+            ][..],
         ] {
             let mut command = Command::new(kubectl);
-            command.arg("--kubeconfig").arg(kubeconfig).args(args);
+            command
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .arg("--request-timeout=10s")
+                .args(args);
             if let Ok(out) = output(&mut command) {
                 eprintln!("---- kubectl {} ----", args.join(" "));
                 eprintln!("{}", String::from_utf8_lossy(&out.stdout));
@@ -235,20 +293,21 @@ impl Drop for Diagnostics {
     }
 }
 
+impl Drop for Diagnostics {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print();
+        }
+    }
+}
+
 /// Signet on a running node (see the module documentation).
 pub struct Cluster {
-    // Fields drop in order: the processes stop before the node does.
-    /// The controller process.
-    pub controller: Daemon,
-    /// The webhook process.
-    pub webhook: Daemon,
-    /// The vault process.
-    pub vault: Daemon,
-    /// The admin's CLI.
+    /// The admin's CLI, talking to the vault through its Service.
     pub cli: Cli,
     /// The operator's agent id (the actor of the controller's revocations).
     pub agent_id: String,
-    /// The control-plane tools (with the kubelet).
+    /// The control-plane tools (with the node's).
     pub cp_bin: PathBuf,
     /// The node.
     pub node: Node,
@@ -258,249 +317,31 @@ impl Cluster {
     /// Starts it all in `work`, telling `step` what it does.
     pub fn start(work: &Path, bins: &Binaries, step: &dyn Fn(&str)) -> anyhow::Result<Self> {
         let cp_bin = node_bin()?;
-        let logs = work.join("logs");
-        std::fs::create_dir_all(&logs)?;
 
-        step("starting the node: etcd, kube-apiserver, containerd, bridge, kubelet");
+        step(
+            "starting the node: control plane, scheduler, controller-manager, containerd, kubelet, kube-proxy, DNS",
+        );
         let node = Node::start(&cp_bin, &work.join("node"))?;
-        let _diagnostics = Diagnostics::of(work, &cp_bin);
-        step("images: signet-init, the test app, pause; imported into containerd");
-        node.import_images(
-            &bins.dir,
-            &bins.app,
-            &["signet-init", "node-app", "pause"],
-            &work.join("images"),
-        )?;
-        node.namespaces(&[SYSTEM_NS, APP_NS])?;
-        let plane = node.plane();
-
-        step("kubectl apply -f crds/ and helm install");
-        let crds = repo_root().join("crds");
-        plane.kubectl_ok(&["apply", "--server-side", "-f", &crds.to_string_lossy()])?;
-        plane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/enrollmenttokens.signet.dev",
-            "crd/secretgrants.signet.dev",
-        ])?;
-        let vault_port = free_port()?;
-        let webhook_port = free_port()?;
-        // The pods reach the host at the node's bridge address.
-        let vault_url = format!("http://{}:{vault_port}", node.ip());
-        let webhook_url = format!("https://127.0.0.1:{webhook_port}/mutate");
-        run(plane.helm().args([
-            "install",
-            RELEASE,
-            &repo_root().join("charts/signet").to_string_lossy(),
-            "-n",
-            SYSTEM_NS,
-            "-f",
-            &repo_root()
-                .join("tests/chart/values-e2e.yaml")
-                .to_string_lossy(),
-            "--set",
-            &format!("operator.vaultUrl={vault_url}"),
-            "--set",
-            &format!("operator.webhook.url={webhook_url}"),
-        ]))?;
-        // The chart's vault ServiceAccount may only review tokens; the vault
-        // runs on the host, so its token comes from TokenRequest.
-        let reviewer_token = work.join("reviewer-token");
-        let token = plane.kubectl_ok(&[
-            "-n",
-            SYSTEM_NS,
-            "create",
-            "token",
-            VAULT_SA,
-            "--duration",
-            "3600s",
-        ])?;
-        std::fs::write(&reviewer_token, token.trim())?;
-
-        step("signet-vault serve on the node address, admin, cluster, secrets, agent");
-        let vault_bin = bins.path("signet-vault");
-        let root_key = work.join("root-key");
-        std::fs::write(&root_key, run(Command::new(&vault_bin).arg("root-key"))?)?;
-        std::fs::set_permissions(&root_key, std::fs::Permissions::from_mode(0o600))?;
-        let mut vault_cmd = Command::new(&vault_bin);
-        vault_cmd
-            .args(["serve", "--listen", &format!("{}:{vault_port}", node.ip())])
-            .arg("--data-dir")
-            .arg(work.join("vault-data"))
-            .arg("--root-key-file")
-            .arg(&root_key)
-            .arg("--kube-token-file")
-            .arg(&reviewer_token);
-        let mut vault = Daemon::spawn("vault", vault_cmd, &logs)?;
-        let bootstrap = eventually("the vault's bootstrap token on stdout", WAIT, || {
-            vault.ensure_running()?;
-            Ok(vault
-                .stdout()
-                .split_whitespace()
-                .skip_while(|w| *w != "--token")
-                .nth(1)
-                .map(str::to_owned))
-        })?;
-        let admin_file = work.join("admin.json");
-        run(Command::new(bins.path("signet"))
-            .env_clear()
-            .args([
-                "--vault", &vault_url, "admin", "enroll", "--token", &bootstrap, "--out",
-            ])
-            .arg(&admin_file))?;
-        let cli = Cli {
-            binary: bins.path("signet"),
-            vault: vault_url.clone(),
-            identity: admin_file,
-        };
-        let server = plane.env("SIGNET_CP_SERVER")?;
-        let ca_file = plane.env("SIGNET_CP_CA")?;
-        cli.ok(&[
-            "cluster",
-            "add",
-            CLUSTER,
-            "--api-url",
-            &server,
-            "--ca-file",
-            &ca_file,
-        ])?;
-        cli.ok(&["project", "create", "shop"])?;
-        cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v1"])?;
-        cli.ok(&[
-            "secret",
-            "set",
-            "shop/db",
-            "--field",
-            "user=shop",
-            "--field",
-            "password=it's-a-secret",
-        ])?;
-        let agent_file = work.join("agent.json");
-        cli.ok(&["keygen", "--out", &agent_file.to_string_lossy()])?;
-        cli.ok(&[
-            "agent",
-            "create",
-            "--name",
-            "signet-operator",
-            "--key-file",
-            &agent_file.to_string_lossy(),
-            "--scope",
-            "metadata",
-            "--scope",
-            "tokens",
-            "--scope",
-            "grants",
-            "--scope",
-            "machines",
-        ])?;
-        let agent: Value = serde_json::from_str(&std::fs::read_to_string(&agent_file)?)?;
-        let agent_id = agent["id"]
-            .as_str()
-            .context("the agent file has no id")?
-            .to_owned();
-        // The operator may hand out these two secrets to pods of `apps`.
-        for secret in [
-            vec!["--secret", "api-key"],
-            vec!["--secret", "db", "--field", "user", "--field", "password"],
-        ] {
-            let mut args = vec![
-                "delegation",
-                "add",
-                "--agent",
-                &agent_id,
-                "--project",
-                "shop",
-                "--cluster",
-                CLUSTER,
-                "--namespace",
-                APP_NS,
-            ];
-            args.extend(secret);
-            cli.ok(&args)?;
-        }
-
-        step("signet-operator controller and webhook");
-        let kubeconfig = plane.kubeconfig().to_owned();
-        let operator_bin = bins.path("signet-operator");
-        let mut controller_cmd = Command::new(&operator_bin);
-        controller_cmd
-            .args(["controller", "--vault", &vault_url, "--identity"])
-            .arg(&agent_file)
-            .env("SIGNET_CLUSTER_NAME", CLUSTER)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,signet_operator=debug");
-        let mut controller = Daemon::spawn("controller", controller_cmd, &logs)?;
-        let mut webhook_cmd = Command::new(&operator_bin);
-        webhook_cmd
-            .args([
-                "webhook",
-                "--listen",
-                &format!("127.0.0.1:{webhook_port}"),
-                "--self-signed-service",
-                "signet-webhook",
-                "--namespace",
-                SYSTEM_NS,
-                "--webhook-config-name",
-                RELEASE,
-                "--self-signed-extra-name",
-                "127.0.0.1",
-                "--vault-url",
-                &vault_url,
-                "--init-image",
-                INIT_IMAGE,
-                "--init-image-pull-policy",
-                "Never",
-            ])
-            .env("SIGNET_CLUSTER_NAME", CLUSTER)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info");
-        let mut webhook = Daemon::spawn("webhook", webhook_cmd, &logs)?;
-        eventually(
-            "the webhook ready (CA installed, watches synced)",
-            WAIT,
-            || {
-                webhook.ensure_running()?;
-                let config = plane.get_json(None, "mutatingwebhookconfiguration", RELEASE)?;
-                if !config.is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].is_string())
-                {
-                    return Ok(None);
-                }
-                let out = output(Command::new("curl").args([
-                    "-ksf",
-                    "--max-time",
-                    "2",
-                    &format!("https://127.0.0.1:{webhook_port}/readyz"),
-                ]))?;
-                Ok(out.status.success().then_some(()))
-            },
-        )?;
-
-        step("EnrollmentToken + SecretGrant");
-        plane.apply(APP_NS, TOKEN_AND_GRANT)?;
-        for object in ["enrollmenttoken/shop", "secretgrant/shop"] {
-            let waited = plane.kubectl_ok(&[
-                "-n",
-                APP_NS,
-                "wait",
-                "--for=condition=Ready",
-                "--timeout=60s",
-                object,
-            ]);
-            if let Err(error) = waited {
-                controller.ensure_running()?;
-                bail!("{object} not Ready: {error:#}");
+        match install(work, bins, &node, step) {
+            Ok((cli, agent_id)) => Ok(Self {
+                cli,
+                agent_id,
+                cp_bin,
+                node,
+            }),
+            Err(error) => {
+                // While the node still runs (it stops when dropped).
+                Diagnostics::of(work, &cp_bin).print();
+                Err(error)
             }
         }
-        Ok(Self {
-            controller,
-            webhook,
-            vault,
-            cli,
-            agent_id,
-            cp_bin,
-            node,
-        })
+    }
+
+    /// An error unless the chart's pod of `component` (`vault`,
+    /// `controller` or `webhook`) runs and never restarted; with the end of
+    /// its log.
+    pub fn ensure_running(&self, component: &str) -> anyhow::Result<()> {
+        ensure_running(self.plane(), component)
     }
 
     /// The control plane.
@@ -513,14 +354,19 @@ impl Cluster {
     /// the controller's Ready by a moment: a refusal for that reason is
     /// retried, as a ReplicaSet would.
     pub fn create_pod(&self, manifest: &str) -> anyhow::Result<()> {
+        self.create_pod_in(APP_NS, manifest)
+    }
+
+    /// [`Cluster::create_pod`] in `namespace`.
+    pub fn create_pod_in(&self, namespace: &str, manifest: &str) -> anyhow::Result<()> {
         eventually("the pod created", WAIT, || {
             let out = self
                 .plane()
-                .kubectl_stdin(&["-n", APP_NS, "create", "-f", "-"], manifest)?;
+                .kubectl_stdin(&["-n", namespace, "create", "-f", "-"], manifest)?;
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success() {
                 Ok(Some(()))
-            } else if stderr.contains("EnrollmentToken apps/shop does not exist")
+            } else if stderr.contains(&format!("EnrollmentToken {namespace}/shop does not exist"))
                 || stderr.contains("references EnrollmentToken shop")
                 || stderr.contains("still loading EnrollmentTokens")
             {
@@ -540,8 +386,19 @@ impl Cluster {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> anyhow::Result<Value> {
-        eventually(&format!("pod {name}: {what}"), WAIT, || {
-            let Some(pod) = self.plane().get_json(Some(APP_NS), "pod", name)? else {
+        self.wait_pod_in(APP_NS, name, what, done)
+    }
+
+    /// [`Cluster::wait_pod`] in `namespace`.
+    pub fn wait_pod_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        eventually(&format!("pod {namespace}/{name}: {what}"), WAIT, || {
+            let Some(pod) = self.plane().get_json(Some(namespace), "pod", name)? else {
                 return Ok(None);
             };
             if done(&pod) {
@@ -582,6 +439,435 @@ impl Cluster {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect())
     }
+}
+
+/// Everything [`Cluster::start`] does once the node runs; the admin's CLI
+/// and the operator's agent id.
+fn install(
+    work: &Path,
+    bins: &Binaries,
+    node: &Node,
+    step: &dyn Fn(&str),
+) -> anyhow::Result<(Cli, String)> {
+    step("images: signet-vault, signet-operator, signet-init, the test app, pause");
+    node.import_images(
+        &bins.dir,
+        &bins.app,
+        &[
+            "signet-vault",
+            "signet-operator",
+            "signet-init",
+            "node-app",
+            "pause",
+        ],
+        &work.join("images"),
+    )?;
+    node.namespaces(&[SYSTEM_NS, APP_NS, UNDELEGATED_NS])?;
+    let plane = node.plane();
+
+    step("root key Secret, the vault's PersistentVolume, CRDs, helm install");
+    let root_key = work.join("root-key");
+    std::fs::write(
+        &root_key,
+        run(Command::new(bins.path("signet-vault")).arg("root-key"))?,
+    )?;
+    std::fs::set_permissions(&root_key, std::fs::Permissions::from_mode(0o600))?;
+    plane.kubectl_ok(&[
+        "-n",
+        SYSTEM_NS,
+        "create",
+        "secret",
+        "generic",
+        ROOT_KEY_SECRET,
+        &format!("--from-file=root-key={}", root_key.display()),
+    ])?;
+    let volume = work.join("vault-volume");
+    std::fs::create_dir(&volume)?;
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o755))?;
+    plane.apply(
+        "default",
+        &VAULT_VOLUME
+            .replace("PATH", &volume.to_string_lossy())
+            .replace("NODE", node.name()),
+    )?;
+    // The vault's CA, for the webhook to pass to signet-init; the vault's
+    // certificate comes once its Service has an address.
+    let tls = work.join("tls");
+    std::fs::create_dir(&tls)?;
+    make_ca(&tls)?;
+    plane.kubectl_ok(&[
+        "-n",
+        SYSTEM_NS,
+        "create",
+        "configmap",
+        VAULT_CA_CONFIGMAP,
+        &format!("--from-file=ca.crt={}", tls.join("ca.crt").display()),
+    ])?;
+    let crds = repo_root().join("crds");
+    plane.kubectl_ok(&["apply", "--server-side", "-f", &crds.to_string_lossy()])?;
+    plane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/enrollmenttokens.signet.dev",
+        "crd/secretgrants.signet.dev",
+    ])?;
+    run(plane.helm().args([
+        "install",
+        RELEASE,
+        &repo_root().join("charts/signet").to_string_lossy(),
+        "-n",
+        SYSTEM_NS,
+        "-f",
+        &repo_root().join("tests/node/values.yaml").to_string_lossy(),
+    ]))?;
+
+    // The host reaches the Service's ClusterIP through kube-proxy's rules,
+    // as the pods do (they use its DNS name): the certificate names both.
+    let (service, port) = VAULT_SERVICE;
+    let cluster_ip = plane
+        .get_json(Some(SYSTEM_NS), "service", service)?
+        .with_context(|| format!("no Service {service}"))?["spec"]["clusterIP"]
+        .as_str()
+        .context("the vault's Service has no clusterIP")?
+        .to_owned();
+    issue_vault_certificate(&tls, &cluster_ip)?;
+    plane.kubectl_ok(&[
+        "-n",
+        SYSTEM_NS,
+        "create",
+        "secret",
+        "generic",
+        VAULT_TLS_SECRET,
+        "--type=kubernetes.io/tls",
+        &format!("--from-file=tls.crt={}", tls.join("tls.crt").display()),
+        &format!("--from-file=tls.key={}", tls.join("tls.key").display()),
+        &format!("--from-file=ca.crt={}", tls.join("ca.crt").display()),
+    ])?;
+
+    step("the vault's pod: bootstrap token, admin, cluster, secrets, agent");
+    wait_vault(plane)?;
+    // A fresh single-use token, minted in the vault's pod as the
+    // chart's NOTES say (the first one stays in the data directory).
+    let bootstrap = plane
+        .kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "exec",
+            VAULT_POD,
+            "-c",
+            "vault",
+            "--",
+            "/signet-vault",
+            "bootstrap-token",
+            "--data-dir",
+            "/data",
+        ])?
+        .trim()
+        .to_owned();
+    ensure!(
+        !bootstrap.is_empty(),
+        "signet-vault bootstrap-token printed nothing"
+    );
+    let vault_url = format!("https://{cluster_ip}:{port}");
+    let ca_file = tls.join("ca.crt");
+    // kube-proxy routes the Service a moment after the pod is Ready.
+    eventually("the vault's Service to answer", WAIT, || {
+        let out = output(
+            Command::new("curl")
+                .arg("-sf")
+                .arg("--max-time")
+                .arg("2")
+                .arg("--cacert")
+                .arg(&ca_file)
+                .arg(format!("{vault_url}/readyz")),
+        )?;
+        Ok(out.status.success().then_some(()))
+    })?;
+    let admin_file = work.join("admin.json");
+    run(Command::new(bins.path("signet"))
+        .env_clear()
+        .env("SIGNET_CA_CERT", &ca_file)
+        .args([
+            "--vault", &vault_url, "admin", "enroll", "--token", &bootstrap, "--out",
+        ])
+        .arg(&admin_file))?;
+    let cli = Cli {
+        binary: bins.path("signet"),
+        vault: vault_url,
+        ca_file,
+        identity: admin_file,
+    };
+    // As the chart's NOTES say: the in-cluster API URL, no reviewer
+    // token (the vault reviews with its own service account's token).
+    cli.ok(&[
+        "cluster",
+        "add",
+        CLUSTER,
+        "--api-url",
+        "https://kubernetes.default.svc",
+        "--ca-file",
+        &plane.env("SIGNET_CP_CA")?,
+    ])?;
+    cli.ok(&["project", "create", "shop"])?;
+    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v1"])?;
+    cli.ok(&[
+        "secret",
+        "set",
+        "shop/db",
+        "--field",
+        "user=shop",
+        "--field",
+        "password=it's-a-secret",
+    ])?;
+    let agent_file = work.join("agent.json");
+    cli.ok(&["keygen", "--out", &agent_file.to_string_lossy()])?;
+    cli.ok(&[
+        "agent",
+        "create",
+        "--name",
+        "signet-operator",
+        "--key-file",
+        &agent_file.to_string_lossy(),
+        "--scope",
+        "metadata",
+        "--scope",
+        "tokens",
+        "--scope",
+        "grants",
+        "--scope",
+        "machines",
+    ])?;
+    let agent: Value = serde_json::from_str(&std::fs::read_to_string(&agent_file)?)?;
+    let agent_id = agent["id"]
+        .as_str()
+        .context("the agent file has no id")?
+        .to_owned();
+    // The operator may hand out these two secrets to pods of `apps`
+    // (and nothing to UNDELEGATED_NS).
+    for secret in [
+        vec!["--secret", "api-key"],
+        vec!["--secret", "db", "--field", "user", "--field", "password"],
+    ] {
+        let mut args = vec![
+            "delegation",
+            "add",
+            "--agent",
+            &agent_id,
+            "--project",
+            "shop",
+            "--cluster",
+            CLUSTER,
+            "--namespace",
+            APP_NS,
+        ];
+        args.extend(secret);
+        cli.ok(&args)?;
+    }
+
+    step("the operator's identity Secret: the controller's pod starts; the webhook's is ready");
+    plane.kubectl_ok(&[
+        "-n",
+        SYSTEM_NS,
+        "create",
+        "secret",
+        "generic",
+        IDENTITY_SECRET,
+        &format!("--from-file=identity.json={}", agent_file.display()),
+    ])?;
+    for deployment in ["signet-controller", "signet-webhook"] {
+        let rolled = plane.kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "--timeout=60s",
+        ]);
+        if let Err(error) = rolled {
+            bail!("deployment {deployment} not available: {error:#}");
+        }
+    }
+    eventually("the webhook's CA in its configuration", WAIT, || {
+        let config = plane.get_json(None, "mutatingwebhookconfiguration", RELEASE)?;
+        Ok(config
+            .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].is_string())
+            .then_some(()))
+    })?;
+
+    step("EnrollmentToken + SecretGrant in apps (Ready) and elsewhere");
+    for namespace in [APP_NS, UNDELEGATED_NS] {
+        plane.apply(namespace, TOKEN_AND_GRANT)?;
+    }
+    for object in ["enrollmenttoken/shop", "secretgrant/shop"] {
+        let waited = plane.kubectl_ok(&[
+            "-n",
+            APP_NS,
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=60s",
+            object,
+        ]);
+        if let Err(error) = waited {
+            ensure_running(plane, "controller")?;
+            bail!("{object} not Ready: {error:#}");
+        }
+    }
+    Ok((cli, agent_id))
+}
+
+/// [`Cluster::ensure_running`] on `plane`: an error unless the chart's pod of `component` (`vault`,
+/// `controller` or `webhook`) runs and never restarted; with the end of
+/// its log.
+fn ensure_running(plane: &ControlPlane, component: &str) -> anyhow::Result<()> {
+    let selector = format!("app.kubernetes.io/component={component}");
+    let pods: Value = serde_json::from_str(&plane.kubectl_ok(&[
+        "-n", SYSTEM_NS, "get", "pods", "-l", &selector, "-o", "json",
+    ])?)?;
+    let pods = pods["items"].as_array().context("no pod list")?;
+    let [pod] = pods.as_slice() else {
+        bail!("expected one {component} pod, found {}", pods.len());
+    };
+    let status = &pod["status"]["containerStatuses"][0];
+    if pod["status"]["phase"] == "Running" && status["restartCount"] == 0 {
+        return Ok(());
+    }
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let logs = output(plane.kubectl().args([
+        "-n",
+        SYSTEM_NS,
+        "logs",
+        name,
+        "--all-containers",
+        "--tail=30",
+    ]))?;
+    bail!(
+        "the {component} pod {name} is {} with {} restart(s) ({}); its log ends with:\n{}",
+        pod["status"]["phase"],
+        status["restartCount"],
+        status["state"],
+        String::from_utf8_lossy(&logs.stdout)
+    )
+}
+
+/// A P-256 CA made with openssl: `ca.key` and `ca.crt` in `dir`.
+fn make_ca(dir: &Path) -> anyhow::Result<()> {
+    run(Command::new("openssl").current_dir(dir).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=signet-node-test-vault-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]))?;
+    Ok(())
+}
+
+/// The vault's serving certificate from the CA of [`make_ca`]: `tls.key`
+/// and `tls.crt` in `dir`, for the Service's names and `cluster_ip`.
+fn issue_vault_certificate(dir: &Path, cluster_ip: &str) -> anyhow::Result<()> {
+    let (service, _) = VAULT_SERVICE;
+    let names = [
+        service.to_owned(),
+        format!("{service}.{SYSTEM_NS}"),
+        format!("{service}.{SYSTEM_NS}.svc"),
+        format!("{service}.{SYSTEM_NS}.svc.cluster.local"),
+    ];
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .chain([format!("IP:{cluster_ip}")])
+        .collect();
+    std::fs::write(
+        dir.join("tls.ext"),
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
+            san.join(",")
+        ),
+    )?;
+    run(Command::new("openssl").current_dir(dir).args([
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        &format!("/CN={service}.{SYSTEM_NS}.svc"),
+    ]))?;
+    run(Command::new("openssl").current_dir(dir).args([
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "tls.ext",
+        "-out",
+        "tls.crt",
+    ]))?;
+    Ok(())
+}
+
+/// Waits for the vault's pod to be Ready. A vault container that exits (as
+/// it does when it cannot prepare its data directory on the volume) fails
+/// the wait at once, with the vault's own words.
+fn wait_vault(plane: &ControlPlane) -> anyhow::Result<()> {
+    eventually("the vault's pod Ready", WAIT, || {
+        let Some(pod) = plane.get_json(Some(SYSTEM_NS), "pod", VAULT_POD)? else {
+            return Ok(None);
+        };
+        if is_ready(&pod) {
+            return Ok(Some(Ok(())));
+        }
+        let status = &pod["status"]["containerStatuses"][0];
+        let (terminated, previous) = if status["state"]["terminated"].is_object() {
+            (&status["state"]["terminated"], false)
+        } else {
+            (&status["lastState"]["terminated"], true)
+        };
+        if !terminated.is_object() {
+            return Ok(None);
+        }
+        let mut logs = plane.kubectl();
+        logs.args(["-n", SYSTEM_NS, "logs", VAULT_POD, "-c", "vault"]);
+        if previous {
+            logs.arg("--previous");
+        }
+        let log = output(&mut logs)?;
+        Ok(Some(Err(anyhow::anyhow!(
+            "the vault's container exited ({}, exit code {}) on the chart's volume and security context \
+             (uid and fsGroup 65532; the local PersistentVolume's folder was made by root, as a provisioner makes it, \
+             and the kubelet gave it to the fsGroup); its log:\n{}{}",
+            terminated["reason"],
+            terminated["exitCode"],
+            String::from_utf8_lossy(&log.stdout),
+            String::from_utf8_lossy(&log.stderr),
+        ))))
+    })?
 }
 
 /// A pod on `node` running the test app with `args`, restricted (non-root,
