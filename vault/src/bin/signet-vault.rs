@@ -4,6 +4,12 @@ use clap::Parser as _;
 use signet_vault::cli::{self, Cli, Command, ROOT_KEY_ENV};
 use zeroize::Zeroizing;
 
+/// mimalloc instead of glibc's malloc: a signed read allocates a few dozen
+/// small buffers across threads, and glibc's arenas cost about 6% of the
+/// vault's CPU under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli::init_logging(cli.log_format);
