@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 connection, send one read, wait for the answer, send the next, for a warm-up and then \
 the measured duration. Reports reads/s, p50, p99 and errors (non-200 answers and \
 transport failures), plus the generator's own CPU use. The load path speaks plain HTTP \
-(a loopback benchmark: no TLS)."
+(a loopback benchmark: no TLS). `signet --enroll` measures enrollments the same way \
+(a 201 is a success); `init-start` times cold starts of the signet-init binary."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -60,10 +61,48 @@ pub enum Target {
     /// given token): the KV v2 secret, a read-only policy on it and one
     /// token per identity holding only that policy.
     Openbao(OpenbaoArgs),
+    /// `signet-init` cold start: the real binary started `--runs` times in
+    /// `init` mode with a raw enrollment token, timed from spawn to exit 0
+    /// with every file written. Setup (as the admin): a project, `--files`
+    /// secrets (plain and structured in turn) and an enrollment token
+    /// granting them. The load options (clients, duration, ...) do not apply.
+    InitStart(InitStartArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct SignetArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Secret to create and read.
+    #[arg(long, default_value = "db-password")]
+    pub secret: String,
+    /// Secrets to add before measuring, besides the one read (created
+    /// concurrently through the admin SDK; progress on stderr).
+    #[arg(long, default_value_t = 0)]
+    pub extra_secrets: u32,
+    /// Spread the extra secrets over this many new projects instead of
+    /// putting them in the measured project.
+    #[arg(long, default_value_t = 0, requires = "extra_secrets")]
+    pub extra_projects: u32,
+    /// Machines to enroll before measuring, besides the readers: fresh keys
+    /// enrolled concurrently with a token of their own that grants the read
+    /// secret (progress on stderr).
+    #[arg(long, default_value_t = 0)]
+    pub extra_machines: u32,
+    /// Requests in flight while adding the extra secrets and machines.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub setup_concurrency: u32,
+    /// Measure enrollments instead of reads: each client enrolls a fresh
+    /// key with one enrollment token (unlimited uses, granting the secret)
+    /// again and again. No reader machines are enrolled (`--identities`
+    /// does not apply).
+    #[arg(long)]
+    pub enroll: bool,
+}
+
+/// The vault and the admin that sets it up.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
     /// Vault address (plain `http://` on loopback).
     #[arg(long, env = "SIGNET_VAULT")]
     pub vault: String,
@@ -73,9 +112,21 @@ pub struct SignetArgs {
     /// Project to create (default: `bench-<unix time>-<random>`).
     #[arg(long)]
     pub project: Option<String>,
-    /// Secret to create and read.
-    #[arg(long, default_value = "db-password")]
-    pub secret: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InitStartArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The `signet-init` binary to start.
+    #[arg(long, default_value = "target/release/signet-init")]
+    pub init_bin: PathBuf,
+    /// Starts, one after another (each enrolls a machine, then revokes it).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub runs: u32,
+    /// Secrets granted and files written per start.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub files: u32,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! The closed loop: each client owns one kept-alive HTTP/1.1 connection,
-//! sends a request, reads the whole answer, and sends the next. Reads that
-//! complete inside the measured window count; the warm-up's do not.
+//! sends a request, reads the whole answer, and sends the next. Requests
+//! (reads, or enrollments) that complete inside the measured window count;
+//! the warm-up's do not.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -18,13 +19,16 @@ use tokio::time::Instant;
 
 use crate::cpu;
 
-/// The request every client sends: no body.
-pub type Req = Request<Empty<Bytes>>;
+/// The request every client sends. An empty `Full` is no body at all on
+/// the wire (hyper sends no `content-length` for it), as for a read.
+pub type Req = Request<Full<Bytes>>;
 
-/// Makes the next request of one client. Called once per request, on the
-/// request path: keep it cheap.
+/// Makes the next request of one client. Called once per request, before
+/// its clock starts: keep it cheap.
 pub trait MakeRequest: Send + 'static {
-    fn request(&mut self) -> Result<Req, http::Error>;
+    /// The status of a successful answer; any other is an error.
+    const SUCCESS: StatusCode = StatusCode::OK;
+    fn request(&mut self) -> anyhow::Result<Req>;
 }
 
 /// Where the requests go: one socket address, its `Host` header, and the
@@ -75,7 +79,7 @@ pub struct Plan {
 /// What came back.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Latency of every successful read in the window, nanoseconds, sorted.
+    /// Latency of every successful request in the window, nanoseconds, sorted.
     pub latencies_ns: Vec<u64>,
     /// Non-200 answers and transport failures in the window.
     pub errors: u64,
@@ -187,7 +191,7 @@ impl Tally {
 
 async fn client_loop<M: MakeRequest>(
     endpoint: Arc<Endpoint>,
-    mut sender: SendRequest<Empty<Bytes>>,
+    mut sender: SendRequest<Full<Bytes>>,
     mut maker: M,
     window: Window,
 ) -> Tally {
@@ -204,7 +208,7 @@ async fn client_loop<M: MakeRequest>(
             }
         };
         let sent = Instant::now();
-        let result = exchange(&mut sender, request).await;
+        let result = exchange(&mut sender, request, M::SUCCESS).await;
         let done = Instant::now();
         if done > window.end {
             return tally;
@@ -241,19 +245,24 @@ async fn client_loop<M: MakeRequest>(
     }
 }
 
-enum Answer {
+pub enum Answer {
     Ok,
     Refused(StatusCode, String),
 }
 
 /// Sends one request and reads the whole answer (so the connection can
-/// carry the next one); keeps the body only when it explains a refusal.
-async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, request: Req) -> hyper::Result<Answer> {
+/// carry the next one); keeps the body only when it explains a refusal,
+/// that is when the status is not `success`.
+pub async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Req,
+    success: StatusCode,
+) -> hyper::Result<Answer> {
     sender.ready().await?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let mut body = response.into_body();
-    if status == StatusCode::OK {
+    if status == success {
         while let Some(frame) = body.frame().await {
             frame?;
         }
@@ -264,7 +273,8 @@ async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, request: Req) -> hyper
     Ok(Answer::Refused(status, text))
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+/// One kept-alive HTTP/1.1 connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;

@@ -1,15 +1,22 @@
 //! `signet-bench`: a closed-loop load generator that measures signed Signet
-//! secret reads and OpenBao KV v2 token reads with the same request path.
-//! `tests/bench/run.sh` runs both side by side.
+//! secret reads and OpenBao KV v2 token reads with the same request path,
+//! Signet enrollments (`signet --enroll`), and cold starts of `signet-init`
+//! (`init-start`). `tests/bench/run.sh` runs the reads side by side;
+//! `tests/bench/scale.sh` runs reads against more data, enrollments and
+//! cold starts.
 //!
-//! Exit codes: 0 every request answered 200; 1 the run completed but some
-//! request was refused or failed (warm-up included), or none succeeded;
-//! 2 setup or arguments failed.
+//! Exit codes: 0 every request answered as it should (200, or 201 for an
+//! enrollment) and every start succeeded; 1 the run completed but some
+//! request was refused or failed (warm-up included), some start failed, or
+//! none succeeded; 2 setup or arguments failed.
 
 mod cli;
 mod cpu;
+mod enroll;
+mod init_start;
 mod load;
 mod openbao;
+mod populate;
 mod report;
 mod signet;
 
@@ -19,8 +26,41 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use crate::cli::{Cli, LoadArgs, Target};
+use crate::init_start::InitReport;
 use crate::load::Plan;
 use crate::report::{Report, Run};
+use crate::signet::Work;
+
+/// What a run prints.
+enum Output {
+    Load(Report),
+    Init(InitReport),
+}
+
+impl Output {
+    fn failed(&self) -> bool {
+        match self {
+            Self::Load(report) => report.failed(),
+            Self::Init(report) => report.failed(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        match self {
+            Self::Load(report) => serde_json::to_string(report),
+            Self::Init(report) => serde_json::to_string(report),
+        }
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Load(report) => report.fmt(f),
+            Self::Init(report) => report.fmt(f),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,7 +74,7 @@ fn main() -> ExitCode {
     match result {
         Ok(report) => {
             if json {
-                match serde_json::to_string(&report) {
+                match report.json() {
                     Ok(line) => println!("{line}"),
                     Err(error) => eprintln!("signet-bench: {error}"),
                 }
@@ -50,7 +90,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Report> {
+async fn run(cli: Cli) -> anyhow::Result<Output> {
     let Cli { load, target } = cli;
     let LoadArgs {
         clients,
@@ -67,25 +107,43 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         duration,
         server_pid,
     };
-    let (name, used, outcome) = match &target {
+    let mut run = Run {
+        target: "signet",
+        operation: "read",
+        clients,
+        identities: 0,
+        threads,
+        plan,
+        extra_secrets: 0,
+        extra_machines: 0,
+        setup_s: None,
+    };
+    let outcome = match &target {
         Target::Signet(args) => {
             let setup = signet::setup(args, identities).await?;
-            let clients = (0..clients as usize)
-                .map(|i| {
-                    let machine = &setup.machines[i % setup.machines.len()];
-                    signet::SignedRead::new(
-                        machine.clone(),
-                        setup.endpoint.host.clone(),
-                        &setup.target,
-                    )
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let used = setup.machines.len();
-            (
-                "signet",
-                used,
-                load::run(&setup.endpoint, clients, plan).await?,
-            )
+            run.extra_secrets = setup.extra_secrets;
+            run.extra_machines = setup.extra_machines;
+            run.setup_s = Some(setup.setup_time.as_secs_f64());
+            match &setup.work {
+                Work::Reads { target, machines } => {
+                    let clients = (0..clients as usize)
+                        .map(|i| {
+                            signet::SignedRead::new(
+                                machines[i % machines.len()].clone(),
+                                setup.endpoint.host.clone(),
+                                target,
+                            )
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    run.identities = u32::try_from(machines.len()).unwrap_or(u32::MAX);
+                    load::run(&setup.endpoint, clients, plan).await?
+                }
+                Work::Enrollments { token } => {
+                    run.operation = "enroll";
+                    let clients = signet::enrollers(&setup, token, clients)?;
+                    load::run(&setup.endpoint, clients, plan).await?
+                }
+            }
         }
         Target::Openbao(args) => {
             let setup = openbao::setup(args, identities).await?;
@@ -99,20 +157,11 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                     )
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let used = setup.tokens.len();
-            (
-                "openbao",
-                used,
-                load::run(&setup.endpoint, clients, plan).await?,
-            )
+            run.target = "openbao";
+            run.identities = u32::try_from(setup.tokens.len()).unwrap_or(u32::MAX);
+            load::run(&setup.endpoint, clients, plan).await?
         }
+        Target::InitStart(args) => return Ok(Output::Init(init_start::run(args).await?)),
     };
-    let run = Run {
-        target: name,
-        clients,
-        identities: u32::try_from(used).unwrap_or(u32::MAX),
-        threads,
-        plan,
-    };
-    Ok(Report::new(run, &outcome))
+    Ok(Output::Load(Report::new(run, &outcome)))
 }

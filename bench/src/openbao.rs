@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{HOST, HeaderValue};
 use http::{Request, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::cli::OpenbaoArgs;
@@ -156,8 +156,8 @@ impl TokenRead {
 }
 
 impl MakeRequest for TokenRead {
-    fn request(&mut self) -> Result<Req, http::Error> {
-        let mut request = Request::new(Empty::new());
+    fn request(&mut self) -> anyhow::Result<Req> {
+        let mut request = Request::new(Full::default());
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
         headers.reserve(2);

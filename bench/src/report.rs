@@ -6,9 +6,13 @@ use serde::Serialize;
 
 use crate::load::{Outcome, Plan};
 
+/// The figures of one load run. For an enrollment run (`operation`
+/// `enroll`) the `reads` fields count enrollments.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub target: &'static str,
+    /// `read` or `enroll`.
+    pub operation: &'static str,
     pub clients: u32,
     pub identities: u32,
     pub threads: u32,
@@ -36,16 +40,25 @@ pub struct Report {
     pub server_cpu_s: Option<f64>,
     pub server_cores: Option<f64>,
     pub server_cpu_us_per_read: Option<f64>,
+    /// Data added before measuring (Signet's `--extra-secrets` and
+    /// `--extra-machines`) and how long the whole setup took.
+    pub extra_secrets: u32,
+    pub extra_machines: u32,
+    pub setup_s: Option<f64>,
 }
 
 /// Who ran and how, besides the outcome.
 #[derive(Clone, Copy, Debug)]
 pub struct Run {
     pub target: &'static str,
+    pub operation: &'static str,
     pub clients: u32,
     pub identities: u32,
     pub threads: u32,
     pub plan: Plan,
+    pub extra_secrets: u32,
+    pub extra_machines: u32,
+    pub setup_s: Option<f64>,
 }
 
 impl Report {
@@ -59,13 +72,13 @@ impl Report {
             cpu.filter(|_| reads > 0)
                 .map(|c| c * 1e6 / reads as f64 * duration_s / window_s.max(f64::EPSILON))
         };
-        let ms = |ns: u64| ns as f64 / 1e6;
         let mean_ms = (reads > 0).then(|| {
             let total: u128 = latencies.iter().map(|&ns| u128::from(ns)).sum();
             total as f64 / reads as f64 / 1e6
         });
         Self {
             target: run.target,
+            operation: run.operation,
             clients: run.clients,
             identities: run.identities,
             threads: run.threads,
@@ -92,6 +105,9 @@ impl Report {
             server_cpu_s: outcome.server_cpu,
             server_cores: cores(outcome.server_cpu),
             server_cpu_us_per_read: per_read(outcome.server_cpu),
+            extra_secrets: run.extra_secrets,
+            extra_machines: run.extra_machines,
+            setup_s: run.setup_s,
         }
     }
 
@@ -101,8 +117,13 @@ impl Report {
     }
 }
 
+/// Nanoseconds as milliseconds.
+pub fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -113,10 +134,14 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} ms"));
+        let (target, rate) = match self.operation {
+            "enroll" => ("enroll", "enrollments/s"),
+            _ => (self.target, "reads/s"),
+        };
         write!(
             f,
-            "{:<8} clients {:>3}  ids {:>3}  {:>9.1} reads/s  p50 {}  p99 {}  errors {} (warm-up {})",
-            self.target,
+            "{:<8} clients {:>3}  ids {:>3}  {:>9.1} {rate}  p50 {}  p99 {}  errors {} (warm-up {})",
+            target,
             self.clients,
             self.identities,
             self.reads_per_s,
@@ -125,6 +150,11 @@ impl fmt::Display for Report {
             self.errors,
             self.warmup_errors,
         )?;
+        let unit = if self.operation == "enroll" {
+            "enrollment"
+        } else {
+            "read"
+        };
         for (who, cores, per_read) in [
             (
                 "generator",
@@ -136,9 +166,19 @@ impl fmt::Display for Report {
             if let Some(cores) = cores {
                 write!(f, "  {who} {cores:.2} cores")?;
                 if let Some(us) = per_read {
-                    write!(f, " ({us:.0} µs/read)")?;
+                    write!(f, " ({us:.0} µs/{unit})")?;
                 }
             }
+        }
+        if self.extra_secrets > 0 || self.extra_machines > 0 {
+            write!(
+                f,
+                "  extra: {} secrets, {} machines",
+                self.extra_secrets, self.extra_machines
+            )?;
+        }
+        if let Some(setup) = self.setup_s {
+            write!(f, "  setup {setup:.1} s")?;
         }
         for sample in &self.error_samples {
             write!(f, "\n  error: {sample}")?;
@@ -177,10 +217,14 @@ mod tests {
         };
         let run = Run {
             target: "signet",
+            operation: "read",
             clients: 4,
             identities: 4,
             threads: 2,
             plan,
+            extra_secrets: 0,
+            extra_machines: 0,
+            setup_s: None,
         };
         let report = Report::new(run, &outcome);
         assert_eq!(report.reads_per_s, 500.0);

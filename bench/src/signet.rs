@@ -1,5 +1,7 @@
-//! The Signet target: setup as the admin through the SDK, then signed
-//! `GET /v1/secrets/{project}/{secret}` as enrolled machines.
+//! The Signet target: setup as the admin through the SDK (optionally with
+//! extra secrets and machines, [`populate`]), then signed
+//! `GET /v1/secrets/{project}/{secret}` as enrolled machines, or
+//! enrollments ([`SignedEnroll`]).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -11,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::{Method, Request, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use rand::rngs::StdRng;
 use rand::{RngCore as _, SeedableRng as _};
 
@@ -20,8 +22,10 @@ use signet_client::identity::Identity;
 use signet_client::protocol::{self, IdentityKey};
 use signet_client::sdk::{Client, Options};
 
-use crate::cli::SignetArgs;
+use crate::cli::{AdminArgs, SignetArgs};
+use crate::enroll::SignedEnroll;
 use crate::load::{Endpoint, MakeRequest, Req};
+use crate::populate;
 
 /// An enrolled machine: the id the vault issued and its private key.
 pub struct Machine {
@@ -29,41 +33,121 @@ pub struct Machine {
     key: IdentityKey,
 }
 
+/// The admin's side of a run: its client and the project made for the run.
+pub struct Admin {
+    pub vault: String,
+    pub endpoint: Endpoint,
+    pub client: Arc<Client>,
+    pub options: Options,
+    pub project: String,
+}
+
+impl Admin {
+    /// Connects as the admin and creates the project.
+    pub async fn create_project(args: &AdminArgs) -> anyhow::Result<Self> {
+        let AdminArgs {
+            vault,
+            identity,
+            project,
+        } = args;
+        let endpoint = Endpoint::resolve(vault).await?;
+        let options = Options::default();
+        let client = Client::new(vault, Identity::load(identity)?, &options)?;
+        let project = project.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("bench-{now}-{:04x}", rand::random::<u16>())
+        });
+        client.create_project(&project).await.with_context(|| {
+            format!("cannot create project {project} (is the identity an admin?)")
+        })?;
+        Ok(Self {
+            vault: vault.clone(),
+            endpoint,
+            client: Arc::new(client),
+            options,
+            project,
+        })
+    }
+
+    /// A raw enrollment token of the project granting `secrets`, for
+    /// `max_uses` machines (`None`: unlimited for its hour).
+    pub async fn token(
+        &self,
+        name: &str,
+        secrets: &[String],
+        max_uses: Option<u32>,
+    ) -> anyhow::Result<String> {
+        self.client
+            .create_token(&CreateToken {
+                project: self.project.clone(),
+                name: name.to_owned(),
+                max_uses,
+                ttl_seconds: 3600,
+                machine_lifetime_seconds: 24 * 3600,
+                grants: secrets
+                    .iter()
+                    .map(|secret| TokenGrant {
+                        secret: secret.clone(),
+                        fields: None,
+                    })
+                    .collect(),
+                constraints: TokenConstraints::default(),
+                kubernetes: None,
+            })
+            .await
+            .with_context(|| format!("cannot create the enrollment token {name}"))?
+            .token
+            .with_context(|| format!("the vault issued no raw enrollment token for {name}"))
+    }
+}
+
+/// What the measured requests go to.
+pub enum Work {
+    /// Signed reads of `target` by these machines.
+    Reads {
+        target: String,
+        machines: Vec<Arc<Machine>>,
+    },
+    /// Enrollments with this raw token.
+    Enrollments { token: String },
+}
+
 /// Everything the clients need.
 pub struct Setup {
     pub endpoint: Endpoint,
-    pub target: String,
-    pub machines: Vec<Arc<Machine>>,
+    pub work: Work,
+    /// Extra data actually added before measuring.
+    pub extra_secrets: u32,
+    pub extra_machines: u32,
+    /// How long the whole setup took.
+    pub setup_time: std::time::Duration,
 }
 
-/// Creates a project, a secret, an enrollment token granting it, and
-/// `machines` machines with fresh keys; checks each can read the secret.
+/// Creates a project and a secret, adds the extra secrets and machines, then
+/// either an enrollment token for the enrollment load (`--enroll`) or
+/// `machines` reader machines enrolled with fresh keys, each checked to read
+/// the secret.
 pub async fn setup(args: &SignetArgs, machines: u32) -> anyhow::Result<Setup> {
     let SignetArgs {
-        vault,
-        identity,
-        project,
+        admin,
         secret,
+        extra_secrets,
+        extra_projects,
+        extra_machines,
+        setup_concurrency,
+        enroll,
     } = args;
-    let endpoint = Endpoint::resolve(vault).await?;
-    let options = Options::default();
-    let admin = Identity::load(identity)?;
-    let admin = Client::new(vault, admin, &options)?;
-    let project = project.clone().unwrap_or_else(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        format!("bench-{now}-{:04x}", rand::random::<u16>())
-    });
-    admin
-        .create_project(&project)
-        .await
-        .with_context(|| format!("cannot create project {project} (is the identity an admin?)"))?;
+    let started = std::time::Instant::now();
+    let admin = Admin::create_project(admin).await?;
+    let project = admin.project.clone();
     let value = format!(
         "bench-value-{}",
         URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
     );
     admin
+        .client
         .write_secret(
             &project,
             secret,
@@ -74,34 +158,50 @@ pub async fn setup(args: &SignetArgs, machines: u32) -> anyhow::Result<Setup> {
         )
         .await
         .with_context(|| format!("cannot write secret {project}/{secret}"))?;
-    let token = admin
-        .create_token(&CreateToken {
-            project: project.clone(),
-            name: "signet-bench".to_owned(),
-            max_uses: Some(machines),
-            ttl_seconds: 3600,
-            machine_lifetime_seconds: 24 * 3600,
-            grants: vec![TokenGrant {
-                secret: secret.clone(),
-                fields: None,
-            }],
-            constraints: TokenConstraints::default(),
-            kubernetes: None,
-        })
-        .await
-        .context("cannot create the enrollment token")?
-        .token
-        .context("the vault issued no raw enrollment token")?;
+    let concurrency = *setup_concurrency as usize;
+    populate::secrets(&admin, *extra_secrets, *extra_projects, concurrency).await?;
+    populate::machines(&admin, secret, *extra_machines, concurrency).await?;
+    let secrets = std::slice::from_ref(secret);
+    let work = if *enroll {
+        Work::Enrollments {
+            token: admin.token("signet-bench-enroll", secrets, None).await?,
+        }
+    } else {
+        let token = admin.token("signet-bench", secrets, Some(machines)).await?;
+        Work::Reads {
+            target: format!(
+                "{}/v1/secrets/{project}/{secret}",
+                admin.endpoint.path_prefix
+            ),
+            machines: readers(&admin, &token, secret, &value, machines).await?,
+        }
+    };
+    Ok(Setup {
+        endpoint: admin.endpoint.clone(),
+        work,
+        extra_secrets: *extra_secrets,
+        extra_machines: *extra_machines,
+        setup_time: started.elapsed(),
+    })
+}
 
+/// Enrolls `machines` machines through the SDK and checks each reads `value`.
+async fn readers(
+    admin: &Admin,
+    token: &str,
+    secret: &str,
+    value: &str,
+    machines: u32,
+) -> anyhow::Result<Vec<Arc<Machine>>> {
     let mut enrolling = tokio::task::JoinSet::new();
     for index in 0..machines {
         let (vault, token, project, secret, value, options) = (
-            vault.clone(),
-            token.clone(),
-            project.clone(),
-            secret.clone(),
-            value.clone(),
-            options.clone(),
+            admin.vault.clone(),
+            token.to_owned(),
+            admin.project.clone(),
+            secret.to_owned(),
+            value.to_owned(),
+            admin.options.clone(),
         );
         enrolling.spawn(async move {
             let hostname = format!("signet-bench-{index}");
@@ -127,12 +227,21 @@ pub async fn setup(args: &SignetArgs, machines: u32) -> anyhow::Result<Setup> {
     while let Some(joined) = enrolling.join_next().await {
         enrolled.push(joined.context("an enrollment task failed")??);
     }
-    let target = format!("{}/v1/secrets/{project}/{secret}", endpoint.path_prefix);
-    Ok(Setup {
-        endpoint,
-        target,
-        machines: enrolled,
-    })
+    Ok(enrolled)
+}
+
+/// The enrollment load's clients, one [`SignedEnroll`] each.
+pub fn enrollers(setup: &Setup, token: &str, clients: u32) -> anyhow::Result<Vec<SignedEnroll>> {
+    (0..clients)
+        .map(|client| {
+            SignedEnroll::new(
+                token,
+                setup.endpoint.host.clone(),
+                &setup.endpoint.path_prefix,
+                format!("signet-bench-enroll-{client}"),
+            )
+        })
+        .collect()
 }
 
 /// One client's signed read. The canonical message's first four lines
@@ -186,7 +295,7 @@ impl SignedRead {
 const NONCE_TEXT_LEN: usize = 22;
 
 impl MakeRequest for SignedRead {
-    fn request(&mut self) -> Result<Req, http::Error> {
+    fn request(&mut self) -> anyhow::Result<Req> {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -198,7 +307,7 @@ impl MakeRequest for SignedRead {
         self.write_canonical(timestamp, &nonce);
         let signature = self.machine.key.sign(&self.message);
 
-        let mut request = Request::new(Empty::new());
+        let mut request = Request::new(Full::default());
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
         headers.reserve(5);
