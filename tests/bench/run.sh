@@ -375,7 +375,9 @@ EOF
 )
 machine="$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n1), $(uname -sr)"
 if [ "$vault_bin" = "$bin" ]; then
-  vault_build="this checkout, $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' with uncommitted changes' || true)"
+  dirty=""
+  [ -z "$(git status --porcelain 2>/dev/null)" ] || dirty=" with uncommitted changes"
+  vault_build="this checkout, $(git rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
   ((build)) || vault_build="$vault_build (--no-build: as last built)"
 else
   vault_build="$vault_bin"
