@@ -107,6 +107,14 @@ results=$work/results.jsonl
 failed=0
 runs=0
 loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '? ? ?'; }
+# What else loads the shared machine, for the report.
+busy() {
+  local note="" builds
+  pgrep -f cargo-mutants >/dev/null 2>&1 && note="; cargo-mutants was running"
+  builds=$(pgrep -xc rustc 2>/dev/null || true)
+  [ "${builds:-0}" -gt 0 ] && note="$note; $builds rustc process(es) of other builds were running"
+  echo "$note"
+}
 
 # bench SECTION signet-bench-args...: one run against a fresh vault ($VAULT
 # and $IDENTITY in the arguments stand for its address and admin file).
@@ -151,7 +159,7 @@ for e in r.get("error_samples", []) + r.get("failure_samples", []):
 EOF
 }
 
-load_first=$(loadavg)
+load_first="$(loadavg)$(busy)"
 common=(--duration "$duration" --warmup "$warmup" --server-pid '$PID')
 target=(signet --vault '$VAULT' --identity '$IDENTITY' --setup-concurrency "$setup_concurrency")
 if wants reads; then
@@ -177,7 +185,7 @@ if wants init; then
   bench init init-start --vault '$VAULT' --identity '$IDENTITY' --runs "$init_runs" \
     --init-bin "$bin/signet-init"
 fi
-load_last=$(loadavg)
+load_last="$(loadavg)$(busy)"
 
 command_line="bash tests/bench/scale.sh"
 for a in "${original_args[@]}"; do command_line+=" $(printf '%q' "$a")"; done
@@ -258,7 +266,9 @@ if init:
 EOF
 )
 machine="$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n1), $(uname -sr)"
-build_of="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' with uncommitted changes' || true)"
+dirty=""
+[ -z "$(git status --porcelain 2>/dev/null)" ] || dirty=" with uncommitted changes"
+build_of="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
 {
   echo
   echo "$report"
