@@ -29,7 +29,7 @@ usage() {
   cat <<'EOF'
 usage: tests/bench/scale.sh [--small] [--secrets "1000 10000 100000"] [--machines "100 1000 10000"]
                             [--clients C] [--duration S] [--warmup S] [--enroll-clients "1 16 64"]
-                            [--init-runs R] [--setup-concurrency K] [--only reads,enroll,init]
+                            [--init-runs R] [--init-bin FILE] [--setup-concurrency K] [--only reads,enroll,init]
                             [--out FILE] [--no-build]
 
   --small               1k secrets, 100 machines, 5 s measured after 1 s, enrollment at 1 and
@@ -41,6 +41,8 @@ usage: tests/bench/scale.sh [--small] [--secrets "1000 10000 100000"] [--machine
   --warmup S            warm-up seconds per run (default 2)
   --enroll-clients LIST concurrencies of the enrollment runs (default "1 16 64")
   --init-runs R         signet-init starts (default 50)
+  --init-bin FILE       the signet-init to start (default: the release build, built alone;
+                        the kind image ships target/release-small/signet-init)
   --setup-concurrency K requests in flight while adding the extra data (default 32)
   --only LIST           only these measurements, comma-separated: reads, enroll, init
   --out FILE            also write the Markdown report to FILE
@@ -49,7 +51,7 @@ EOF
 }
 
 secrets="1000 10000 100000" machines="100 1000 10000" clients=16 duration=10 warmup=2
-enroll_clients="1 16 64" init_runs=50 setup_concurrency=32 only="reads,enroll,init" out="" build=1
+enroll_clients="1 16 64" init_runs=50 init_bin="" setup_concurrency=32 only="reads,enroll,init" out="" build=1
 original_args=("$@")
 while (($#)); do
   case $1 in
@@ -61,6 +63,7 @@ while (($#)); do
     --warmup) warmup=$2; shift ;;
     --enroll-clients) enroll_clients=$2; shift ;;
     --init-runs) init_runs=$2; shift ;;
+    --init-bin) init_bin=$2; shift ;;
     --setup-concurrency) setup_concurrency=$2; shift ;;
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
@@ -86,6 +89,9 @@ fi
 for b in signet-bench signet-vault signet signet-init; do
   [ -x "$bin/$b" ] || die "$bin/$b missing (run without --no-build)"
 done
+init_bin=${init_bin:-$bin/signet-init}
+[ -x "$init_bin" ] || die "$init_bin is not an executable"
+
 command -v python3 >/dev/null || die "python3 is needed for the tables"
 
 # shellcheck source=tests/bench/signet-vault.sh
@@ -186,7 +192,7 @@ fi
 if wants init; then
   say "signet-init, $init_runs starts"
   bench init init-start --vault '$VAULT' --identity '$IDENTITY' --runs "$init_runs" \
-    --init-bin "$bin/signet-init"
+    --init-bin "$init_bin"
 fi
 load_last="$(loadavg)$(busy)"
 
