@@ -388,6 +388,24 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
         .call(&second, "POST", &format!("/v1/cosign/{id}/approve"), None)
         .await;
     assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+    // The answer says what was approved, by whom, and until when.
+    assert_eq!(approved.body["id"], id.as_str());
+    assert_eq!(
+        (approved.body["project"].as_str(), approved.body["secret"].as_str()),
+        (Some("app"), Some("db"))
+    );
+    assert_eq!(approved.body["machine_id"], machine.id.as_str());
+    assert_eq!(approved.body["requested_by"], request.body["requested_by"]);
+    assert_eq!(approved.body["approved_by"], second.id.as_str());
+    assert_ne!(approved.body["approved_by"], approved.body["requested_by"]);
+    assert_eq!(approved.body["consumed"], false);
+    assert_eq!(approved.body["created_at"], request.body["created_at"]);
+    let approved_until = approved.body["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    assert!(approved_until.as_second() > h.vault.now());
     let twice = h
         .call(&second, "POST", &format!("/v1/cosign/{id}/approve"), None)
         .await;
@@ -579,6 +597,14 @@ async fn canary_read_locks_the_project_before_any_other_read() {
 
     let unlocked = h.admin("POST", "/v1/projects/app/unlock", None).await;
     assert_eq!(unlocked.status, StatusCode::OK, "{:?}", unlocked.body);
+    // The answer is the project as it is now: same id and name, unlocked.
+    assert_eq!(unlocked.body["name"], "app");
+    assert_eq!(unlocked.body["id"], projects.body["projects"][0]["id"]);
+    assert_eq!(
+        unlocked.body["created_at"],
+        projects.body["projects"][0]["created_at"]
+    );
+    assert!(unlocked.body["locked"].is_null(), "{:?}", unlocked.body);
     assert_eq!(h.read(&honest, "app", "db").await.status, StatusCode::OK);
     assert_eq!(
         h.admin("POST", "/v1/projects/app/unlock", None)
