@@ -299,8 +299,9 @@ impl Client {
         self.call(Method::POST, "/v1/projects", Some(&body)).await
     }
 
+    /// `GET /v1/projects`, every page.
     pub async fn projects(&self) -> Result<ProjectList> {
-        self.call::<(), _>(Method::GET, "/v1/projects", None).await
+        self.all("/v1/projects").await
     }
 
     pub async fn write_secret(
@@ -313,9 +314,9 @@ impl Client {
         self.call(Method::PUT, &target, Some(body)).await
     }
 
+    /// `GET /v1/projects/{project}/secrets`, every page.
     pub async fn secrets(&self, project: &str) -> Result<SecretList> {
-        let target = format!("/v1/projects/{project}/secrets");
-        self.call::<(), _>(Method::GET, &target, None).await
+        self.all(&format!("/v1/projects/{project}/secrets")).await
     }
 
     pub async fn secret_meta(&self, project: &str, secret: &str) -> Result<SecretMeta> {
@@ -334,7 +335,7 @@ impl Client {
         self.call(Method::POST, "/v1/grants", Some(body)).await
     }
 
-    /// Grants, optionally only those of one machine or one token.
+    /// Grants, optionally only those of one machine or one token; every page.
     pub async fn list_grants(
         &self,
         machine_id: Option<&str>,
@@ -345,7 +346,7 @@ impl Client {
             (None, Some(t)) => format!("/v1/grants?token_id={t}"),
             (None, None) => "/v1/grants".to_owned(),
         };
-        self.call::<(), _>(Method::GET, &target, None).await
+        self.all(&target).await
     }
 
     pub async fn delete_grant(&self, id: &str) -> Result<()> {
@@ -360,9 +361,9 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/enrollment-tokens`, every page.
     pub async fn tokens(&self) -> Result<TokenList> {
-        self.call::<(), _>(Method::GET, "/v1/enrollment-tokens", None)
-            .await
+        self.all("/v1/enrollment-tokens").await
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
@@ -384,9 +385,9 @@ impl Client {
         self.call(Method::POST, "/v1/clusters", Some(body)).await
     }
 
-    /// `GET /v1/clusters`
+    /// `GET /v1/clusters`, every page.
     pub async fn clusters(&self) -> Result<ClusterList> {
-        self.call::<(), _>(Method::GET, "/v1/clusters", None).await
+        self.all("/v1/clusters").await
     }
 
     /// `DELETE /v1/clusters/{name}`
@@ -403,13 +404,13 @@ impl Client {
     }
 
     /// `GET /v1/delegations`: every delegation for an admin (optionally one
-    /// agent's), an agent's own for an agent.
+    /// agent's), an agent's own for an agent; every page.
     pub async fn delegations(&self, agent_id: Option<&str>) -> Result<DelegationList> {
         let target = match agent_id {
             Some(agent) => format!("/v1/delegations?agent_id={agent}"),
             None => "/v1/delegations".to_owned(),
         };
-        self.call::<(), _>(Method::GET, &target, None).await
+        self.all(&target).await
     }
 
     /// `DELETE /v1/delegations/{id}` (admins only).
@@ -420,8 +421,9 @@ impl Client {
             .map(drop)
     }
 
+    /// `GET /v1/machines`, every page.
     pub async fn machines(&self) -> Result<MachineList> {
-        self.call::<(), _>(Method::GET, "/v1/machines", None).await
+        self.all("/v1/machines").await
     }
 
     pub async fn revoke_machine(&self, id: &str) -> Result<()> {
@@ -532,9 +534,9 @@ impl Client {
         self.call::<(), _>(Method::POST, &target, None).await
     }
 
-    /// `GET /v1/cosign`
+    /// `GET /v1/cosign`, every page.
     pub async fn cosigns(&self) -> Result<CosignList> {
-        self.call::<(), _>(Method::GET, "/v1/cosign", None).await
+        self.all("/v1/cosign").await
     }
 
     /// `POST /v1/webhooks`
@@ -542,9 +544,53 @@ impl Client {
         self.call(Method::POST, "/v1/webhooks", Some(body)).await
     }
 
-    /// `GET /v1/webhooks`
+    /// `GET /v1/webhooks`, every page.
     pub async fn webhooks(&self) -> Result<WebhookList> {
-        self.call::<(), _>(Method::GET, "/v1/webhooks", None).await
+        self.all("/v1/webhooks").await
+    }
+
+    /// One page of the list route at `path` (which may carry its own
+    /// filters): at most `limit` items after `cursor` (the `next_cursor` of
+    /// the page before; `None` for the first page).
+    pub async fn page<L: Paged>(
+        &self,
+        path: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<L> {
+        let mut query = Vec::new();
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        if let Some(cursor) = cursor {
+            // Cursors are base64url: nothing to escape.
+            query.push(format!("cursor={cursor}"));
+        }
+        let target = match (query.is_empty(), path.contains('?')) {
+            (true, _) => path.to_owned(),
+            (false, true) => format!("{path}&{}", query.join("&")),
+            (false, false) => format!("{path}?{}", query.join("&")),
+        };
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    /// Every page of the list route at `path`, following `next_cursor`,
+    /// as one list whose `next_cursor` is `None`.
+    pub async fn all<L: Paged>(&self, path: &str) -> Result<L> {
+        let mut list: L = self.page(path, Some(LIST_LIMIT_MAX), None).await?;
+        while let Some(cursor) = list.take_cursor() {
+            let next: L = self.page(path, Some(LIST_LIMIT_MAX), Some(&cursor)).await?;
+            if next.cursor() == Some(cursor.as_str()) {
+                // A vault that hands back the cursor it was given would
+                // keep this loop going for ever.
+                return Err(Error::Decode {
+                    status: 200,
+                    reason: format!("{path} answered the same cursor twice"),
+                });
+            }
+            list.extend(next);
+        }
+        Ok(list)
     }
 
     /// `DELETE /v1/webhooks/{id}`
@@ -554,6 +600,45 @@ impl Client {
             .await
             .map(drop)
     }
+}
+
+/// A page of a list route: its items and where the next page starts.
+pub trait Paged: DeserializeOwned {
+    /// The `next_cursor` of this page.
+    fn cursor(&self) -> Option<&str>;
+    /// Takes the `next_cursor` out, leaving `None`.
+    fn take_cursor(&mut self) -> Option<String>;
+    /// Appends the items of `next` and takes its `next_cursor`.
+    fn extend(&mut self, next: Self);
+}
+
+macro_rules! paged {
+    ($($list:ty => $items:ident),* $(,)?) => {$(
+        impl Paged for $list {
+            fn cursor(&self) -> Option<&str> {
+                self.next_cursor.as_deref()
+            }
+            fn take_cursor(&mut self) -> Option<String> {
+                self.next_cursor.take()
+            }
+            fn extend(&mut self, next: Self) {
+                self.$items.extend(next.$items);
+                self.next_cursor = next.next_cursor;
+            }
+        }
+    )*};
+}
+
+paged! {
+    MachineList => machines,
+    TokenList => tokens,
+    GrantRecordList => grants,
+    DelegationList => delegations,
+    ClusterList => clusters,
+    WebhookList => webhooks,
+    CosignList => requests,
+    ProjectList => projects,
+    SecretList => secrets,
 }
 
 fn api_error(status: StatusCode, bytes: &[u8]) -> Error {

@@ -38,7 +38,16 @@ pub const BRIDGE_ACTION: &str = "audit.chain.keyed";
 
 /// The last pruned entry, once retention has pruned any.
 pub fn anchor(tx: &mut dyn Tx) -> Result<Option<AuditAnchor>> {
-    tx.meta(ANCHOR_KEY)?
+    parse_anchor(tx.meta(ANCHOR_KEY)?)
+}
+
+/// [`anchor`], read on a snapshot.
+pub fn anchor_read(r: &mut dyn crate::store::Read) -> Result<Option<AuditAnchor>> {
+    parse_anchor(r.meta(ANCHOR_KEY)?)
+}
+
+fn parse_anchor(stored: Option<Vec<u8>>) -> Result<Option<AuditAnchor>> {
+    stored
         .map(|bytes| {
             serde_json::from_slice(&bytes).map_err(|_| Error::Corrupt("audit anchor".into()))
         })

@@ -9,7 +9,8 @@
 //! the services share, [`policy`] the pure access rules, [`outbox`] the
 //! webhook events queued in a request's transaction; none of them imports
 //! the pipeline or a service; [`denials`] counts the denials of unverified
-//! requests and [`dns`] bounds name lookups, for the same layers. [`server`]
+//! requests and [`dns`] bounds name lookups, for the same layers; [`page`]
+//! is the cursor pagination of the list routes. [`server`]
 //! is the process around it, [`worker`] its background loops (sweeps,
 //! webhook deliveries, the grouped denials), [`cli`] the `signet-vault`
 //! command.
@@ -26,6 +27,7 @@ pub mod idle;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;
+pub mod page;
 pub mod policy;
 pub mod request;
 pub mod server;

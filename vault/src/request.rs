@@ -100,6 +100,12 @@ impl Ctx<'_> {
         })
     }
 
+    /// The page a list route's query asks for (`limit`, `cursor` and
+    /// nothing else), or `400 invalid_request`.
+    pub fn page<K: serde::de::DeserializeOwned>(&self) -> Result<crate::page::Page<K>> {
+        self.query::<crate::page::PageQuery>()?.page()
+    }
+
     /// The query string parsed as `T`, or `400 invalid_request`.
     pub fn query<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let query = self.target.split_once('?').map_or("", |(_, q)| q);

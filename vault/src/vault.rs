@@ -33,7 +33,7 @@ use crate::outbox;
 use crate::policy;
 pub use crate::request::{Audience, Caller, Ctx, Request};
 pub use crate::settings::{Config, Settings};
-use crate::store::{Store, Tx};
+use crate::store::{Read, Store, Tx};
 use crate::writer::{Done, Writer};
 
 /// Why the vault would not open its store.
@@ -215,6 +215,40 @@ impl Vault {
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
+    }
+
+    /// A list route: `decide` runs in the pipeline like any request (the
+    /// checks, the nonce, the audit row, committed by the writer), and
+    /// once that decision is on disk, `read` runs on a read-only snapshot
+    /// of its own, which sees that commit and everything before it. A long
+    /// list thus never holds the writer, while the authorization is exactly
+    /// that of [`Vault::handle`]. `decide` does everything that can refuse
+    /// (parsing the page, finding the project) so the audit row says what
+    /// was answered; `read` only reads, with what `decide` handed it.
+    pub async fn list<D, T, F, R>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        decide: F,
+        read: R,
+    ) -> Result<T>
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<D> + Send + 'static,
+        R: FnOnce(&mut dyn Read, D) -> Result<T> + Send + 'static,
+    {
+        let decided = self
+            .handle(request, action, target, audience, decide)
+            .await?;
+        let vault = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut snapshot = vault.store.read()?;
+            read(snapshot.as_mut(), decided)
+        })
+        .await?
     }
 
     /// Whether `request` passes checks 1 to 4 and the route's authorization

@@ -391,7 +391,10 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
     // The answer says what was approved, by whom, and until when.
     assert_eq!(approved.body["id"], id.as_str());
     assert_eq!(
-        (approved.body["project"].as_str(), approved.body["secret"].as_str()),
+        (
+            approved.body["project"].as_str(),
+            approved.body["secret"].as_str()
+        ),
         (Some("app"), Some("db"))
     );
     assert_eq!(approved.body["machine_id"], machine.id.as_str());

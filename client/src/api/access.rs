@@ -131,6 +131,9 @@ pub struct CosignView {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CosignList {
     pub requests: Vec<CosignView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/webhooks`
@@ -172,4 +175,7 @@ pub struct WebhookView {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }

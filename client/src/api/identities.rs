@@ -86,6 +86,9 @@ pub struct DelegationView {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct DelegationList {
     pub delegations: Vec<DelegationView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/clusters` (admins only): a cluster whose pods may enroll by
@@ -136,12 +139,18 @@ pub struct ClusterView {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ClusterList {
     pub clusters: Vec<ClusterView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct MachineList {
     pub machines: Vec<MachineView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// What an agent identity may manage. Agents never read secret values.

@@ -142,6 +142,11 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Items on a page of a list route when `?limit=` is absent.
+pub const LIST_LIMIT_DEFAULT: u32 = 100;
+/// Most items a list route answers on one page (`?limit=` up to this).
+pub const LIST_LIMIT_MAX: u32 = 1000;
+
 mod access;
 mod audit;
 mod enroll;

@@ -54,6 +54,9 @@ pub struct ProjectView {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ProjectList {
     pub projects: Vec<ProjectView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `PUT /v1/projects/{project}/secrets/{secret}`: writes a new version.
@@ -101,4 +104,7 @@ pub struct VersionMeta {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SecretList {
     pub secrets: Vec<SecretMeta>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }

@@ -40,6 +40,9 @@ pub struct GrantRecord {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct GrantRecordList {
     pub grants: Vec<GrantRecord>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// A secret (and optionally fields) pre-granted to every machine a token enrolls.
@@ -150,4 +153,7 @@ impl std::fmt::Debug for CreatedToken {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }

@@ -286,18 +286,20 @@ async fn read_secret(
         .map(Json)
 }
 
-#[utoipa::path(get, path = "/v1/projects", responses((status = 200, body = ProjectList)))]
+/// Projects by name, one page at a time.
+#[utoipa::path(get, path = "/v1/projects", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = ProjectList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_projects(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<ProjectList>> {
     vault
-        .handle(
+        .list(
             request,
             "project.list",
             "projects".into(),
             Audience::Management(Some(Scope::Metadata)),
-            |_, tx| secrets::list_projects(tx),
+            |ctx, _| ctx.page(),
+            |r, page| secrets::list_projects(r, &page),
         )
         .await
         .map(Json)
@@ -320,7 +322,8 @@ async fn create_project(State(vault): AppState, Signed(request): Signed) -> Resu
         .map(created)
 }
 
-#[utoipa::path(get, path = "/v1/projects/{project}/secrets", params(("project" = String, Path)), responses((status = 200, body = SecretList)))]
+/// A project's secrets by name, one page at a time.
+#[utoipa::path(get, path = "/v1/projects/{project}/secrets", params(("project" = String, Path), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = SecretList), (status = 400, body = ErrorBody, description = "bad limit or cursor"), (status = 404, body = ErrorBody)))]
 async fn list_secrets(
     State(vault): AppState,
     Path(project): Path<String>,
@@ -328,12 +331,13 @@ async fn list_secrets(
 ) -> Result<Json<SecretList>> {
     let target = format!("project:{project}");
     vault
-        .handle(
+        .list(
             request,
             "secret.list",
             target,
             Audience::Management(Some(Scope::Metadata)),
-            move |_, tx| secrets::list(tx, &project),
+            move |ctx, tx| Ok((secrets::project(tx, &project)?, ctx.page()?)),
+            |r, (project, page)| secrets::list(r, &project, &page),
         )
         .await
         .map(Json)
@@ -402,18 +406,20 @@ async fn delete_secret(
         .map(no_content)
 }
 
-#[utoipa::path(get, path = "/v1/grants", params(("machine_id" = Option<String>, Query), ("token_id" = Option<String>, Query)), responses((status = 200, body = GrantRecordList)))]
+/// Grants by project, secret and id, one page at a time.
+#[utoipa::path(get, path = "/v1/grants", params(("machine_id" = Option<String>, Query), ("token_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = GrantRecordList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_grants(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<GrantRecordList>> {
     vault
-        .handle(
+        .list(
             request,
             "grant.list",
             "grants".into(),
             Audience::Management(Some(Scope::Grants)),
-            grants::list,
+            |ctx, _| grants::list_query(ctx),
+            |r, (grantee, page)| grants::list(r, grantee.as_ref(), &page),
         )
         .await
         .map(Json)
@@ -452,15 +458,17 @@ async fn delete_grant(
         .map(no_content)
 }
 
-#[utoipa::path(get, path = "/v1/enrollment-tokens", responses((status = 200, body = TokenList)))]
+/// Enrollment tokens, oldest first, one page at a time.
+#[utoipa::path(get, path = "/v1/enrollment-tokens", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = TokenList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_tokens(State(vault): AppState, Signed(request): Signed) -> Result<Json<TokenList>> {
     vault
-        .handle(
+        .list(
             request,
             "token.list",
             "tokens".into(),
             Audience::Management(Some(Scope::Tokens)),
-            |_, tx| enroll::list_tokens(tx),
+            |ctx, _| ctx.page(),
+            |r, page| enroll::list_tokens(r, &page),
         )
         .await
         .map(Json)
@@ -536,18 +544,20 @@ async fn register_cluster(State(vault): AppState, Signed(request): Signed) -> Re
         .map(created)
 }
 
-#[utoipa::path(get, path = "/v1/clusters", responses((status = 200, body = ClusterList)))]
+/// Registered clusters by name, one page at a time.
+#[utoipa::path(get, path = "/v1/clusters", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = ClusterList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_clusters(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<ClusterList>> {
     vault
-        .handle(
+        .list(
             request,
             "cluster.list",
             "clusters".into(),
             Audience::Management(Some(Scope::Metadata)),
-            |_, tx| clusters::list(tx),
+            |ctx, _| ctx.page(),
+            |r, page| clusters::list(r, &page),
         )
         .await
         .map(Json)
@@ -588,19 +598,21 @@ async fn create_delegation(State(vault): AppState, Signed(request): Signed) -> R
         .map(created)
 }
 
-/// Delegations: all for an admin (query `agent_id` to filter), its own for an agent.
-#[utoipa::path(get, path = "/v1/delegations", params(("agent_id" = Option<String>, Query)), responses((status = 200, body = DelegationList)))]
+/// Delegations: all for an admin (query `agent_id` to filter), its own for
+/// an agent; one page at a time.
+#[utoipa::path(get, path = "/v1/delegations", params(("agent_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = DelegationList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_delegations(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<DelegationList>> {
     vault
-        .handle(
+        .list(
             request,
             "delegation.list",
             "delegations".into(),
             Audience::Management(Some(Scope::Metadata)),
-            delegations::list,
+            |ctx, _| delegations::list_query(ctx),
+            |r, (agent, page)| delegations::list(r, agent.as_deref(), &page),
         )
         .await
         .map(Json)
@@ -625,18 +637,20 @@ async fn delete_delegation(
         .map(no_content)
 }
 
-#[utoipa::path(get, path = "/v1/machines", responses((status = 200, body = MachineList)))]
+/// Machines, oldest first, one page at a time.
+#[utoipa::path(get, path = "/v1/machines", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = MachineList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_machines(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<MachineList>> {
     vault
-        .handle(
+        .list(
             request,
             "machine.list",
             "machines".into(),
             Audience::Management(Some(Scope::Machines)),
-            |ctx, tx| identities::list_machines(ctx, tx),
+            |ctx, _| Ok((ctx.page()?, ctx.now)),
+            |r, (page, now)| identities::list_machines(r, &page, now),
         )
         .await
         .map(Json)
@@ -692,14 +706,15 @@ async fn create_admin(State(vault): AppState, Signed(request): Signed) -> Result
 }
 
 /// The hash-chained audit log (admins only). Query: `after`, `limit`.
-#[utoipa::path(get, path = "/v1/audit", params(("after" = Option<u64>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, body = AuditPage)))]
+#[utoipa::path(get, path = "/v1/audit", params(("after" = Option<u64>, Query, description = "the last seq already read (0 for the first page)"), ("limit" = Option<u32>, Query, description = "1 to 5000 (default 500)")), responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody, description = "bad after or limit")))]
 async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<AuditPage>> {
     vault
-        .handle(
+        .list(
             request,
             "audit.list",
             "audit".into(),
             Audience::Management(None),
+            crate::service::audit::range,
             crate::service::audit::page,
         )
         .await
@@ -893,16 +908,17 @@ async fn rollback_secret(
         .map(Json)
 }
 
-/// Open co-sign requests (admins only).
-#[utoipa::path(get, path = "/v1/cosign", responses((status = 200, body = CosignList)))]
+/// Open co-sign requests (admins only), oldest first, one page at a time.
+#[utoipa::path(get, path = "/v1/cosign", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = CosignList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result<Json<CosignList>> {
     vault
-        .handle(
+        .list(
             request,
             "cosign.list",
             "cosign".into(),
             Audience::Management(None),
-            |ctx, tx| cosign::list_cosigns(ctx, tx),
+            |ctx, _| Ok((ctx.page()?, ctx.now)),
+            |r, (page, now)| cosign::list_cosigns(r, now, &page),
         )
         .await
         .map(Json)
@@ -958,18 +974,20 @@ async fn approve_cosign(
         .map(Json)
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", responses((status = 200, body = WebhookList)))]
+/// Webhooks, oldest first, one page at a time.
+#[utoipa::path(get, path = "/v1/webhooks", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
 async fn list_webhooks(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<WebhookList>> {
     vault
-        .handle(
+        .list(
             request,
             "webhook.list",
             "webhooks".into(),
             Audience::Management(None),
-            |_, tx| webhooks::list(tx),
+            |ctx, _| ctx.page(),
+            |r, page| webhooks::list(r, &page),
         )
         .await
         .map(Json)

@@ -11,7 +11,7 @@ use crate::audit;
 use crate::error::{Error, Result};
 use crate::outbox;
 use crate::request::Ctx;
-use crate::store::Tx;
+use crate::store::{Read, Tx};
 use crate::vault::Vault;
 
 #[derive(serde::Deserialize)]
@@ -22,8 +22,19 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-/// Audit entries after a sequence number (admins only).
-pub fn page(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditPage> {
+/// A page of the audit log to read: entries with `after < seq <= through`,
+/// at most `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditRange {
+    after: u64,
+    through: u64,
+    limit: u32,
+}
+
+/// Checks the query of `GET /v1/audit` in the pipeline and fixes the head
+/// the page may reach: the log as it stood before this request's own
+/// entry, which is appended after this returns.
+pub fn range(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditRange> {
     let query: AuditQuery = ctx.query()?;
     let limit = query.limit.unwrap_or(500);
     if !(1..=5000).contains(&limit) {
@@ -32,9 +43,19 @@ pub fn page(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditPage> {
             "limit must be 1 to 5000",
         ));
     }
+    let through = tx.audit_head()?.map_or(0, |(seq, _)| seq);
+    Ok(AuditRange {
+        after: query.after,
+        through,
+        limit,
+    })
+}
+
+/// Audit entries after a sequence number (admins only), read on a snapshot.
+pub fn page(r: &mut dyn Read, range: AuditRange) -> Result<AuditPage> {
     Ok(AuditPage {
-        entries: tx.audit(query.after, limit)?,
-        anchor: audit::anchor(tx)?,
+        entries: r.audit_through(range.after, range.through, range.limit)?,
+        anchor: audit::anchor_read(r)?,
     })
 }
 

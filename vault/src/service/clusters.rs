@@ -6,8 +6,9 @@ use signet_client::api::{ClusterList, ClusterView, RegisterCluster};
 use super::{attest, check_name};
 use crate::clock::rfc3339;
 use crate::error::{Result, invalid, not_found};
+use crate::page::{NameKey, Page};
 use crate::request::Ctx;
-use crate::store::{Cluster, Tx};
+use crate::store::{Cluster, Read, Tx};
 
 /// The audience projected tokens carry unless a cluster says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "signet";
@@ -86,10 +87,12 @@ pub fn register(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<ClusterView> {
     Ok(view(&cluster))
 }
 
-/// `GET /v1/clusters`
-pub fn list(tx: &mut dyn Tx) -> Result<ClusterList> {
+/// `GET /v1/clusters`: one page, by name.
+pub fn list(r: &mut dyn Read, page: &Page<NameKey>) -> Result<ClusterList> {
+    let (rows, next_cursor) = page.finish(r.clusters_page(page)?, |c| c.name.clone());
     Ok(ClusterList {
-        clusters: tx.clusters()?.iter().map(view).collect(),
+        clusters: rows.iter().map(view).collect(),
+        next_cursor,
     })
 }
 

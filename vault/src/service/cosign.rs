@@ -8,8 +8,9 @@ use super::secrets;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::page::{CreatedKey, Page};
 use crate::request::{Caller, Ctx};
-use crate::store::{Cosign, Tx};
+use crate::store::{Cosign, Read, Tx};
 
 /// How long a co-sign request waits for its approval.
 pub const COSIGN_PENDING_TTL: i64 = 3600;
@@ -102,13 +103,17 @@ pub fn approve_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<Co
 }
 
 /// `GET /v1/cosign`: open requests.
-pub fn list_cosigns(ctx: &Ctx<'_>, tx: &mut dyn Tx) -> Result<CosignList> {
-    let mut requests = Vec::new();
-    for cosign in tx.open_cosigns(ctx.now)? {
-        let (project, secret) = secret_names(tx, &cosign.secret_id)?;
-        requests.push(cosign_view(&cosign, &project, &secret));
-    }
-    Ok(CosignList { requests })
+pub fn list_cosigns(r: &mut dyn Read, now: i64, page: &Page<CreatedKey>) -> Result<CosignList> {
+    let (rows, next_cursor) = page.finish(r.cosigns_page(now, page)?, |d| {
+        (d.cosign.created_at, d.cosign.id.clone())
+    });
+    Ok(CosignList {
+        requests: rows
+            .iter()
+            .map(|d| cosign_view(&d.cosign, &d.project, &d.secret))
+            .collect(),
+        next_cursor,
+    })
 }
 
 fn secret_names(tx: &mut dyn Tx, secret_id: &str) -> Result<(String, String)> {

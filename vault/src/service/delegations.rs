@@ -12,8 +12,9 @@ use super::{check_field_name, secrets};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::page::{DelegationKey, Page};
 use crate::request::{Caller, Ctx};
-use crate::store::{Agent, Delegation, DelegationDetail, Project, Secret, Tx};
+use crate::store::{Agent, Delegation, DelegationDetail, Project, Read, Secret, Tx};
 
 /// Kubernetes namespace names: DNS labels.
 pub fn check_namespace(namespace: &str) -> Result<()> {
@@ -116,18 +117,41 @@ pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<DelegationView> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub agent_id: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
 /// `GET /v1/delegations`: all (or one agent's) for an admin; an agent sees
 /// only its own.
-pub fn list(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<DelegationList> {
+///
+/// The filter (whose delegations) and the page, decided in the pipeline.
+pub fn list_query(ctx: &Ctx<'_>) -> Result<(Option<String>, Page<DelegationKey>)> {
     let query: ListQuery = ctx.query()?;
+    let page = Page::parse(query.limit, query.cursor.as_deref())?;
     let agent = match &ctx.caller {
         Caller::Agent(agent) => Some(agent.id.clone()),
         _ => query.agent_id,
     };
+    Ok((agent, page))
+}
+
+/// One page of delegations, by agent, project, secret and id.
+pub fn list(
+    r: &mut dyn Read,
+    agent: Option<&str>,
+    page: &Page<DelegationKey>,
+) -> Result<DelegationList> {
+    let (rows, next_cursor) = page.finish(r.delegations_page(agent, page)?, |d| {
+        (
+            d.delegation.agent_id.clone(),
+            d.project.clone(),
+            d.secret.clone(),
+            d.delegation.id.clone(),
+        )
+    });
     Ok(DelegationList {
-        delegations: tx.delegations(agent.as_deref())?.iter().map(view).collect(),
+        delegations: rows.iter().map(view).collect(),
+        next_cursor,
     })
 }
 

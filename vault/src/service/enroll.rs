@@ -22,10 +22,12 @@ use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::outbox;
+use crate::page::{CreatedKey, Page};
 use crate::policy;
 use crate::request::{Caller, Ctx};
 use crate::store::{
-    Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Project, Tx,
+    Admin, BootstrapToken, EnrollmentToken, Grantee, Machine, MachineRestrictions, Project, Read,
+    Tx,
 };
 
 /// Longest enrollment-token lifetime: one year.
@@ -410,17 +412,17 @@ fn token_view(t: &EnrollmentToken, project: &str) -> TokenView {
     }
 }
 
-pub fn list_tokens(tx: &mut dyn Tx) -> Result<TokenList> {
-    let tokens = tx.tokens()?;
-    let mut views = Vec::with_capacity(tokens.len());
-    for token in &tokens {
-        let project = tx
-            .project(&token.project_id)?
-            .map(|p| p.name)
-            .unwrap_or_default();
-        views.push(token_view(token, &project));
-    }
-    Ok(TokenList { tokens: views })
+/// One page of enrollment tokens, oldest first.
+pub fn list_tokens(r: &mut dyn Read, page: &Page<CreatedKey>) -> Result<TokenList> {
+    let (rows, next_cursor) =
+        page.finish(r.tokens_page(page)?, |(t, _)| (t.created_at, t.id.clone()));
+    Ok(TokenList {
+        tokens: rows
+            .iter()
+            .map(|(token, project)| token_view(token, project))
+            .collect(),
+        next_cursor,
+    })
 }
 
 pub fn revoke_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<()> {

@@ -8,8 +8,9 @@ use super::delegations::{self, acting_agent};
 use super::{check_field_name, secrets};
 use crate::error::{Result, invalid, not_found};
 use crate::ids;
+use crate::page::{GrantKey, Page};
 use crate::request::Ctx;
-use crate::store::{Grant, GrantDetail, Grantee, Project, Tx};
+use crate::store::{Grant, GrantDetail, Grantee, Project, Read, Tx};
 
 /// Validates and stores one grant.
 pub fn insert(
@@ -164,18 +165,35 @@ fn record(detail: &GrantDetail) -> GrantRecord {
 pub struct ListQuery {
     pub machine_id: Option<String>,
     pub token_id: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
-pub fn list(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<GrantRecordList> {
+/// The filter and page of `GET /v1/grants`, decided in the pipeline.
+pub fn list_query(ctx: &Ctx<'_>) -> Result<(Option<Grantee>, Page<GrantKey>)> {
     let query: ListQuery = ctx.query()?;
+    let page = Page::parse(query.limit, query.cursor.as_deref())?;
     let grantee = match (query.machine_id, query.token_id) {
         (Some(m), None) => Some(Grantee::Machine(m)),
         (None, Some(t)) => Some(Grantee::Token(t)),
         (None, None) => None,
         _ => return Err(invalid("filter by `machine_id` or by `token_id`, not both")),
     };
+    Ok((grantee, page))
+}
+
+/// One page of grants, by project, secret and id.
+pub fn list(
+    r: &mut dyn Read,
+    grantee: Option<&Grantee>,
+    page: &Page<GrantKey>,
+) -> Result<GrantRecordList> {
+    let (rows, next_cursor) = page.finish(r.grants_page(grantee, page)?, |d| {
+        (d.project.clone(), d.secret.clone(), d.grant.id.clone())
+    });
     Ok(GrantRecordList {
-        grants: tx.grants(grantee.as_ref())?.iter().map(record).collect(),
+        grants: rows.iter().map(record).collect(),
+        next_cursor,
     })
 }
 

@@ -7,8 +7,9 @@ use super::check_display_name;
 use crate::clock::rfc3339;
 use crate::error::{Result, invalid, not_found};
 use crate::ids;
+use crate::page::{CreatedKey, Page};
 use crate::request::{Caller, Ctx};
-use crate::store::{Admin, Agent, Machine, Tx};
+use crate::store::{Admin, Agent, Machine, Read, Tx};
 
 fn parse_identity(ctx: &Ctx<'_>) -> Result<(CreateIdentity, String)> {
     let body: CreateIdentity = ctx.json()?;
@@ -77,17 +78,18 @@ pub fn machine_view(m: &Machine, project: &str, now: i64) -> MachineView {
     }
 }
 
-pub fn list_machines(ctx: &Ctx<'_>, tx: &mut dyn Tx) -> Result<MachineList> {
-    let machines = tx.machines()?;
-    let mut views = Vec::with_capacity(machines.len());
-    for machine in &machines {
-        let project = tx
-            .project(&machine.project_id)?
-            .map(|p| p.name)
-            .unwrap_or_default();
-        views.push(machine_view(machine, &project, ctx.now));
-    }
-    Ok(MachineList { machines: views })
+/// One page of machines, oldest first, each with its project's name.
+pub fn list_machines(r: &mut dyn Read, page: &Page<CreatedKey>, now: i64) -> Result<MachineList> {
+    let (rows, next_cursor) = page.finish(r.machines_page(page)?, |(m, _)| {
+        (m.created_at, m.id.clone())
+    });
+    Ok(MachineList {
+        machines: rows
+            .iter()
+            .map(|(machine, project)| machine_view(machine, project, now))
+            .collect(),
+        next_cursor,
+    })
 }
 
 /// Deletes a machine (an admin or agent revoking it, or the machine itself).

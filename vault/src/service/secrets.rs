@@ -15,8 +15,9 @@ use crate::clock::rfc3339;
 use crate::crypto::{self, Key};
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
+use crate::page::{NameKey, Page};
 use crate::request::Ctx;
-use crate::store::{Project, Secret, SecretVersion, Tx};
+use crate::store::{Project, Read, Secret, SecretVersion, Tx};
 
 /// What a version's ciphertext holds.
 #[derive(Serialize, Deserialize)]
@@ -49,9 +50,12 @@ pub fn create_project(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, name: &str) -> Result<
     Ok(project_view(&project))
 }
 
-pub fn list_projects(tx: &mut dyn Tx) -> Result<ProjectList> {
+/// One page of projects, by name.
+pub fn list_projects(r: &mut dyn Read, page: &Page<NameKey>) -> Result<ProjectList> {
+    let (rows, next_cursor) = page.finish(r.projects_page(page)?, |p| p.name.clone());
     Ok(ProjectList {
-        projects: tx.projects()?.iter().map(project_view).collect(),
+        projects: rows.iter().map(project_view).collect(),
+        next_cursor,
     })
 }
 
@@ -166,12 +170,16 @@ pub fn write(
 
 /// Names, versions and field names; never values.
 pub fn meta(tx: &mut dyn Tx, project: &Project, secret: &Secret) -> Result<SecretMeta> {
-    let versions = tx.versions(&secret.id)?;
+    Ok(meta_of(project, secret, &tx.versions(&secret.id)?))
+}
+
+/// The metadata of `secret` from its `versions`, oldest first.
+fn meta_of(project: &Project, secret: &Secret, versions: &[SecretVersion]) -> SecretMeta {
     let fields = versions
         .iter()
         .find(|v| v.version == secret.live_version)
         .and_then(|v| v.field_names.clone());
-    Ok(SecretMeta {
+    SecretMeta {
         project: project.name.clone(),
         name: secret.name.clone(),
         live_version: secret.live_version,
@@ -185,17 +193,35 @@ pub fn meta(tx: &mut dyn Tx, project: &Project, secret: &Secret) -> Result<Secre
                 created_by: v.created_by.clone(),
             })
             .collect(),
-    })
+    }
 }
 
-pub fn list(tx: &mut dyn Tx, project_name: &str) -> Result<SecretList> {
-    let project = project(tx, project_name)?;
-    let secrets = tx.secrets(&project.id)?;
-    let secrets = secrets
+/// One page of `project`'s secrets by name, their versions read in one
+/// query for the whole page.
+pub fn list(r: &mut dyn Read, project: &Project, page: &Page<NameKey>) -> Result<SecretList> {
+    let (rows, next_cursor) = page.finish(r.secrets_page(&project.id, page)?, |s| s.name.clone());
+    let ids: Vec<&str> = rows.iter().map(|s| s.id.as_str()).collect();
+    let mut versions: BTreeMap<&str, Vec<SecretVersion>> = BTreeMap::new();
+    let all = r.versions_of(&ids)?;
+    for version in all {
+        if let Some(id) = ids.iter().find(|id| **id == version.secret_id) {
+            versions.entry(id).or_default().push(version);
+        }
+    }
+    let secrets = rows
         .iter()
-        .map(|s| meta(tx, &project, s))
-        .collect::<Result<_>>()?;
-    Ok(SecretList { secrets })
+        .map(|s| {
+            meta_of(
+                project,
+                s,
+                versions.get(s.id.as_str()).map_or(&[], Vec::as_slice),
+            )
+        })
+        .collect();
+    Ok(SecretList {
+        secrets,
+        next_cursor,
+    })
 }
 
 #[derive(Deserialize)]

@@ -22,8 +22,9 @@ use crate::dns::Lookups;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::outbox::EVENTS;
+use crate::page::{CreatedKey, Page};
 use crate::request::Ctx;
-use crate::store::{Attempt, Delivery, Tx, Webhook};
+use crate::store::{Attempt, Delivery, DeliveryCounts, Read, Tx, Webhook};
 use crate::vault::Vault;
 
 /// Header with the Unix time the signature covers.
@@ -272,8 +273,11 @@ pub fn create(
 }
 
 fn view(tx: &mut dyn Tx, hook: &Webhook) -> Result<WebhookView> {
-    let counts = tx.delivery_counts(&hook.id)?;
-    Ok(WebhookView {
+    Ok(view_with(hook, tx.delivery_counts(&hook.id)?))
+}
+
+fn view_with(hook: &Webhook, counts: DeliveryCounts) -> WebhookView {
+    WebhookView {
         id: hook.id.clone(),
         url: hook.url.clone(),
         events: hook.events.clone(),
@@ -281,14 +285,24 @@ fn view(tx: &mut dyn Tx, hook: &Webhook) -> Result<WebhookView> {
         pending: counts.pending,
         delivered: counts.delivered,
         failed: counts.failed,
-    })
+    }
 }
 
-/// `GET /v1/webhooks`
-pub fn list(tx: &mut dyn Tx) -> Result<WebhookList> {
-    let hooks = tx.webhooks()?;
-    let webhooks = hooks.iter().map(|h| view(tx, h)).collect::<Result<_>>()?;
-    Ok(WebhookList { webhooks })
+/// `GET /v1/webhooks`: one page, oldest first, with the delivery counts
+/// of the whole page read in one query.
+pub fn list(r: &mut dyn Read, page: &Page<CreatedKey>) -> Result<WebhookList> {
+    let (hooks, next_cursor) =
+        page.finish(r.webhooks_page(page)?, |h| (h.created_at, h.id.clone()));
+    let ids: Vec<&str> = hooks.iter().map(|h| h.id.as_str()).collect();
+    let counts: std::collections::HashMap<String, DeliveryCounts> =
+        r.delivery_counts_of(&ids)?.into_iter().collect();
+    Ok(WebhookList {
+        webhooks: hooks
+            .iter()
+            .map(|h| view_with(h, counts.get(&h.id).copied().unwrap_or_default()))
+            .collect(),
+        next_cursor,
+    })
 }
 
 /// `DELETE /v1/webhooks/{id}` (its queued deliveries go with it).

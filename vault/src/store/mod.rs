@@ -10,6 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use crate::page::{CreatedKey, DelegationKey, GrantKey, NameKey, Page};
 use signet_client::api::{
     AccessPolicy, AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope,
     TimeWindow, TokenConstraints,
@@ -44,6 +45,12 @@ pub trait Store: Send + Sync + 'static {
     /// Starts a read-write transaction. Dropping it without
     /// [`Tx::commit`] rolls back.
     fn begin(&self) -> Result<Box<dyn Tx + '_>>;
+
+    /// Starts a read-only snapshot that neither waits for the writer's
+    /// transaction nor holds it up (the list routes read through this
+    /// after their decision committed). It sees every transaction that
+    /// committed before it started.
+    fn read(&self) -> Result<Box<dyn Read + '_>>;
 }
 
 /// Identity classes, each in its own table.
@@ -278,6 +285,50 @@ pub struct GrantDetail {
     pub live_version: u32,
 }
 
+/// A co-sign request joined with the names of its secret.
+#[derive(Clone, Debug)]
+pub struct CosignDetail {
+    pub cosign: Cosign,
+    pub project: String,
+    pub secret: String,
+}
+
+/// A read-only snapshot: the pages of the list routes, each read in the
+/// order of its sort key (see [`crate::page`]) with at most
+/// [`Page::fetch`] rows, names joined in the same query.
+pub trait Read {
+    /// Machines by `(created_at, id)`, each with its project's name.
+    fn machines_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(Machine, String)>>;
+    /// Enrollment tokens by `(created_at, id)`, each with its project's name.
+    fn tokens_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(EnrollmentToken, String)>>;
+    fn projects_page(&mut self, page: &Page<NameKey>) -> Result<Vec<Project>>;
+    fn secrets_page(&mut self, project_id: &str, page: &Page<NameKey>) -> Result<Vec<Secret>>;
+    /// Every version of each of `secret_ids`, by secret then version.
+    fn versions_of(&mut self, secret_ids: &[&str]) -> Result<Vec<SecretVersion>>;
+    fn clusters_page(&mut self, page: &Page<NameKey>) -> Result<Vec<Cluster>>;
+    /// Delegations (optionally one agent's) by `(agent, project, secret, id)`.
+    fn delegations_page(
+        &mut self,
+        agent_id: Option<&str>,
+        page: &Page<DelegationKey>,
+    ) -> Result<Vec<DelegationDetail>>;
+    /// Grants (optionally one grantee's) by `(project, secret, id)`.
+    fn grants_page(
+        &mut self,
+        grantee: Option<&Grantee>,
+        page: &Page<GrantKey>,
+    ) -> Result<Vec<GrantDetail>>;
+    /// Co-sign requests not consumed and not expired at `now`.
+    fn cosigns_page(&mut self, now: i64, page: &Page<CreatedKey>) -> Result<Vec<CosignDetail>>;
+    fn webhooks_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<Webhook>>;
+    /// Delivery counts of each of `webhook_ids` that has deliveries.
+    fn delivery_counts_of(&mut self, webhook_ids: &[&str])
+    -> Result<Vec<(String, DeliveryCounts)>>;
+    /// Audit entries with `after < seq <= through`, by `seq`.
+    fn audit_through(&mut self, after: u64, through: u64, limit: u32) -> Result<Vec<AuditEntry>>;
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
+}
+
 /// One transaction. Methods that change data say so in their name.
 pub trait Tx {
     fn commit(self: Box<Self>) -> Result<()>;
@@ -319,12 +370,10 @@ pub trait Tx {
     fn insert_project(&mut self, project: &Project) -> Result<()>;
     fn project_by_name(&mut self, name: &str) -> Result<Option<Project>>;
     fn project(&mut self, id: &str) -> Result<Option<Project>>;
-    fn projects(&mut self) -> Result<Vec<Project>>;
 
     fn insert_secret(&mut self, secret: &Secret) -> Result<()>;
     fn secret_by_name(&mut self, project_id: &str, name: &str) -> Result<Option<Secret>>;
     fn secret(&mut self, id: &str) -> Result<Option<Secret>>;
-    fn secrets(&mut self, project_id: &str) -> Result<Vec<Secret>>;
     fn set_live_version(&mut self, secret_id: &str, version: u32) -> Result<()>;
     fn delete_secret(&mut self, id: &str) -> Result<bool>;
     fn insert_version(&mut self, version: &SecretVersion) -> Result<()>;
@@ -333,7 +382,6 @@ pub trait Tx {
 
     fn insert_token(&mut self, token: &EnrollmentToken) -> Result<()>;
     fn token(&mut self, id: &str) -> Result<Option<EnrollmentToken>>;
-    fn tokens(&mut self) -> Result<Vec<EnrollmentToken>>;
     /// Counts one use on the token's whole lineage if it has uses left;
     /// false when it has none.
     fn use_token(&mut self, id: &str) -> Result<bool>;
@@ -353,12 +401,9 @@ pub trait Tx {
 
     fn insert_cluster(&mut self, cluster: &Cluster) -> Result<()>;
     fn cluster(&mut self, name: &str) -> Result<Option<Cluster>>;
-    fn clusters(&mut self) -> Result<Vec<Cluster>>;
     fn delete_cluster(&mut self, name: &str) -> Result<bool>;
 
     fn insert_delegation(&mut self, delegation: &Delegation) -> Result<()>;
-    /// Delegations, optionally only those of one agent.
-    fn delegations(&mut self, agent_id: Option<&str>) -> Result<Vec<DelegationDetail>>;
     /// The delegations of `agent_id` on `secret_id`, whatever their scope.
     fn delegations_on(&mut self, agent_id: &str, secret_id: &str) -> Result<Vec<Delegation>>;
     /// Whether `agent_id` holds any delegation in `project_id` for `scope`.
@@ -405,8 +450,6 @@ pub trait Tx {
     // Co-sign.
     fn insert_cosign(&mut self, cosign: &Cosign) -> Result<()>;
     fn cosign(&mut self, id: &str) -> Result<Option<Cosign>>;
-    /// Requests not consumed and not expired at `now`.
-    fn open_cosigns(&mut self, now: i64) -> Result<Vec<Cosign>>;
     /// Approves a pending, unexpired request by someone other than its
     /// requester; false when it is not one.
     fn approve_cosign(&mut self, id: &str, by: &str, now: i64, expires_at: i64) -> Result<bool>;

@@ -4,9 +4,15 @@
 //! nonce), so the store keeps one connection behind a mutex and starts each
 //! transaction with `BEGIN IMMEDIATE`: two requests never interleave, which
 //! is what makes caps, token uses and canary locks exact.
+//!
+//! The list routes read on connections of their own ([`Store::read`]),
+//! each a deferred read transaction with `query_only` on: in WAL mode a
+//! reader sees the last commit and neither waits for the writer nor makes
+//! it wait.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use signet_client::api::{AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope};
@@ -19,9 +25,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_attestation.sql"),
 ];
 
+/// Read-only connections for the list routes.
+const READERS: usize = 4;
+
 /// The SQLite backend.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Connections for [`Store::read`]; a reader takes a free one, or waits
+    /// for the next in turn when all are busy.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
     path: PathBuf,
 }
 
@@ -47,8 +60,13 @@ impl SqliteStore {
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(&path).map(Mutex::new))
+            .collect::<Result<_>>()?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
             path,
         })
     }
@@ -57,6 +75,22 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A connection that can only read (opened after the migrations, so it
+/// never creates or changes the schema).
+fn open_reader(path: &Path) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Read-write at the file level so it can share the WAL index with the
+    // writer; refused any write at the SQL level.
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 /// Makes the data directory private: mode 0700 when this user owns it.
@@ -136,6 +170,31 @@ impl Store for SqliteStore {
     fn begin(&self) -> Result<Box<dyn Tx + '_>> {
         let conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Box::new(SqliteTx {
+            conn,
+            finished: false,
+        }))
+    }
+
+    fn read(&self) -> Result<Box<dyn Read + '_>> {
+        let free = self
+            .readers
+            .iter()
+            .find_map(|reader| match reader.try_lock() {
+                Ok(conn) => Some(Ok(conn)),
+                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(_)) => Some(Err(Error::Poisoned)),
+            });
+        let conn = match free {
+            Some(conn) => conn?,
+            None => {
+                let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+                self.readers[turn].lock().map_err(|_| Error::Poisoned)?
+            }
+        };
+        // Deferred: the snapshot is taken at the first read and holds for
+        // every statement of the page.
+        conn.execute_batch("BEGIN")?;
         Ok(Box::new(SqliteTx {
             conn,
             finished: false,
@@ -682,14 +741,6 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn projects(&mut self) -> Result<Vec<Project>> {
-        self.many(
-            &format!("SELECT {PROJECT_COLS} FROM projects ORDER BY name"),
-            [],
-            project_row,
-        )
-    }
-
     fn insert_secret(&mut self, s: &Secret) -> Result<()> {
         let policy = s.policy.as_ref().map(json_text).transpose()?;
         insert(
@@ -719,14 +770,6 @@ impl Tx for SqliteTx<'_> {
         self.one(
             &format!("SELECT {SECRET_COLS} FROM secrets WHERE id = ?1"),
             [id],
-            secret_row,
-        )
-    }
-
-    fn secrets(&mut self, project_id: &str) -> Result<Vec<Secret>> {
-        self.many(
-            &format!("SELECT {SECRET_COLS} FROM secrets WHERE project_id = ?1 ORDER BY name"),
-            [project_id],
             secret_row,
         )
     }
@@ -825,14 +868,6 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn tokens(&mut self) -> Result<Vec<EnrollmentToken>> {
-        self.many(
-            &format!("SELECT {TOKEN_COLS} FROM enrollment_tokens ORDER BY created_at, id"),
-            [],
-            token_row,
-        )
-    }
-
     fn use_token(&mut self, id: &str) -> Result<bool> {
         self.changed(
             "UPDATE enrollment_tokens SET uses = uses + 1
@@ -905,14 +940,6 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn clusters(&mut self) -> Result<Vec<Cluster>> {
-        self.many(
-            &format!("SELECT {CLUSTER_COLS} FROM clusters ORDER BY name"),
-            [],
-            cluster_row,
-        )
-    }
-
     fn delete_cluster(&mut self, name: &str) -> Result<bool> {
         self.changed("DELETE FROM clusters WHERE name = ?1", [name])
     }
@@ -935,30 +962,6 @@ impl Tx for SqliteTx<'_> {
                 d.created_at,
                 d.created_by
             ],
-        )
-    }
-
-    fn delegations(&mut self, agent_id: Option<&str>) -> Result<Vec<DelegationDetail>> {
-        let filter = if agent_id.is_some() {
-            "WHERE d.agent_id = ?1"
-        } else {
-            "WHERE ?1 IS NULL"
-        };
-        self.many(
-            &format!(
-                "SELECT {DELEGATION_COLS_D}, p.id, p.name, s.name FROM delegations d
-                 JOIN secrets s ON s.id = d.secret_id JOIN projects p ON p.id = s.project_id
-                 {filter} ORDER BY d.agent_id, p.name, s.name, d.id"
-            ),
-            [agent_id],
-            |r| {
-                Ok(DelegationDetail {
-                    delegation: delegation_row(r)?,
-                    project_id: r.get(8)?,
-                    project: r.get(9)?,
-                    secret: r.get(10)?,
-                })
-            },
         )
     }
 
@@ -1230,17 +1233,6 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn open_cosigns(&mut self, now: i64) -> Result<Vec<Cosign>> {
-        self.many(
-            &format!(
-                "SELECT {COSIGN_COLS} FROM cosign_requests
-                 WHERE consumed_at IS NULL AND expires_at > ?1 ORDER BY created_at, id"
-            ),
-            [now],
-            cosign_row,
-        )
-    }
-
     fn approve_cosign(&mut self, id: &str, by: &str, now: i64, expires_at: i64) -> Result<bool> {
         self.changed(
             "UPDATE cosign_requests SET approved_by = ?2, approved_at = ?3, expires_at = ?4
@@ -1393,6 +1385,234 @@ impl Tx for SqliteTx<'_> {
 }
 
 const COSIGN_COLS: &str = "id, secret_id, machine_id, requested_by, created_at, expires_at, approved_by, approved_at, consumed_at";
+
+/// `cols` ("a, b") with each column qualified by `table` ("t.a, t.b").
+fn qualified(cols: &str, table: &str) -> String {
+    cols.split(", ")
+        .map(|col| format!("{table}.{col}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The JSON array of `ids`, bound to `json_each(?)` so a whole page's ids
+/// go to one prepared statement.
+fn json_ids(ids: &[&str]) -> Result<String> {
+    json_text(&ids)
+}
+
+impl Read for SqliteTx<'_> {
+    fn machines_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(Machine, String)>> {
+        let (at, id) = page.after.clone().unzip();
+        self.many(
+            &format!(
+                "SELECT {}, COALESCE(p.name, '') FROM machines m
+                 LEFT JOIN projects p ON p.id = m.project_id
+                 WHERE ?1 IS NULL OR (m.created_at, m.id) > (?1, ?2)
+                 ORDER BY m.created_at, m.id LIMIT ?3",
+                qualified(MACHINE_COLS, "m")
+            ),
+            params![at, id, page.fetch()],
+            |r| Ok((machine_row(r)?, r.get(17)?)),
+        )
+    }
+
+    fn tokens_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(EnrollmentToken, String)>> {
+        let (at, id) = page.after.clone().unzip();
+        self.many(
+            &format!(
+                "SELECT {}, COALESCE(p.name, '') FROM enrollment_tokens t
+                 LEFT JOIN projects p ON p.id = t.project_id
+                 WHERE ?1 IS NULL OR (t.created_at, t.id) > (?1, ?2)
+                 ORDER BY t.created_at, t.id LIMIT ?3",
+                qualified(TOKEN_COLS, "t")
+            ),
+            params![at, id, page.fetch()],
+            |r| Ok((token_row(r)?, r.get(18)?)),
+        )
+    }
+
+    fn projects_page(&mut self, page: &Page<NameKey>) -> Result<Vec<Project>> {
+        self.many(
+            &format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE ?1 IS NULL OR name > ?1
+                 ORDER BY name LIMIT ?2"
+            ),
+            params![page.after, page.fetch()],
+            project_row,
+        )
+    }
+
+    fn secrets_page(&mut self, project_id: &str, page: &Page<NameKey>) -> Result<Vec<Secret>> {
+        self.many(
+            &format!(
+                "SELECT {SECRET_COLS} FROM secrets
+                 WHERE project_id = ?1 AND (?2 IS NULL OR name > ?2)
+                 ORDER BY name LIMIT ?3"
+            ),
+            params![project_id, page.after, page.fetch()],
+            secret_row,
+        )
+    }
+
+    fn versions_of(&mut self, secret_ids: &[&str]) -> Result<Vec<SecretVersion>> {
+        self.many(
+            &format!(
+                "SELECT {VERSION_COLS} FROM secret_versions
+                 WHERE secret_id IN (SELECT value FROM json_each(?1))
+                 ORDER BY secret_id, version"
+            ),
+            [json_ids(secret_ids)?],
+            version_row,
+        )
+    }
+
+    fn clusters_page(&mut self, page: &Page<NameKey>) -> Result<Vec<Cluster>> {
+        self.many(
+            &format!(
+                "SELECT {CLUSTER_COLS} FROM clusters WHERE ?1 IS NULL OR name > ?1
+                 ORDER BY name LIMIT ?2"
+            ),
+            params![page.after, page.fetch()],
+            cluster_row,
+        )
+    }
+
+    fn delegations_page(
+        &mut self,
+        agent_id: Option<&str>,
+        page: &Page<DelegationKey>,
+    ) -> Result<Vec<DelegationDetail>> {
+        let (agent, project, secret, id) = match &page.after {
+            Some((a, p, s, i)) => (Some(a), Some(p), Some(s), Some(i)),
+            None => (None, None, None, None),
+        };
+        self.many(
+            &format!(
+                "SELECT {DELEGATION_COLS_D}, p.id, p.name, s.name FROM delegations d
+                 JOIN secrets s ON s.id = d.secret_id JOIN projects p ON p.id = s.project_id
+                 WHERE (?1 IS NULL OR d.agent_id = ?1)
+                   AND (?2 IS NULL OR (d.agent_id, p.name, s.name, d.id) > (?2, ?3, ?4, ?5))
+                 ORDER BY d.agent_id, p.name, s.name, d.id LIMIT ?6"
+            ),
+            params![agent_id, agent, project, secret, id, page.fetch()],
+            |r| {
+                Ok(DelegationDetail {
+                    delegation: delegation_row(r)?,
+                    project_id: r.get(8)?,
+                    project: r.get(9)?,
+                    secret: r.get(10)?,
+                })
+            },
+        )
+    }
+
+    fn grants_page(
+        &mut self,
+        grantee: Option<&Grantee>,
+        page: &Page<GrantKey>,
+    ) -> Result<Vec<GrantDetail>> {
+        let (machine, token) = match grantee {
+            Some(Grantee::Machine(m)) => (Some(m.as_str()), None),
+            Some(Grantee::Token(t)) => (None, Some(t.as_str())),
+            None => (None, None),
+        };
+        let (project, secret, id) = match &page.after {
+            Some((p, s, i)) => (Some(p), Some(s), Some(i)),
+            None => (None, None, None),
+        };
+        self.many(
+            &format!(
+                "SELECT {GRANT_COLS}, p.name, s.name, s.live_version FROM grants g
+                 JOIN secrets s ON s.id = g.secret_id JOIN projects p ON p.id = s.project_id
+                 WHERE (?1 IS NULL OR g.machine_id = ?1) AND (?2 IS NULL OR g.token_id = ?2)
+                   AND (?3 IS NULL OR (p.name, s.name, g.id) > (?3, ?4, ?5))
+                 ORDER BY p.name, s.name, g.id LIMIT ?6"
+            ),
+            params![machine, token, project, secret, id, page.fetch()],
+            |r| {
+                Ok(GrantDetail {
+                    grant: grant_row(r)?,
+                    project: r.get(6)?,
+                    secret: r.get(7)?,
+                    live_version: r.get(8)?,
+                })
+            },
+        )
+    }
+
+    fn cosigns_page(&mut self, now: i64, page: &Page<CreatedKey>) -> Result<Vec<CosignDetail>> {
+        let (at, id) = page.after.clone().unzip();
+        self.many(
+            &format!(
+                "SELECT {}, COALESCE(p.name, ''), COALESCE(s.name, '') FROM cosign_requests c
+                 LEFT JOIN secrets s ON s.id = c.secret_id
+                 LEFT JOIN projects p ON p.id = s.project_id
+                 WHERE c.consumed_at IS NULL AND c.expires_at > ?1
+                   AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3))
+                 ORDER BY c.created_at, c.id LIMIT ?4",
+                qualified(COSIGN_COLS, "c")
+            ),
+            params![now, at, id, page.fetch()],
+            |r| {
+                Ok(CosignDetail {
+                    cosign: cosign_row(r)?,
+                    project: r.get(9)?,
+                    secret: r.get(10)?,
+                })
+            },
+        )
+    }
+
+    fn webhooks_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<Webhook>> {
+        let (at, id) = page.after.clone().unzip();
+        self.many(
+            "SELECT id, url, events, sealed_secret, created_at, created_by FROM webhooks
+             WHERE ?1 IS NULL OR (created_at, id) > (?1, ?2)
+             ORDER BY created_at, id LIMIT ?3",
+            params![at, id, page.fetch()],
+            webhook_row,
+        )
+    }
+
+    fn delivery_counts_of(
+        &mut self,
+        webhook_ids: &[&str],
+    ) -> Result<Vec<(String, DeliveryCounts)>> {
+        self.many(
+            "SELECT webhook_id,
+                 COALESCE(SUM(delivered_at IS NULL AND failed_at IS NULL), 0),
+                 COALESCE(SUM(delivered_at IS NOT NULL), 0),
+                 COALESCE(SUM(failed_at IS NOT NULL), 0)
+             FROM webhook_deliveries WHERE webhook_id IN (SELECT value FROM json_each(?1))
+             GROUP BY webhook_id",
+            [json_ids(webhook_ids)?],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    DeliveryCounts {
+                        pending: r.get(1)?,
+                        delivered: r.get(2)?,
+                        failed: r.get(3)?,
+                    },
+                ))
+            },
+        )
+    }
+
+    fn audit_through(&mut self, after: u64, through: u64, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.many(
+            &format!(
+                "SELECT {AUDIT_COLS} FROM audit WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3"
+            ),
+            params![after, through, limit],
+            audit_row,
+        )
+    }
+
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+    }
+}
 
 fn cosign_row(r: &Row<'_>) -> rusqlite::Result<Cosign> {
     Ok(Cosign {

@@ -251,6 +251,45 @@ impl Harness {
         self.call(&self.admin, method, target, body).await
     }
 
+    /// Every item of the list route `target` (which may carry filters),
+    /// `limit` at a time as the first admin, following `next_cursor` until
+    /// it is null; returns the items of `field` and the number of pages.
+    /// Fails on a page larger than `limit` or a cursor seen twice.
+    pub async fn pages(&self, target: &str, field: &str, limit: u32) -> (Vec<Value>, usize) {
+        let join = if target.contains('?') { '&' } else { '?' };
+        let (mut items, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let mut page = format!("{target}{join}limit={limit}");
+            if let Some(cursor) = &cursor {
+                page.push_str(&format!("&cursor={cursor}"));
+            }
+            let reply = self.admin("GET", &page, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{page}: {:?}", reply.body);
+            let batch = reply.body[field].as_array().unwrap().clone();
+            assert!(
+                batch.len() <= limit as usize,
+                "{page}: {} items",
+                batch.len()
+            );
+            items.extend(batch);
+            pages += 1;
+            match reply.body["next_cursor"].as_str() {
+                Some(next) => {
+                    assert!(
+                        seen.insert(next.to_owned()),
+                        "{target}: cursor {next} twice"
+                    );
+                    cursor = Some(next.to_owned());
+                }
+                None => {
+                    assert!(reply.body["next_cursor"].is_null(), "{:?}", reply.body);
+                    return (items, pages);
+                }
+            }
+        }
+    }
+
     // Identities.
 
     /// A new admin, enrolled with a bootstrap token (an audited enrollment,

@@ -1,0 +1,234 @@
+//! Cursor pagination of the list routes (docs/protocol.md, "Lists"): every
+//! item once, in the route's order, `next_cursor` null at the end; a bad
+//! `limit` or `cursor` is `400 invalid_request`; pages are read on a
+//! snapshot beside the writer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod kit;
+
+use axum::http::StatusCode;
+use kit::Harness;
+use serde_json::{Value, json};
+use signet_vault::page::{Page, cursor};
+use signet_vault::store::{Project, SqliteStore, Store as _};
+
+/// Five projects, five secrets in `p0` (one with two versions), five
+/// machines (five tokens, ten grants) and five delegations to an agent.
+async fn populated() -> Harness {
+    let h = Harness::new();
+    for p in ["p3", "p0", "p4", "p1", "p2"] {
+        h.project(p).await;
+    }
+    for s in ["s2", "s0", "s4", "s1", "s3"] {
+        h.write("p0", s, "value").await;
+    }
+    h.write("p0", "s1", "second").await;
+    for _ in 0..5 {
+        h.machine("p0", &["s0"]).await;
+    }
+    let agent = h.agent(&["metadata"]).await;
+    for s in ["s4", "s3", "s2", "s1", "s0"] {
+        let reply = h
+            .admin(
+                "POST",
+                "/v1/delegations",
+                Some(json!({"agent_id": agent.id, "project": "p0", "secret": s})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    h
+}
+
+/// The list routes, with their list field, the item key that must not
+/// repeat, and how many items `populated` makes.
+const LISTS: &[(&str, &str, &str, usize)] = &[
+    ("/v1/projects", "projects", "name", 5),
+    ("/v1/projects/p0/secrets", "secrets", "name", 5),
+    ("/v1/machines", "machines", "id", 5),
+    ("/v1/enrollment-tokens", "tokens", "id", 5),
+    ("/v1/grants", "grants", "id", 10),
+    ("/v1/grants?token_id=", "grants", "id", 1),
+    ("/v1/delegations", "delegations", "id", 5),
+    ("/v1/clusters", "clusters", "name", 0),
+    ("/v1/webhooks", "webhooks", "id", 0),
+    ("/v1/cosign", "requests", "id", 0),
+];
+
+fn keys(items: &[Value], key: &str) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| item[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_list_pages_through_every_item_once_in_order() {
+    let h = populated().await;
+    let token = h.admin("GET", "/v1/enrollment-tokens", None).await.body["tokens"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for &(target, field, key, count) in LISTS {
+        let target = if target.ends_with('=') {
+            format!("{target}{token}")
+        } else {
+            target.to_owned()
+        };
+        // One page of all of them is the reference order.
+        let whole = h
+            .admin(
+                "GET",
+                &format!(
+                    "{target}{}limit=1000",
+                    if target.contains('?') { '&' } else { '?' }
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(whole.status, StatusCode::OK, "{target}: {:?}", whole.body);
+        assert!(whole.body["next_cursor"].is_null(), "{target}");
+        let whole = keys(whole.body[field].as_array().unwrap(), key);
+        assert_eq!(whole.len(), count, "{target}: {whole:?}");
+        for limit in [1, 2, 3] {
+            let (items, pages) = h.pages(&target, field, limit).await;
+            let paged = keys(&items, key);
+            assert_eq!(paged, whole, "{target} by {limit}");
+            assert_eq!(
+                pages,
+                count.div_ceil(limit as usize).max(1),
+                "{target} by {limit}"
+            );
+        }
+    }
+    let (projects, _) = h.pages("/v1/projects", "projects", 2).await;
+    assert_eq!(keys(&projects, "name"), ["p0", "p1", "p2", "p3", "p4"]);
+    let (secrets, _) = h.pages("/v1/projects/p0/secrets", "secrets", 2).await;
+    assert_eq!(keys(&secrets, "name"), ["s0", "s1", "s2", "s3", "s4"]);
+    // The versions of each secret come with it, read for the whole page.
+    assert_eq!(secrets[1]["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(secrets[1]["live_version"], 2);
+    assert_eq!(secrets[2]["versions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_default_page_is_a_hundred_and_an_exact_page_ends_with_a_null_cursor() {
+    let h = Harness::new();
+    for i in 0..101 {
+        h.project(&format!("p{i:03}")).await;
+    }
+    let first = h.admin("GET", "/v1/projects", None).await;
+    assert_eq!(first.body["projects"].as_array().unwrap().len(), 100);
+    let next = first.body["next_cursor"].as_str().unwrap();
+    let last = h
+        .admin("GET", &format!("/v1/projects?cursor={next}"), None)
+        .await;
+    assert_eq!(last.body["projects"].as_array().unwrap().len(), 1);
+    assert_eq!(last.body["projects"][0]["name"], "p100");
+    assert!(last.body["next_cursor"].is_null());
+    // A page that ends exactly at the last item says so at once.
+    let exact = h.admin("GET", "/v1/projects?limit=101", None).await;
+    assert!(exact.body["next_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn a_bad_limit_or_cursor_is_refused_and_audited() {
+    let h = populated().await;
+    let project_cursor = h.admin("GET", "/v1/projects?limit=1", None).await.body["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for &(target, ..) in LISTS {
+        let join = if target.contains('?') { '&' } else { '?' };
+        let target = format!(
+            "{target}{}",
+            if target.ends_with('=') { "t_none" } else { "" }
+        );
+        let mut bad = vec![
+            "limit=0".to_owned(),
+            "limit=1001".to_owned(),
+            "limit=-1".to_owned(),
+            "limit=ten".to_owned(),
+            "cursor=%%%".to_owned(),
+            "cursor=bm90IGpzb24".to_owned(),
+            "page=2".to_owned(),
+        ];
+        if !target.starts_with("/v1/projects") && !target.starts_with("/v1/clusters") {
+            // A cursor of another list (a name where a key of two parts is
+            // expected) is not this list's.
+            bad.push(format!("cursor={project_cursor}"));
+        }
+        for query in bad {
+            let page = format!("{target}{join}{query}");
+            let reply = h.admin("GET", &page, None).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{page}: {:?}",
+                reply.body
+            );
+            assert_eq!(reply.code(), "invalid_request", "{page}");
+            let row = h.last_audit();
+            assert_eq!(row.outcome, "deny", "{page}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_by_seq_and_never_shows_the_request_reading_it() {
+    let h = populated().await;
+    let head = h.audit().last().unwrap().seq;
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        let reply = h
+            .admin("GET", &format!("/v1/audit?after={after}&limit=7"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let entries = reply.body["entries"].as_array().unwrap();
+        seen.extend(entries.iter().map(|e| e["seq"].as_u64().unwrap()));
+        if entries.len() < 7 {
+            break;
+        }
+        after = *seen.last().unwrap();
+    }
+    // Every entry, each once, in order: those before the first page and
+    // the entries of the earlier pages' own requests; never the entry of
+    // the request that read the page (the last one, not shown).
+    let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+    assert_eq!(seen, expected);
+    assert!(seen.len() as u64 > head);
+    assert_eq!(h.audit().last().unwrap().seq, seen.len() as u64 + 1);
+}
+
+#[test]
+fn a_snapshot_reads_beside_an_open_write_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let project = |name: &str| Project {
+        id: format!("p_{name}"),
+        name: name.to_owned(),
+        wrapped_key: vec![0; 8],
+        created_at: 1,
+        locked_at: None,
+        lock_reason: None,
+    };
+    let mut tx = store.begin().unwrap();
+    tx.insert_project(&project("committed")).unwrap();
+    tx.commit().unwrap();
+    let page = Page::<String>::parse(Some(10), None).unwrap();
+
+    // The writer's transaction stays open (holding the store's write
+    // connection) while a snapshot reads: it neither waits nor sees the
+    // uncommitted row.
+    let mut writing = store.begin().unwrap();
+    writing.insert_project(&project("pending")).unwrap();
+    let names = |rows: Vec<Project>| rows.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    let seen = names(store.read().unwrap().projects_page(&page).unwrap());
+    assert_eq!(seen, ["committed"]);
+    writing.commit().unwrap();
+    let seen = names(store.read().unwrap().projects_page(&page).unwrap());
+    assert_eq!(seen, ["committed", "pending"]);
+    let after = Page::<String>::parse(Some(10), Some(&cursor(&"committed"))).unwrap();
+    let seen = names(store.read().unwrap().projects_page(&after).unwrap());
+    assert_eq!(seen, ["pending"]);
+}
