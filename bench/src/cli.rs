@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,6 +67,58 @@ pub enum Target {
     /// secrets (plain and structured in turn) and an enrollment token
     /// granting them. The load options (clients, duration, ...) do not apply.
     InitStart(InitStartArgs),
+    /// Signed reads as in `signet`, first quiet, then under abuse from the
+    /// same host: `flood` sends unauthenticated requests as fast as it can
+    /// (no or garbage signature headers, unknown key ids, signatures forged
+    /// with a random key), the measured window lasting as long as the flood;
+    /// `slow` holds connections that send a request head a byte at a time,
+    /// or nothing, reopening each one the vault closes. Reports both
+    /// windows, the abuse's own figures and, read through the admin audit
+    /// API, how much the audit log grew.
+    Abuse(AbuseArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AbuseKind {
+    Flood,
+    Slow,
+}
+
+#[derive(Debug, Args)]
+pub struct AbuseArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Secret to create and read.
+    #[arg(long, default_value = "db-password")]
+    pub secret: String,
+    /// The abuse.
+    #[arg(long, value_enum)]
+    pub kind: AbuseKind,
+    /// Unauthenticated requests of the flood, in four kinds taken in turn.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flood_requests: u64,
+    /// Connections the flood sends on, one request in flight each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub flood_connections: u32,
+    /// Longest the flood's measured window lasts (the flood itself goes on
+    /// until every request is sent).
+    #[arg(long, default_value = "120", value_parser = parse_duration)]
+    pub flood_max: Duration,
+    /// Slow connections kept open at once; half trickle a request head,
+    /// half send nothing.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub slow_connections: u32,
+    /// Pause between two bytes of a trickling connection.
+    #[arg(long, default_value = "1", value_parser = parse_duration)]
+    pub slow_interval: Duration,
+    /// The vault's `--denial-flush-seconds`: after the abuse, the audit is
+    /// read again until its denial rows carry every refused request, for at
+    /// most this long plus 10 s.
+    #[arg(long, default_value = "10", value_parser = parse_duration)]
+    pub denial_flush: Duration,
+    /// Worker threads of the abuse's own runtime (apart from the readers').
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub abuse_threads: u32,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -104,6 +105,18 @@ pub async fn run<M: MakeRequest>(
     makers: Vec<M>,
     plan: Plan,
 ) -> anyhow::Result<Outcome> {
+    run_until(endpoint, makers, plan, std::future::pending()).await
+}
+
+/// [`run`], with a measured window that also closes early when `close`
+/// completes (after the warm-up; it then never lasts past `plan`'s end):
+/// how a run measures exactly while something else happens.
+pub async fn run_until<M: MakeRequest>(
+    endpoint: &Endpoint,
+    makers: Vec<M>,
+    plan: Plan,
+    close: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
     // Connect everyone first, so the warm-up starts with every client ready.
     let mut connections = Vec::with_capacity(makers.len());
     for _ in &makers {
@@ -114,11 +127,17 @@ pub async fn run<M: MakeRequest>(
     let window = Window {
         warm_end: start + plan.warmup,
         end: start + plan.warmup + plan.duration,
+        closed: Arc::new(AtomicBool::new(false)),
     };
     let endpoint = Arc::new(endpoint.clone());
     let mut workers = tokio::task::JoinSet::new();
     for (maker, sender) in makers.into_iter().zip(connections) {
-        workers.spawn(client_loop(Arc::clone(&endpoint), sender, maker, window));
+        workers.spawn(client_loop(
+            Arc::clone(&endpoint),
+            sender,
+            maker,
+            window.clone(),
+        ));
     }
 
     tokio::time::sleep_until(window.warm_end).await;
@@ -127,8 +146,12 @@ pub async fn run<M: MakeRequest>(
     let server_before = plan
         .server_pid
         .and_then(|pid| cpu::seconds(Some(pid), ticks));
-    tokio::time::sleep_until(window.end).await;
+    tokio::select! {
+        () = tokio::time::sleep_until(window.end) => {}
+        () = close => {}
+    }
     let closed = Instant::now();
+    window.closed.store(true, Ordering::SeqCst);
     let generator_after = cpu::seconds(None, ticks);
     let server_after = plan
         .server_pid
@@ -158,10 +181,18 @@ pub async fn run<M: MakeRequest>(
     Ok(outcome)
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Window {
     warm_end: Instant,
     end: Instant,
+    /// Set when the window closed before `end`.
+    closed: Arc<AtomicBool>,
+}
+
+impl Window {
+    fn is_over(&self, now: Instant) -> bool {
+        now > self.end || self.closed.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -210,7 +241,7 @@ async fn client_loop<M: MakeRequest>(
         let sent = Instant::now();
         let result = exchange(&mut sender, request, M::SUCCESS).await;
         let done = Instant::now();
-        if done > window.end {
+        if window.is_over(done) {
             return tally;
         }
         let measured = done >= window.warm_end;
@@ -229,7 +260,7 @@ async fn client_loop<M: MakeRequest>(
                 // attempts so a dead server is not hammered), or give up
                 // when the window closes.
                 loop {
-                    if Instant::now() >= window.end {
+                    if window.is_over(Instant::now()) {
                         return tally;
                     }
                     match connect(endpoint.addr).await {
@@ -271,6 +302,12 @@ pub async fn exchange(
     let bytes = body.collect().await?.to_bytes();
     let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
     Ok(Answer::Refused(status, text))
+}
+
+/// Whether the connection can carry another request (not once the peer
+/// closed it).
+pub async fn ready(sender: &mut SendRequest<Full<Bytes>>) -> bool {
+    sender.ready().await.is_ok()
 }
 
 /// One kept-alive HTTP/1.1 connection to `addr`.

@@ -1,15 +1,18 @@
 //! `signet-bench`: a closed-loop load generator that measures signed Signet
 //! secret reads and OpenBao KV v2 token reads with the same request path,
 //! Signet enrollments (`signet --enroll`), and cold starts of `signet-init`
-//! (`init-start`). `tests/bench/run.sh` runs the reads side by side;
+//! (`init-start`), and signed reads under abuse (`abuse`).
+//! `tests/bench/run.sh` runs the reads side by side;
 //! `tests/bench/scale.sh` runs reads against more data, enrollments and
-//! cold starts.
+//! cold starts; `tests/bench/abuse.sh` runs the abuse cases.
 //!
 //! Exit codes: 0 every request answered as it should (200, or 201 for an
 //! enrollment) and every start succeeded; 1 the run completed but some
-//! request was refused or failed (warm-up included), some start failed, or
-//! none succeeded; 2 setup or arguments failed.
+//! request was refused or failed (warm-up included; for `abuse`, a reader's
+//! request in either window), some start failed, or none succeeded; 2 setup
+//! or arguments failed.
 
+mod abuse;
 mod cli;
 mod cpu;
 mod enroll;
@@ -35,6 +38,7 @@ use crate::signet::Work;
 enum Output {
     Load(Report),
     Init(InitReport),
+    Abuse(Box<abuse::AbuseReport>),
 }
 
 impl Output {
@@ -42,6 +46,7 @@ impl Output {
         match self {
             Self::Load(report) => report.failed(),
             Self::Init(report) => report.failed(),
+            Self::Abuse(report) => report.failed(),
         }
     }
 
@@ -49,6 +54,7 @@ impl Output {
         match self {
             Self::Load(report) => serde_json::to_string(report),
             Self::Init(report) => serde_json::to_string(report),
+            Self::Abuse(report) => serde_json::to_string(report),
         }
     }
 }
@@ -58,6 +64,7 @@ impl std::fmt::Display for Output {
         match self {
             Self::Load(report) => report.fmt(f),
             Self::Init(report) => report.fmt(f),
+            Self::Abuse(report) => report.fmt(f),
         }
     }
 }
@@ -162,6 +169,10 @@ async fn run(cli: Cli) -> anyhow::Result<Output> {
             load::run(&setup.endpoint, clients, plan).await?
         }
         Target::InitStart(args) => return Ok(Output::Init(init_start::run(args).await?)),
+        Target::Abuse(args) => {
+            let report = abuse::run(args, clients, identities, threads, plan).await?;
+            return Ok(Output::Abuse(Box::new(report)));
+        }
     };
     Ok(Output::Load(Report::new(run, &outcome)))
 }

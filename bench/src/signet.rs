@@ -33,6 +33,13 @@ pub struct Machine {
     key: IdentityKey,
 }
 
+impl Machine {
+    /// The id the vault issued (the `Signet-Key` of its requests).
+    pub fn id(&self) -> &HeaderValue {
+        &self.id
+    }
+}
+
 /// The admin's side of a run: its client and the project made for the run.
 pub struct Admin {
     pub vault: String,

@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# '$VAULT', '$IDENTITY' and '$PID' stay literal until bench() fills them in.
+# shellcheck disable=SC2016
+# Signet under abuse: signed reads (closed loop, 16 reader machines) against
+# a throw-away vault on loopback, first quiet, then while the same host
+#
+#   1. floods it with unauthenticated requests (signet-bench abuse --kind
+#      flood): 100,000 requests on 64 connections as fast as the vault
+#      answers, four kinds in turn (no signature headers, garbage headers,
+#      an unknown key id, a real machine's id with a signature forged by a
+#      random key); the flood's window lasts as long as the flood. The audit
+#      log is read through the admin API before the flood and after the
+#      denial rows are flushed (--denial-flush-seconds, default 10 s).
+#   2. holds 500 slow connections (--kind slow): half send a request head a
+#      byte a second, half send nothing; each one the vault closes is opened
+#      again. The vault runs with --header-read-timeout-seconds 3 (default
+#      10) so each connection is closed, and reopened, a few times a window.
+#
+# A fresh vault per case; then a Markdown table and every command run.
+#
+#   bash tests/bench/abuse.sh                 # both cases, 2 s + 10 s quiet (~2 min)
+#   bash tests/bench/abuse.sh --only slow --header-timeout 10
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+usage() {
+  cat <<'EOF'
+usage: tests/bench/abuse.sh [--clients C] [--duration S] [--warmup S] [--flood-requests N]
+                            [--flood-connections K] [--slow-connections K] [--slow-interval S]
+                            [--header-timeout S] [--only flood,slow] [--out FILE] [--no-build]
+
+  --clients C            signed readers, one machine each (default 16)
+  --duration S           measured seconds of the quiet window and of the slow window (default 10)
+  --warmup S             warm-up seconds before each window (default 2)
+  --flood-requests N     unauthenticated requests of the flood (default 100000)
+  --flood-connections K  connections of the flood (default 64)
+  --slow-connections K   slow connections held at once (default 500)
+  --slow-interval S      seconds between two bytes of a trickling connection (default 1)
+  --header-timeout S     the vault's --header-read-timeout-seconds in the slow case (default 3)
+  --only LIST            only these cases, comma-separated: flood, slow
+  --out FILE             also write the Markdown report to FILE
+  --no-build             use the release binaries already built
+EOF
+}
+
+clients=16 duration=10 warmup=2 flood_requests=100000 flood_connections=64
+slow_connections=500 slow_interval=1 header_timeout=3 only="flood,slow" out="" build=1
+original_args=("$@")
+while (($#)); do
+  case $1 in
+    --clients) clients=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --warmup) warmup=$2; shift ;;
+    --flood-requests) flood_requests=$2; shift ;;
+    --flood-connections) flood_connections=$2; shift ;;
+    --slow-connections) slow_connections=$2; shift ;;
+    --slow-interval) slow_interval=$2; shift ;;
+    --header-timeout) header_timeout=$2; shift ;;
+    --only) only=$2; shift ;;
+    --out) out=$2; shift ;;
+    --no-build) build=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+wants() { [[ ",$only," == *",$1,"* ]]; }
+
+say() { printf '==> [%3ss] %s\n' "$SECONDS" "$*" >&2; }
+die() { printf 'abuse.sh: %s\n' "$*" >&2; exit 2; }
+
+bin=${CARGO_TARGET_DIR:-target}/release
+if ((build)); then
+  say "building signet-bench, signet-vault, signet (release)"
+  cargo build --release --locked -p signet-bench -p signet-vault -p signet-client >&2
+fi
+for b in signet-bench signet-vault signet; do
+  [ -x "$bin/$b" ] || die "$bin/$b missing (run without --no-build)"
+done
+command -v python3 >/dev/null || die "python3 is needed for the tables"
+# 500 slow connections, 64 flooding and the readers, on both ends.
+if [ "$(ulimit -n)" != unlimited ] && (($(ulimit -n) < 4096)); then
+  ulimit -n 4096 2>/dev/null || die "needs 4096 open files (ulimit -n is $(ulimit -n))"
+fi
+
+# shellcheck source=tests/bench/signet-vault.sh
+source tests/bench/signet-vault.sh
+work=$(mktemp -d "${TMPDIR:-/tmp}/signet-abuse.XXXXXX")
+cleanup() {
+  local status=$?
+  stop_signet_vault
+  if ((status != 0)) && [ -n "${vault_dir:-}" ] && [ -s "$vault_dir/vault.log" ]; then
+    echo "--- tail of the vault's log" >&2
+    tail -n 20 "$vault_dir/vault.log" >&2
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+results=$work/results.jsonl
+: >"$results"
+failed=0
+runs=0
+loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '? ? ?'; }
+busy() {
+  local note="" builds
+  pgrep -f cargo-mutants >/dev/null 2>&1 && note="; cargo-mutants was running"
+  builds=$(pgrep -xc rustc 2>/dev/null || true)
+  [ "${builds:-0}" -gt 0 ] && note="$note; $builds rustc process(es) of other builds were running"
+  echo "$note"
+}
+
+# bench CASE VAULT_FLAGS signet-bench-args...: one run against a fresh vault
+# started with VAULT_FLAGS (a string of `--flag value` pairs, given to it
+# as the environment variables clap reads them from).
+bench() {
+  local case=$1 vault_flags=$2 status=0 before after args=() a env=() flag i
+  shift 2
+  runs=$((runs + 1))
+  vault_dir=$work/vault-$runs
+  read -ra flag <<<"$vault_flags"
+  for ((i = 0; i + 1 < ${#flag[@]}; i += 2)); do
+    a=${flag[i]#--}
+    a=${a//-/_}
+    env+=("SIGNET_${a^^}=${flag[i + 1]}")
+  done
+  # Exported for the vault start_signet_vault starts, then taken back.
+  for a in "${env[@]}"; do export "${a?}"; done
+  start_signet_vault "$bin" "$vault_dir" || die "signet-vault did not start"
+  for a in "${env[@]}"; do unset "${a%%=*}"; done
+  for a in "$@"; do
+    a=${a//\$VAULT/$vault_addr}
+    a=${a//\$IDENTITY/$vault_dir\/admin.json}
+    a=${a//\$PID/$vault_pid}
+    args+=("$a")
+  done
+  before=$(loadavg)
+  "$bin/signet-bench" --json "${args[@]}" >"$work/run.json" || status=$?
+  after=$(loadavg)
+  stop_signet_vault
+  if ((status != 0)); then
+    echo "signet-bench exited $status: $*" >&2
+    failed=1
+  fi
+  [ -s "$work/run.json" ] || return 0
+  python3 - "$work/run.json" "$case" "$before" "$after" "$vault_flags" "$*" >>"$results" <<'EOF'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+r.update(case=sys.argv[2], load_before=sys.argv[3], load_after=sys.argv[4],
+         vault_flags=sys.argv[5], command="signet-bench --json " + sys.argv[6])
+print(json.dumps(r))
+q, a = r["quiet"], r["abuse"]
+print("    quiet %.0f/s p99 %.3f ms; %s %.0f/s p99 %.3f ms (%.2fx); reader errors %d" % (
+    q["reads_per_s"], q["p99_ms"] or 0, r["kind"], a["reads_per_s"], a["p99_ms"] or 0,
+    r["p99_ratio"] or 0, q["errors"] + q["warmup_errors"] + a["errors"] + a["warmup_errors"]),
+    file=sys.stderr)
+for e in q["error_samples"] + a["error_samples"]:
+    print("      reader error:", e, file=sys.stderr)
+EOF
+}
+
+common=(--clients "$clients" --duration "$duration" --warmup "$warmup" --server-pid '$PID')
+target=(abuse --vault '$VAULT' --identity '$IDENTITY')
+load_first="$(loadavg)$(busy)"
+if wants flood; then
+  say "flood: $flood_requests unauthenticated requests on $flood_connections connections"
+  bench flood "" "${common[@]}" "${target[@]}" --kind flood \
+    --flood-requests "$flood_requests" --flood-connections "$flood_connections"
+fi
+if wants slow; then
+  say "slow: $slow_connections connections, header timeout $header_timeout s"
+  bench slow "--header-read-timeout-seconds $header_timeout" "${common[@]}" "${target[@]}" \
+    --kind slow --slow-connections "$slow_connections" --slow-interval "$slow_interval"
+fi
+load_last="$(loadavg)$(busy)"
+
+command_line="bash tests/bench/abuse.sh"
+for a in "${original_args[@]}"; do command_line+=" $(printf '%q' "$a")"; done
+report=$(python3 - "$results" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def f(v, fmt="%.2f"):
+    return "-" if v is None else fmt % v
+def errors(rep):
+    return rep["errors"] + rep["warmup_errors"]
+print("| case | window | s | reads/s | p50 ms | p99 ms | p99 vs quiet | reads/s vs quiet | reader errors | server cores | load 1 min |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+for r in rows:
+    for name, rep in (("quiet", r["quiet"]), (r["kind"], r["abuse"])):
+        abuse = name != "quiet"
+        print("| %s | %s | %.1f | %.0f | %s | %s | %s | %s | %d | %s | %s |" % (
+            r["case"], name, rep["duration_s"], rep["reads_per_s"], f(rep["p50_ms"], "%.3f"),
+            f(rep["p99_ms"], "%.3f"), f(r["p99_ratio"], "%.2fx") if abuse else "",
+            f(r["reads_ratio"], "%.2fx") if abuse else "", errors(rep), f(rep["server_cores"]),
+            "%s → %s" % (r["load_before"].split()[0], r["load_after"].split()[0]) if abuse else ""))
+print()
+for r in rows:
+    a = r["audit"]
+    if r["flood"]:
+        fl = r["flood"]
+        print("**Flood.** %d requests on %d connections in %.1f s (%.0f/s; %d connections opened), "
+              "answered %s. Audit log: %d rows before the flood, %d after (+%d): **%d denial rows "
+              "carrying %d requests** (the flood saw %d refused), %d other rows (the readers' reads "
+              "and the admin's audit reads); rows read %.1f s after the flood." % (
+                  fl["requests"], fl["connections"], fl["seconds"], fl["requests_per_s"],
+                  fl["connects"], ", ".join("%s × %d" % kv for kv in fl["statuses"].items()),
+                  a["rows_before"], a["rows_after"], a["rows_added"], a["denial_rows_added"],
+                  a["denied_requests_carried"], a["refused_seen"], a["other_rows_added"],
+                  a["flush_wait_s"]))
+        print()
+        print("| action | code | rows | requests carried |")
+        print("| --- | --- | ---: | ---: |")
+        for key, g in sorted(a["groups"].items()):
+            action, code = key.split(" ", 1)
+            print("| %s | %s | %d | %d |" % (action, code, g["rows"], g["requests"]))
+        print()
+    if r["slow"]:
+        s = r["slow"]
+        print("**Slow connections** (vault: `%s`). %d held at once (half trickling a request head, "
+              "a byte every %g s; half silent), %d opened in all (%d connect failures). Closed by "
+              "the vault during the window: %d trickling (lived p50 %s s, max %s s), %d silent "
+              "(p50 %s s, max %s s), %d answered before the close; %d still open when it stopped. "
+              "Audit rows added: %d (%d denial rows)." % (
+                  r["vault_flags"], s["connections"], s["byte_interval_s"], s["opened"],
+                  s["connect_failures"], s["trickle_closed"], f(s["trickle_life_p50_s"], "%.1f"),
+                  f(s["trickle_life_max_s"], "%.1f"), s["silent_closed"],
+                  f(s["silent_life_p50_s"], "%.1f"), f(s["silent_life_max_s"], "%.1f"),
+                  s["answered"], s["open_at_end"], a["rows_added"], a["denial_rows_added"]))
+        print()
+for r in rows:
+    for rep in (r["quiet"], r["abuse"]):
+        for e in rep["error_samples"]:
+            print("- reader error (%s): %s" % (r["case"], e))
+print("Commands (a fresh vault each, `signet-vault serve` on 127.0.0.1:0 with the flags shown; "
+      "`$VAULT`, `$IDENTITY`, `$PID`: its address, admin file, pid):")
+print()
+for r in rows:
+    print("    signet-vault serve %s" % (r["vault_flags"] or "(defaults)"))
+    print("    " + r["command"])
+EOF
+)
+machine="$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n1), $(uname -sr)"
+dirty=""
+[ -z "$(git status --porcelain 2>/dev/null)" ] || dirty=" with uncommitted changes"
+build_of="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
+{
+  echo
+  echo "$report"
+  echo
+  echo "- command: \`$command_line\`"
+  echo "- machine: $machine; load average at the start: $load_first; at the end: $load_last"
+  echo "- versions: $("$bin/signet-vault" --version) at $build_of, $(rustc --version 2>/dev/null || echo 'rustc ?')"
+} | tee ${out:+"$out"}
+
+if ((failed)); then
+  echo "abuse.sh: at least one run had reader errors (see above)" >&2
+  exit 1
+fi
