@@ -175,6 +175,27 @@ async fn a_bad_limit_or_cursor_is_refused_and_audited() {
 }
 
 #[tokio::test]
+async fn an_audit_position_past_the_largest_sequence_number_is_a_bad_request() {
+    let h = populated().await;
+    // Schemathesis found this one: 2^63 overflowed SQLite's integer (500).
+    for after in ["9223372036854775808", "18446744073709551615"] {
+        let reply = h
+            .admin("GET", &format!("/v1/audit?after={after}"), None)
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{after}"
+        );
+    }
+    let last = h
+        .admin("GET", "/v1/audit?after=9223372036854775807", None)
+        .await;
+    assert_eq!(last.status, StatusCode::OK, "{:?}", last.body);
+    assert_eq!(last.body["entries"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
 async fn the_audit_log_pages_by_seq_and_never_shows_the_request_reading_it() {
     let h = populated().await;
     let head = h.audit().last().unwrap().seq;

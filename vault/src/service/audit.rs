@@ -43,6 +43,13 @@ pub fn range(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<AuditRange> {
             "limit must be 1 to 5000",
         ));
     }
+    // Sequence numbers are SQLite integers: nothing comes after i64::MAX.
+    if i64::try_from(query.after).is_err() {
+        return Err(Error::denied(
+            ErrorCode::InvalidRequest,
+            "after must be a sequence number (at most 9223372036854775807)",
+        ));
+    }
     let through = tx.audit_head()?.map_or(0, |(seq, _)| seq);
     Ok(AuditRange {
         after: query.after,
