@@ -85,33 +85,12 @@ fi
 
 # shellcheck source=tests/bench/signet-vault.sh
 source tests/bench/signet-vault.sh
-work=$(mktemp -d "${TMPDIR:-/tmp}/signet-abuse.XXXXXX")
-cleanup() {
-  local status=$?
-  stop_signet_vault
-  if ((status != 0)) && [ -n "${vault_dir:-}" ] && [ -s "$vault_dir/vault.log" ]; then
-    echo "--- tail of the vault's log" >&2
-    tail -n 20 "$vault_dir/vault.log" >&2
-  fi
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_work abuse
 
 results=$work/results.jsonl
 : >"$results"
 failed=0
 runs=0
-loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '? ? ?'; }
-busy() {
-  local note="" builds
-  pgrep -f cargo-mutants >/dev/null 2>&1 && note="; cargo-mutants was running"
-  builds=$(pgrep -xc rustc 2>/dev/null || true)
-  [ "${builds:-0}" -gt 0 ] && note="$note; $builds rustc process(es) of other builds were running"
-  echo "$note"
-}
 
 # bench CASE VAULT_FLAGS signet-bench-args...: one run against a fresh vault
 # started with VAULT_FLAGS (a string of `--flag value` pairs, given to it

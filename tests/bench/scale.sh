@@ -96,34 +96,12 @@ command -v python3 >/dev/null || die "python3 is needed for the tables"
 
 # shellcheck source=tests/bench/signet-vault.sh
 source tests/bench/signet-vault.sh
-work=$(mktemp -d "${TMPDIR:-/tmp}/signet-scale.XXXXXX")
-cleanup() {
-  local status=$?
-  stop_signet_vault
-  if ((status != 0)) && [ -n "${vault_dir:-}" ] && [ -s "$vault_dir/vault.log" ]; then
-    echo "--- tail of the vault's log" >&2
-    tail -n 20 "$vault_dir/vault.log" >&2
-  fi
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_work scale
 
 results=$work/results.jsonl
 : >"$results"
 failed=0
 runs=0
-loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '? ? ?'; }
-# What else loads the shared machine, for the report.
-busy() {
-  local note="" builds
-  pgrep -f cargo-mutants >/dev/null 2>&1 && note="; cargo-mutants was running"
-  builds=$(pgrep -xc rustc 2>/dev/null || true)
-  [ "${builds:-0}" -gt 0 ] && note="$note; $builds rustc process(es) of other builds were running"
-  echo "$note"
-}
 
 # bench SECTION signet-bench-args...: one run against a fresh vault ($VAULT
 # and $IDENTITY in the arguments stand for its address and admin file).

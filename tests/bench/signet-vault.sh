@@ -4,6 +4,7 @@
 #
 #   start_signet_vault BIN_DIR WORK_DIR   # sets vault_addr, vault_pid; writes WORK_DIR/admin.json
 #   stop_signet_vault                     # SIGTERM, then SIGKILL after 5 s
+#   bench_work NAME; loadavg; busy         # work dir + cleanup trap; machine load notes
 #
 # The vault gets a fresh data directory (WORK_DIR/data) and root key and an
 # ephemeral port. Its address comes from its first lines (standard output,
@@ -50,4 +51,35 @@ stop_signet_vault() {
   kill -KILL "$vault_pid" 2>/dev/null || true
   wait "$vault_pid" 2>/dev/null || true
   vault_pid=""
+}
+
+# bench_work NAME: a temporary work directory in $work, removed on exit
+# with the vault stopped (its log's tail printed when the script failed).
+bench_work() {
+  work=$(mktemp -d "${TMPDIR:-/tmp}/signet-$1.XXXXXX")
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+  local status=$?
+  stop_signet_vault
+  if ((status != 0)) && [ -n "${vault_dir:-}" ] && [ -s "$vault_dir/vault.log" ]; then
+    echo "--- tail of the vault's log" >&2
+    tail -n 20 "$vault_dir/vault.log" >&2
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '? ? ?'; }
+
+# What else loads the shared machine, for the report.
+busy() {
+  local note="" builds
+  pgrep -f cargo-mutants >/dev/null 2>&1 && note="; cargo-mutants was running"
+  builds=$(pgrep -xc rustc 2>/dev/null || true)
+  [ "${builds:-0}" -gt 0 ] && note="$note; $builds rustc process(es) of other builds were running"
+  echo "$note"
 }
