@@ -2,8 +2,9 @@
 //! (`tests/kubernetes.rs`) and, as a dev-dependency, the operator's
 //! `controller_real` test. Locating the binaries, a control plane from
 //! `tests/control-plane/`, processes that are stopped even when a test
-//! panics, polling with deadlines (blocking or async), and the part of a
-//! kubelet the end-to-end test plays for an injected pod ([`kubelet`]).
+//! panics, polling with deadlines (blocking or async), the part of a
+//! kubelet the end-to-end test plays for an injected pod ([`kubelet`]), the
+//! vault as the tests see it ([`vault`]), and a real node ([`node`]).
 //!
 //! It depends on no Signet crate but the client, so any package may use it
 //! for its tests without a dependency cycle.
@@ -12,6 +13,7 @@
 
 pub mod kubelet;
 pub mod node;
+pub mod vault;
 
 use std::{
     fs::File,
@@ -131,6 +133,82 @@ pub fn output(command: &mut Command) -> anyhow::Result<Output> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {command:?}"))
+}
+
+/// The name the vault knows the test cluster by.
+pub const CLUSTER: &str = "e2e";
+/// Namespace of the test pods: the operator's delegations name it, and
+/// only it.
+pub const APP_NS: &str = "apps";
+
+/// The EnrollmentToken `shop` (an attested policy for project `shop`,
+/// pods of service account `default`) and its SecretGrant: `api-key` as a
+/// raw file, fields `user` and `password` of `db` as an env file, under
+/// `/var/run/secrets/signet`. Both end-to-end tests apply it.
+pub const SHOP_POLICY: &str = r#"apiVersion: signet.dev/v1alpha1
+kind: EnrollmentToken
+metadata:
+  name: shop
+spec:
+  project: shop
+  maxUses: 100
+  tokenTtl: 1h
+  machineLifetime: 1h
+  nameTemplate: "{namespace}-{pod}"
+  allowedServiceAccounts: [default]
+---
+apiVersion: signet.dev/v1alpha1
+kind: SecretGrant
+metadata:
+  name: shop
+spec:
+  enrollmentToken: shop
+  mountPath: /var/run/secrets/signet
+  refresh: 1s
+  secrets:
+    - secret: api-key
+      file: api-key
+      format: raw
+    - secret: db
+      fields: [user, password]
+      file: db.env
+      format: env
+"#;
+
+/// A fresh work folder named `prefix` and a random tail;
+/// `SIGNET_E2E_KEEP=1` keeps it (and says where).
+pub fn work_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let keep = std::env::var_os("SIGNET_E2E_KEEP").is_some_and(|v| v == "1");
+    let work = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(keep)
+        .tempdir()?;
+    if keep {
+        eprintln!("SIGNET_E2E_KEEP=1: keeping {}", work.path().display());
+    }
+    Ok(work)
+}
+
+/// Prints to stderr the last `lines` lines of every `.log` and `.err` file
+/// in `dirs`, for a failing test.
+pub fn print_log_tails(dirs: &[PathBuf], lines: usize) {
+    for dir in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "err" || x == "log"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            eprintln!("---- last lines of {} ----", file.display());
+            for line in &all[all.len().saturating_sub(lines)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
 }
 
 /// How often [`eventually`] and [`eventually_async`] poll.
@@ -437,6 +515,63 @@ impl ControlPlane {
             "kubectl apply failed:\n{}\n{manifest}",
             String::from_utf8_lossy(&output.stderr)
         );
+        Ok(())
+    }
+
+    /// A token of ServiceAccount `account` from the TokenRequest API, valid
+    /// `seconds`, for `audience` (the API server's own when empty), bound
+    /// to pod `(name, uid)` when given, as the kubelet's projected tokens
+    /// are.
+    pub fn token(
+        &self,
+        namespace: &str,
+        account: &str,
+        audience: &str,
+        seconds: u64,
+        pod: Option<(&str, &str)>,
+    ) -> anyhow::Result<String> {
+        let duration = format!("{seconds}s");
+        let mut args = vec![
+            "-n",
+            namespace,
+            "create",
+            "token",
+            account,
+            "--duration",
+            &duration,
+        ];
+        if !audience.is_empty() {
+            args.extend(["--audience", audience]);
+        }
+        if let Some((name, uid)) = pod {
+            args.extend([
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                name,
+                "--bound-object-uid",
+                uid,
+            ]);
+        }
+        Ok(self.kubectl_ok(&args)?.trim().to_owned())
+    }
+
+    /// Waits up to `timeout` for the Ready condition of the [`SHOP_POLICY`]
+    /// objects in `namespace`: the controller made the vault policy and
+    /// granted its secrets. An error naming the first that is not Ready.
+    pub fn wait_shop_policy(&self, namespace: &str, timeout: Duration) -> anyhow::Result<()> {
+        let timeout = format!("--timeout={}s", timeout.as_secs());
+        for object in ["enrollmenttoken/shop", "secretgrant/shop"] {
+            self.kubectl_ok(&[
+                "-n",
+                namespace,
+                "wait",
+                "--for=condition=Ready",
+                &timeout,
+                object,
+            ])
+            .with_context(|| format!("{object} not Ready"))?;
+        }
         Ok(())
     }
 

@@ -118,6 +118,12 @@ impl Node {
         &self.ip
     }
 
+    /// The kubelet's folder of pod `uid` (its volumes are under
+    /// `volumes/`).
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.dir.join("kubelet/pods").join(uid)
+    }
+
     /// Creates `names` and waits until the controller-manager gave each its
     /// `default` ServiceAccount and `kube-root-ca.crt` ConfigMap.
     pub fn namespaces(&self, names: &[&str]) -> anyhow::Result<()> {

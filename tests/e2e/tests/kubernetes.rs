@@ -19,20 +19,15 @@ use std::{
 };
 
 use serde_json::Value;
-use signet_client::api::Attestation;
-use signet_client::sdk::{Client, Options};
 use signet_e2e::{
-    ControlPlane, Daemon, control_plane_bin, eventually, free_port, kubelet, output, repo_root,
-    run, workspace_binary,
+    APP_NS, CLUSTER, ControlPlane, Daemon, SHOP_POLICY, control_plane_bin, eventually, free_port,
+    kubelet, output, print_log_tails, repo_root, run, vault::Cli, work_dir, workspace_binary,
 };
 
 const SYSTEM_NS: &str = "signet-system";
-const APP_NS: &str = "apps";
 const RELEASE: &str = "signet";
 const MOUNT_PATH: &str = "/var/run/secrets/signet";
 const INIT_IMAGE: &str = "signet-init:e2e";
-/// The name the vault knows this cluster by.
-const CLUSTER: &str = "e2e";
 /// The audience of the pods' projected tokens (the chart's default).
 const AUDIENCE: &str = "signet";
 /// The vault's ServiceAccount in the chart: `system:auth-delegator` only.
@@ -40,64 +35,6 @@ const VAULT_SA: &str = "signet-vault";
 /// Bound of every wait for an effect of the controller, the sidecar or the
 /// API server.
 const WAIT: Duration = Duration::from_secs(45);
-
-/// The `signet` CLI as the admin.
-struct Cli {
-    binary: PathBuf,
-    vault: String,
-    identity: PathBuf,
-}
-
-impl Cli {
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .env_clear()
-            .env("SIGNET_VAULT", &self.vault)
-            .env("SIGNET_IDENTITY", &self.identity);
-        command
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        run(self.command().args(args)).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let stdout = run(self.command().arg("--json").args(args)).unwrap();
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
-    }
-
-    /// Live (not disabled) machines attested as running in pod `uid`.
-    fn live_machines_of_pod(&self, uid: &str) -> Vec<Value> {
-        self.json(&["machine", "list"])["machines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| {
-                m["kubernetes"]["pod_uid"] == uid
-                    && m["kubernetes"]["attested"] == true
-                    && m["disabled"] != true
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Audit entries whose reason starts with `code`.
-    fn denials(&self, code: &str) -> Vec<Value> {
-        self.json(&["audit", "list", "--limit", "5000"])["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                e["outcome"] == "deny"
-                    && e["reason"]
-                        .as_str()
-                        .is_some_and(|r| r.starts_with(&format!("{code}:")))
-            })
-            .cloned()
-            .collect()
-    }
-}
 
 /// What the kubelet fetches for a pod's volumes, from the real API server.
 struct Kubelet<'a> {
@@ -118,8 +55,7 @@ impl kubelet::Sources for Kubelet<'_> {
             .unwrap_or("default");
         let name = pod["metadata"]["name"].as_str().unwrap_or_default();
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-        token_request(
-            self.plane,
+        self.plane.token(
             self.namespace,
             account,
             audience,
@@ -127,66 +63,6 @@ impl kubelet::Sources for Kubelet<'_> {
             Some((name, uid)),
         )
     }
-}
-
-/// A token from the TokenRequest API, bound to a pod when `pod` is given.
-fn token_request(
-    plane: &ControlPlane,
-    namespace: &str,
-    account: &str,
-    audience: &str,
-    seconds: u64,
-    pod: Option<(&str, &str)>,
-) -> anyhow::Result<String> {
-    let duration = format!("{seconds}s");
-    let mut args = vec![
-        "-n",
-        namespace,
-        "create",
-        "token",
-        account,
-        "--duration",
-        &duration,
-    ];
-    // Without an audience, the API server's own (a token it accepts).
-    if !audience.is_empty() {
-        args.extend(["--audience", audience]);
-    }
-    if let Some((name, uid)) = pod {
-        args.extend([
-            "--bound-object-kind",
-            "Pod",
-            "--bound-object-name",
-            name,
-            "--bound-object-uid",
-            uid,
-        ]);
-    }
-    Ok(plane.kubectl_ok(&args)?.trim().to_owned())
-}
-
-/// Enrolls a fresh key with `token` as an attestation for `policy`, the way
-/// `signet-init` does; the vault's error code when refused.
-fn enroll_attested(vault_url: &str, policy: &str, token: String) -> Result<String, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let attestation = Attestation {
-        cluster: CLUSTER.into(),
-        policy: policy.into(),
-        service_account_token: token,
-    };
-    runtime
-        .block_on(Client::enroll_attested(
-            vault_url,
-            attestation,
-            "probe",
-            Default::default(),
-            &Options::default(),
-        ))
-        .map(|(_, answer)| answer.machine_id)
-        .map_err(|e| e.code().unwrap_or("no answer").to_owned())
 }
 
 /// The `Ready` condition of a Signet object, once it has one.
@@ -207,25 +83,8 @@ struct Diagnostics {
 
 impl Drop for Diagnostics {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for dir in &self.logs {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "err" || x == "log"))
-                .collect();
-            files.sort();
-            for file in files {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                eprintln!("---- last lines of {} ----", file.display());
-                for line in &lines[lines.len().saturating_sub(25)..] {
-                    eprintln!("{line}");
-                }
-            }
+        if std::thread::panicking() {
+            print_log_tails(&self.logs, 25);
         }
     }
 }
@@ -300,36 +159,6 @@ spec:
       file: admin-only
 "#;
 
-const TOKEN_AND_GRANT: &str = r#"apiVersion: signet.dev/v1alpha1
-kind: EnrollmentToken
-metadata:
-  name: shop
-spec:
-  project: shop
-  maxUses: 5
-  tokenTtl: 1h
-  machineLifetime: 1h
-  nameTemplate: "{namespace}-{pod}"
-  allowedServiceAccounts: [default]
----
-apiVersion: signet.dev/v1alpha1
-kind: SecretGrant
-metadata:
-  name: shop
-spec:
-  enrollmentToken: shop
-  mountPath: /var/run/secrets/signet
-  refresh: 1s
-  secrets:
-    - secret: api-key
-      file: api-key
-      format: raw
-    - secret: db
-      fields: [user, password]
-      file: db.env
-      format: env
-"#;
-
 #[test]
 fn signet_on_a_real_control_plane() {
     let started = Instant::now();
@@ -337,15 +166,7 @@ fn signet_on_a_real_control_plane() {
     let bins = ["signet-vault", "signet", "signet-operator", "signet-init"]
         .map(|name| workspace_binary(name).unwrap_or_else(|e| panic!("{e:#}")));
     let [vault_bin, cli_bin, operator_bin, init_bin] = bins;
-    let keep = std::env::var_os("SIGNET_E2E_KEEP").is_some_and(|v| v == "1");
-    let work = tempfile::Builder::new()
-        .prefix("signet-e2e.")
-        .disable_cleanup(keep)
-        .tempdir()
-        .unwrap();
-    if keep {
-        eprintln!("SIGNET_E2E_KEEP=1: keeping {}", work.path().display());
-    }
+    let work = work_dir("signet-e2e.").unwrap();
     let logs = work.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let _diagnostics = Diagnostics {
@@ -448,7 +269,7 @@ fn signet_on_a_real_control_plane() {
     let reviewer_token = work.path().join("reviewer-token");
     std::fs::write(
         &reviewer_token,
-        token_request(&plane, SYSTEM_NS, VAULT_SA, "", 3600, None).unwrap(),
+        plane.token(SYSTEM_NS, VAULT_SA, "", 3600, None).unwrap(),
     )
     .unwrap();
     let can_i = |verb: &str, resource: &str| {
@@ -506,78 +327,17 @@ fn signet_on_a_real_control_plane() {
         .arg("--out")
         .arg(&admin_file))
     .unwrap();
-    let cli = Cli {
-        binary: cli_bin.clone(),
-        vault: vault_url.clone(),
-        identity: admin_file,
-    };
-    let server = plane.env("SIGNET_CP_SERVER").unwrap();
-    let ca_file = plane.env("SIGNET_CP_CA").unwrap();
-    cli.ok(&[
-        "cluster",
-        "add",
-        CLUSTER,
-        "--api-url",
-        &server,
-        "--ca-file",
-        &ca_file,
-    ]);
-    cli.ok(&["project", "create", "shop"]);
-    cli.ok(&["secret", "set", "shop/admin-only", "--value", "root-of-all"]);
-    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v1"]);
-    cli.ok(&[
-        "secret",
-        "set",
-        "shop/db",
-        "--field",
-        "user=shop",
-        "--field",
-        "password=it's-a-secret",
-    ]);
+    let cli = Cli::new(&cli_bin, &vault_url, &admin_file);
     let agent_file = work.path().join("agent.json");
-    cli.ok(&["keygen", "--out", agent_file.to_str().unwrap()]);
-    cli.ok(&[
-        "agent",
-        "create",
-        "--name",
-        "signet-operator",
-        "--key-file",
-        agent_file.to_str().unwrap(),
-        "--scope",
-        "metadata",
-        "--scope",
-        "tokens",
-        "--scope",
-        "grants",
-        "--scope",
-        "machines",
-    ]);
-    let agent_id = serde_json::from_str::<Value>(&std::fs::read_to_string(&agent_file).unwrap())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // The operator may hand out these two secrets to pods of namespace
-    // `apps`, and nothing else anywhere.
-    for secret in [
-        vec!["--secret", "api-key"],
-        vec!["--secret", "db", "--field", "user", "--field", "password"],
-    ] {
-        let mut args = vec![
-            "delegation",
-            "add",
-            "--agent",
-            &agent_id,
-            "--project",
-            "shop",
-            "--cluster",
-            CLUSTER,
-            "--namespace",
-            APP_NS,
-        ];
-        args.extend(secret);
-        cli.ok(&args);
-    }
+    cli.seed(
+        &plane.env("SIGNET_CP_SERVER").unwrap(),
+        &plane.env("SIGNET_CP_CA").unwrap(),
+        &agent_file,
+    )
+    .unwrap();
+    // A secret nobody delegates (the SecretGrant `sneaky` asks for it).
+    cli.ok(&["secret", "set", "shop/admin-only", "--value", "root-of-all"])
+        .unwrap();
 
     step("signet-operator controller and webhook");
     let mut controller_cmd = Command::new(&operator_bin);
@@ -632,23 +392,10 @@ fn signet_on_a_real_control_plane() {
 
     // ---- 4. EnrollmentToken and SecretGrant ---------------------------------
     step("EnrollmentToken + SecretGrant");
-    plane.apply(APP_NS, TOKEN_AND_GRANT).unwrap();
-    for object in ["enrollmenttoken/shop", "secretgrant/shop"] {
-        let waited = plane.kubectl_ok(&[
-            "-n",
-            APP_NS,
-            "wait",
-            "--for=condition=Ready",
-            "--timeout=45s",
-            object,
-        ]);
-        if let Err(error) = waited {
-            controller.ensure_running().unwrap();
-            panic!(
-                "{object} not Ready: {error:#}\ncontroller log:\n{}",
-                controller.stderr_tail(40)
-            );
-        }
+    plane.apply(APP_NS, SHOP_POLICY).unwrap();
+    if let Err(error) = plane.wait_shop_policy(APP_NS, WAIT) {
+        controller.ensure_running().unwrap();
+        panic!("{error:#}\ncontroller log:\n{}", controller.stderr_tail(40));
     }
     // An attested policy: no raw token exists, so no Secret holds one.
     assert!(
@@ -658,7 +405,7 @@ fn signet_on_a_real_control_plane() {
             .is_none(),
         "an attested EnrollmentToken must not write a token Secret"
     );
-    let policies: Vec<Value> = cli.json(&["token", "list"])["tokens"]
+    let policies: Vec<Value> = cli.json(&["token", "list"]).unwrap()["tokens"]
         .as_array()
         .unwrap()
         .iter()
@@ -795,7 +542,7 @@ fn signet_on_a_real_control_plane() {
         .collect();
     names.sort();
     assert_eq!(names, ["api-key", "db.env"], "no other visible files");
-    let machines = cli.live_machines_of_pod(&pod_uid);
+    let machines = cli.live_machines_of_pod(&pod_uid).unwrap();
     assert_eq!(machines.len(), 1, "one machine for the pod: {machines:?}");
     assert_eq!(machines[0]["name"], "apps-app", "the token's name template");
     let attested = &machines[0]["kubernetes"];
@@ -809,37 +556,22 @@ fn signet_on_a_real_control_plane() {
     let first_machine = machines[0]["id"].as_str().unwrap().to_owned();
     // A crash: the sidecar's key dies with it and it revokes nothing.
     init_process.crash().unwrap();
-    assert_eq!(cli.live_machines_of_pod(&pod_uid).len(), 1);
+    assert_eq!(cli.live_machines_of_pod(&pod_uid).unwrap().len(), 1);
     let mut init_process = Daemon::spawn("signet-init-2", sidecar.command(), &logs).unwrap();
     let second_machine = eventually("the sidecar's new machine", WAIT, || {
         init_process.ensure_running()?;
-        let machines = cli.live_machines_of_pod(&pod_uid);
-        Ok(match machines.as_slice() {
-            [one] if one["id"] != first_machine.as_str() => one["id"].as_str().map(str::to_owned),
-            _ => None,
-        })
+        cli.machine_replacing(&pod_uid, &first_machine)
     })
     .unwrap();
-    let replaced = cli.json(&["audit", "list", "--limit", "5000"])["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| {
-            e["action"] == "enroll"
-                && e["actor"] == second_machine.as_str()
-                && e["target"]
-                    .as_str()
-                    .is_some_and(|t| t.contains(&format!("replaces machine:{first_machine}")))
-        });
-    assert!(
-        replaced,
-        "the re-enrollment is audited as replacing {first_machine}"
-    );
+    cli.ensure_replacement_audited(&first_machine, &second_machine)
+        .unwrap();
 
     // ---- 6c. projected tokens the vault must refuse -------------------------
     step("bad projected tokens are refused, each with its own code");
     let pod_token = |namespace: &str, account: &str, audience: &str, name: &str, uid: &str| {
-        token_request(&plane, namespace, account, audience, 600, Some((name, uid))).unwrap()
+        plane
+            .token(namespace, account, audience, 600, Some((name, uid)))
+            .unwrap()
     };
     let pod_uid_of = |name: &str| {
         plane.get_json(Some(APP_NS), "pod", name).unwrap().unwrap()["metadata"]["uid"]
@@ -867,7 +599,7 @@ fn signet_on_a_real_control_plane() {
         ),
         (
             "attestation_not_pod_bound",
-            token_request(&plane, APP_NS, "default", AUDIENCE, 600, None).unwrap(),
+            plane.token(APP_NS, "default", AUDIENCE, 600, None).unwrap(),
         ),
     ];
     plane
@@ -898,23 +630,28 @@ fn signet_on_a_real_control_plane() {
     refusals.push(("attestation_pod_mismatch", reborn));
     for (code, token) in refusals {
         assert_eq!(
-            enroll_attested(&vault_url, "shop", token),
+            cli.enroll_attested(CLUSTER, "shop", token).unwrap(),
             Err(code.to_owned()),
             "{code}"
         );
-        assert_eq!(cli.denials(code).len(), 1, "one audit row for {code}");
+        assert_eq!(
+            cli.denials(code).unwrap().len(),
+            1,
+            "one audit row for {code}"
+        );
     }
     // A valid token of the pod, but a policy its namespace does not have.
     assert_eq!(
-        enroll_attested(
-            &vault_url,
+        cli.enroll_attested(
+            CLUSTER,
             "no-such-policy",
             pod_token(APP_NS, "default", AUDIENCE, "app", &pod_uid)
-        ),
+        )
+        .unwrap(),
         Err("unknown_policy".to_owned())
     );
     assert_eq!(
-        cli.live_machines_of_pod(&pod_uid).len(),
+        cli.live_machines_of_pod(&pod_uid).unwrap().len(),
         1,
         "no refused attempt enrolled or replaced anything"
     );
@@ -952,7 +689,7 @@ fn signet_on_a_real_control_plane() {
         );
     }
     assert!(
-        cli.json(&["token", "list"])["tokens"]
+        cli.json(&["token", "list"]).unwrap()["tokens"]
             .as_array()
             .unwrap()
             .iter()
@@ -962,7 +699,8 @@ fn signet_on_a_real_control_plane() {
 
     // ---- 7. sidecar refresh ---------------------------------------------------
     step("new version of api-key reaches the file");
-    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v2"]);
+    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v2"])
+        .unwrap();
     eventually("the new api-key version in the file", WAIT, || {
         init_process.ensure_running()?;
         Ok((std::fs::read_to_string(&api_key)? == "key-v2").then_some(()))
@@ -988,7 +726,7 @@ fn signet_on_a_real_control_plane() {
     // revocation can only come from the controller.
     init_process.ensure_running().unwrap();
     eventually("the controller to revoke the pod's machine", WAIT, || {
-        Ok(cli.live_machines_of_pod(&pod_uid).is_empty().then_some(()))
+        Ok(cli.live_machines_of_pod(&pod_uid)?.is_empty().then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e:#}\ncontroller log:\n{}", controller.stderr_tail(40)));
     assert!(
@@ -1000,7 +738,7 @@ fn signet_on_a_real_control_plane() {
     // ---- 9. EnrollmentToken deleted → token revoked, CR gone ------------------
     step("deleting the EnrollmentToken revokes its token");
     let live_token = |id: &str| {
-        cli.json(&["token", "list"])["tokens"]
+        cli.json(&["token", "list"]).unwrap()["tokens"]
             .as_array()
             .unwrap()
             .iter()

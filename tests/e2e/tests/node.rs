@@ -27,13 +27,13 @@ use signet_e2e::{
     eventually,
     node::{
         cluster::{
-            APP_NS, APP_UID, Binaries, Cluster, Diagnostics, FS_GROUP, IDENTITY_TOKEN, INIT_IMAGE,
-            MOUNT_PATH, SYSTEM_NS, UNDELEGATED_NS, WAIT, app_pod, is_ready, sidecar_pid, unix_ms,
-            work_dir,
+            APP_NS, APP_UID, Binaries, CLUSTER, Cluster, Diagnostics, FS_GROUP, IDENTITY_TOKEN,
+            INIT_IMAGE, MOUNT_PATH, SYSTEM_NS, UNDELEGATED_NS, WAIT, app_pod, container_exit,
+            is_ready, sidecar_pid, sidecar_pod, unix_ms,
         },
         processes_with_env, resident_kib,
     },
-    output, run,
+    output, run, work_dir,
 };
 
 #[test]
@@ -43,7 +43,7 @@ fn injected_pods_on_a_real_node() {
     let step = |what: &str| eprintln!("[node {:>5.1}s] {what}", started.elapsed().as_secs_f64());
     let bins = Binaries::find(Path::new(env!("CARGO_BIN_EXE_signet-node-app")))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let work = work_dir().unwrap();
+    let work = work_dir("signet-node.").unwrap();
     let cluster = Cluster::start(work.path(), &bins, &step).unwrap_or_else(|e| panic!("{e:#}"));
     let _diagnostics = Diagnostics::of(work.path(), &cluster.cp_bin);
     let node_name = cluster.node.name().to_owned();
@@ -51,15 +51,7 @@ fn injected_pods_on_a_real_node() {
     // ---- 1. an injected pod, run by the kubelet ----------------------------------
     step("pod `app`: mutated by the webhook, run by the kubelet");
     let created_ms = unix_ms();
-    cluster
-        .create_pod(&app_pod(
-            "app",
-            &node_name,
-            Some("sidecar"),
-            "Always",
-            &["watch", MOUNT_PATH],
-        ))
-        .unwrap();
+    cluster.create_pod(&sidecar_pod("app", &node_name)).unwrap();
     let pod = cluster.wait_pod("app", "Ready", is_ready).unwrap();
     step(&format!(
         "pod `app` Ready {} ms after create",
@@ -210,11 +202,40 @@ fn injected_pods_on_a_real_node() {
         files["db.env"]["content"]
     );
 
+    // ---- 2b. signet-init killed: the kubelet restarts it, it re-enrolls ---------
+    // A crash (SIGKILL) loses the sidecar's in-memory key and revokes
+    // nothing; the kubelet restarts the native sidecar in the same pod, and
+    // its new enrollment revokes the pod's previous machine.
+    step("signet-init killed: the kubelet restarts it; new machine, the previous one revoked");
+    run(Command::new("kill").args(["-KILL", &sidecar.to_string()])).unwrap();
+    let pod = cluster
+        .wait_pod("app", "signet-init restarted by the kubelet", |p| {
+            p["status"]["initContainerStatuses"][0]["restartCount"] == 1
+                && p["status"]["initContainerStatuses"][0]["started"] == true
+        })
+        .unwrap();
+    let killed = &pod["status"]["initContainerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(killed["exitCode"], 137, "killed by SIGKILL: {killed}");
+    let first_machine = machine;
+    let machine = eventually("the restarted sidecar's machine", WAIT, || {
+        cli.machine_replacing(&uid, &first_machine)
+    })
+    .unwrap();
+    cli.ensure_replacement_audited(&first_machine, &machine)
+        .unwrap();
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["restartCount"], 0,
+        "the app container kept running"
+    );
+    let sidecar = sidecar_pid(&uid).unwrap();
+
     // ---- 3. the pod goes, the controller revokes its machine -----------------------
     // Frozen, the sidecar cannot revoke itself when the kubelet stops it
     // (SIGTERM stays pending, then SIGKILL): only the controller can, by the
     // pod UID the vault attested.
     step("sidecar frozen, pod deleted: the controller revokes the machine");
+    // The pod's projected token, kept to be presented once the pod is gone.
+    let old_token = cluster.identity_token(&uid).unwrap();
     run(Command::new("kill").args(["-STOP", &sidecar.to_string()])).unwrap();
     let self_revocations = cli.audited("machine.revoke_self").unwrap().len();
     plane
@@ -246,6 +267,53 @@ fn injected_pods_on_a_real_node() {
         .then_some(()))
     })
     .unwrap();
+
+    // ---- 3b. the pod's token outlives it; a new pod of the same name --------------
+    // The kubelet's token is bound to the pod's UID: once that pod is gone,
+    // and once another pod holds the name, the vault refuses it; the new
+    // pod enrolls as a new machine and the old one stays revoked.
+    step("the deleted pod's token refused; `app` recreated: a new UID, a new machine");
+    let present = |token: &str| {
+        cli.enroll_attested(CLUSTER, "shop", token.to_owned())
+            .unwrap()
+    };
+    assert_eq!(
+        present(&old_token),
+        Err("attestation_pod_gone".to_owned()),
+        "the token of a deleted pod"
+    );
+    cluster.create_pod(&sidecar_pod("app", &node_name)).unwrap();
+    let reborn = cluster.wait_pod("app", "Ready", is_ready).unwrap();
+    let reborn_uid = reborn["metadata"]["uid"].as_str().unwrap().to_owned();
+    assert_ne!(reborn_uid, uid);
+    let reborn_machines = cli.live_machines_of_pod(&reborn_uid).unwrap();
+    let [reborn_machine] = reborn_machines.as_slice() else {
+        panic!("one machine for the new pod: {reborn_machines:?}");
+    };
+    assert_ne!(reborn_machine["id"], machine.as_str());
+    assert_ne!(reborn_machine["id"], first_machine.as_str());
+    assert_eq!(reborn_machine["kubernetes"]["pod_name"], "app");
+    assert!(
+        cli.live_machines_of_pod(&uid).unwrap().is_empty(),
+        "the old pod's machine came back"
+    );
+    assert_eq!(
+        present(&old_token),
+        Err("attestation_pod_mismatch".to_owned()),
+        "the token of the pod that had the name before"
+    );
+    for code in ["attestation_pod_gone", "attestation_pod_mismatch"] {
+        assert_eq!(
+            cli.denials(code).unwrap().len(),
+            1,
+            "one audit row for {code}"
+        );
+    }
+    let reborn_now = cli.live_machines_of_pod(&reborn_uid).unwrap();
+    assert!(
+        matches!(reborn_now.as_slice(), [one] if one["id"] == reborn_machine["id"]),
+        "a refused token replaced the new pod's machine: {reborn_now:?}"
+    );
 
     // ---- 4. a Job-style pod: init mode, the pod completes --------------------------
     step("pod `job`: init mode, completes");
@@ -286,12 +354,20 @@ fn injected_pods_on_a_real_node() {
     );
 
     // ---- 5. refused enrollments: the app never starts -----------------------------
-    // Two pods in `apps` that skip the webhook (already marked injected,
-    // so it leaves them alone) with the sidecar it would inject, altered:
-    // the vault is the boundary, not the webhook. And an opted-in pod of a
-    // namespace whose EnrollmentToken the controller could not turn into a
-    // vault policy, because nothing was delegated for that namespace.
-    step("refused enrollments: a service account not allowed, an unknown policy, no delegation");
+    // Pods in `apps` that skip the webhook (already marked injected, so it
+    // leaves them alone) with the sidecar it would inject, altered: the
+    // vault is the boundary, not the webhook. Another service account;
+    // another policy; a projected token the kubelet makes for another
+    // audience; in the identity volume's place, a token of the pod's own
+    // service account that no pod is bound to (TokenRequest without a
+    // bound object), or the legacy token the controller-manager writes into
+    // a service-account-token Secret. And an opted-in pod of a namespace
+    // whose EnrollmentToken the controller could not turn into a vault
+    // policy, because nothing was delegated for that namespace.
+    step(
+        "refused enrollments: a service account not allowed, an unknown policy, another audience, \
+         tokens bound to no pod, no delegation",
+    );
     plane
         .kubectl_ok(&["-n", APP_NS, "create", "serviceaccount", "intruder"])
         .unwrap();
@@ -310,6 +386,44 @@ fn injected_pods_on_a_real_node() {
         policy["value"] = json!("no-such-policy");
     });
     cluster.create_pod(&unknown).unwrap();
+    let audience = forged_pod(&cluster, "other-audience", &node_name, |pod| {
+        let projection =
+            &mut identity_volume(pod)["projected"]["sources"][0]["serviceAccountToken"];
+        assert_eq!(projection["audience"], "signet", "{projection}");
+        projection["audience"] = json!("another-audience");
+    });
+    cluster.create_pod(&audience).unwrap();
+    let unbound = plane.token(APP_NS, "default", "signet", 600, None).unwrap();
+    plane
+        .kubectl_ok(&[
+            "-n",
+            APP_NS,
+            "create",
+            "secret",
+            "generic",
+            "unbound-token",
+            &format!("--from-literal=token={unbound}"),
+        ])
+        .unwrap();
+    plane.apply(APP_NS, LEGACY_TOKEN_SECRET).unwrap();
+    eventually("the controller-manager's legacy token", WAIT, || {
+        Ok(plane
+            .get_json(Some(APP_NS), "secret", "legacy-token")?
+            .filter(|secret| secret["data"]["token"].is_string()))
+    })
+    .unwrap();
+    for (name, secret) in [("unbound", "unbound-token"), ("legacy", "legacy-token")] {
+        let pod = forged_pod(&cluster, name, &node_name, |pod| {
+            *identity_volume(pod) = json!({
+                "name": "signet-identity",
+                "secret": {
+                    "secretName": secret,
+                    "items": [{ "key": "token", "path": "token" }],
+                },
+            });
+        });
+        cluster.create_pod(&pod).unwrap();
+    }
     plane
         .kubectl_ok(&[
             "-n",
@@ -321,20 +435,16 @@ fn injected_pods_on_a_real_node() {
         ])
         .unwrap();
     cluster
-        .create_pod_in(
-            UNDELEGATED_NS,
-            &app_pod(
-                "app",
-                &node_name,
-                Some("sidecar"),
-                "Always",
-                &["watch", MOUNT_PATH],
-            ),
-        )
+        .create_pod_in(UNDELEGATED_NS, &sidecar_pod("app", &node_name))
         .unwrap();
+    // The legacy token carries no expiry, no audience and no pod: any of
+    // the attestation codes is a refusal for the right reason.
     for (namespace, name, code) in [
         (APP_NS, "intruder", "service_account_not_allowed"),
         (APP_NS, "unknown-policy", "unknown_policy"),
+        (APP_NS, "other-audience", "attestation_audience"),
+        (APP_NS, "unbound", "attestation_not_pod_bound"),
+        (APP_NS, "legacy", "attestation_not_pod_bound"),
         (UNDELEGATED_NS, "app", "unknown_policy"),
     ] {
         let (exit_code, log) = refused_sidecar(&cluster, namespace, name);
@@ -347,8 +457,19 @@ fn injected_pods_on_a_real_node() {
             "{namespace}/{name}: the enrollment refused: {log}"
         );
         assert!(
-            log.contains("refused the enrollment") && log.contains(code),
-            "{namespace}/{name}: signet-init should name {code}: {log}"
+            log.contains("refused the enrollment"),
+            "{namespace}/{name}: {log}"
+        );
+        // The code signet-init names is the vault's, and the vault audited
+        // the refusal with it as the reason.
+        let named = log
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|word| word.starts_with(code))
+            .unwrap_or_else(|| panic!("{namespace}/{name}: signet-init should name {code}: {log}"));
+        let denials = cli.denials(named).unwrap();
+        assert!(
+            denials.iter().any(|d| d["action"] == "enroll"),
+            "{namespace}/{name}: no audited refusal {named}: {denials:?}"
         );
         let pod = plane
             .get_json(Some(namespace), "pod", name)
@@ -395,13 +516,7 @@ fn injected_pods_on_a_real_node() {
     let refused = plane
         .kubectl_stdin(
             &["-n", APP_NS, "create", "-f", "-"],
-            &app_pod(
-                "outage",
-                &node_name,
-                Some("sidecar"),
-                "Always",
-                &["watch", MOUNT_PATH],
-            ),
+            &sidecar_pod("outage", &node_name),
         )
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -434,17 +549,32 @@ fn injected_pods_on_a_real_node() {
     step("done");
 }
 
+/// A Secret the controller-manager's token controller fills with a legacy,
+/// never-expiring token of ServiceAccount `default`.
+const LEGACY_TOKEN_SECRET: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: legacy-token
+  annotations:
+    kubernetes.io/service-account.name: default
+type: kubernetes.io/service-account-token
+"#;
+
+/// The volume signet-init reads the pod's token from, in a mutated pod.
+fn identity_volume(pod: &mut Value) -> &mut Value {
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|v| v["name"] == "signet-identity")
+        .expect("the webhook's identity volume")
+}
+
 /// An opted-in pod `name` as the webhook mutates it (a server-side dry
 /// run), changed by `edit`, as a manifest the webhook then leaves alone: it
 /// is marked injected already.
 fn forged_pod(cluster: &Cluster, name: &str, node: &str, edit: impl FnOnce(&mut Value)) -> String {
-    let manifest = app_pod(
-        name,
-        node,
-        Some("sidecar"),
-        "Always",
-        &["watch", MOUNT_PATH],
-    );
+    let manifest = sidecar_pod(name, node);
     let out = cluster
         .plane()
         .kubectl_stdin(
@@ -503,22 +633,11 @@ fn refused_sidecar(cluster: &Cluster, namespace: &str, name: &str) -> (i64, Stri
                 return Ok(None);
             };
             let status = &pod["status"]["initContainerStatuses"][0];
-            let (terminated, previous) = if status["state"]["terminated"].is_object() {
-                (&status["state"]["terminated"], false)
-            } else {
-                (&status["lastState"]["terminated"], true)
-            };
-            let Some(code) = terminated["exitCode"].as_i64() else {
-                return Ok(None);
-            };
-            let mut logs = plane.kubectl();
-            logs.args(["-n", namespace, "logs", name, "-c", "signet-init"]);
-            if previous {
-                logs.arg("--previous");
-            }
-            Ok(Some((code, output(&mut logs)?)))
+            Ok(
+                container_exit(plane, namespace, name, "signet-init", status)?
+                    .and_then(|(terminated, log)| Some((terminated["exitCode"].as_i64()?, log))),
+            )
         },
     )
-    .map(|(code, out)| (code, String::from_utf8_lossy(&out.stdout).into_owned()))
     .unwrap()
 }

@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p signet-vault -p signet-operator -p signet-init -p signet-client
-//! SIGNET_NODE_BIN_DIR=$PWD/target/release cargo test --workspace --test node_bench \
+//! SIGNET_NODE_BIN_DIR=$PWD/target/release cargo test -p signet-e2e --test node_bench \
 //!     -- --ignored --nocapture
 //! ```
 //!
@@ -21,11 +21,11 @@ use signet_e2e::{
     eventually,
     node::{
         cluster::{
-            APP_NS, Binaries, Cluster, Diagnostics, MOUNT_PATH, WAIT, app_pod, sidecar_pid,
-            unix_ms, work_dir,
+            APP_NS, Binaries, Cluster, Diagnostics, MOUNT_PATH, WAIT, app_pod, sidecar_pid, unix_ms,
         },
         resident_kib,
     },
+    work_dir,
 };
 
 /// Percentile `p` (0–100) of sorted `values`, nearest rank.
@@ -64,7 +64,7 @@ fn pod_startup_with_and_without_injection() {
     let bins = Binaries::find(Path::new(env!("CARGO_BIN_EXE_signet-node-app")))
         .unwrap_or_else(|e| panic!("{e:#}"));
     step(&format!("Signet binaries from {}", bins.dir.display()));
-    let work = work_dir().unwrap();
+    let work = work_dir("signet-node.").unwrap();
     let cluster = Cluster::start(work.path(), &bins, &step).unwrap_or_else(|e| panic!("{e:#}"));
     let _diagnostics = Diagnostics::of(work.path(), &cluster.cp_bin);
     let node_name = cluster.node.name().to_owned();

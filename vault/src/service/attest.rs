@@ -103,7 +103,15 @@ fn precheck(token: &str, audience: &str, now: i64) -> Result<()> {
     };
     let payload = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())?);
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| malformed())?;
-    if claims.exp.is_none_or(|exp| exp <= now) {
+    // A legacy service-account token (from a Secret) never expires: it is
+    // not a pod's projected token, whatever else it says.
+    let Some(exp) = claims.exp else {
+        return Err(deny(
+            ErrorCode::AttestationNotPodBound,
+            "the service-account token never expires, so it is a legacy Secret token, not the pod's projected token",
+        ));
+    };
+    if exp <= now {
         return Err(deny(
             ErrorCode::AttestationExpired,
             "the projected service-account token has expired (the kubelet refreshes it; read the file again)",
@@ -409,6 +417,15 @@ mod tests {
         );
         assert_eq!(
             code(precheck(&unbound, "signet", 999)),
+            Some(ErrorCode::AttestationNotPodBound)
+        );
+        let legacy = jwt(serde_json::json!({
+            "iss": "kubernetes/serviceaccount",
+            "kubernetes.io/serviceaccount/namespace": "a",
+            "sub": "system:serviceaccount:a:default"
+        }));
+        assert_eq!(
+            code(precheck(&legacy, "signet", 999)),
             Some(ErrorCode::AttestationNotPodBound)
         );
         assert_eq!(

@@ -24,12 +24,15 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::{Value, json};
 
 use super::{Node, command_line, node_bin, processes_with_env};
-use crate::{ControlPlane, eventually, output, repo_root, run, workspace_binary};
+// The cluster's name is also `cluster.name` in `tests/node/values.yaml`.
+pub use crate::{APP_NS, CLUSTER};
+use crate::{
+    ControlPlane, SHOP_POLICY, eventually, output, print_log_tails, repo_root, run, vault::Cli,
+    workspace_binary,
+};
 
 /// Namespace of the chart.
 pub const SYSTEM_NS: &str = "signet-system";
-/// Namespace of the test pods (the operator's delegations name it).
-pub const APP_NS: &str = "apps";
 /// A namespace with the same EnrollmentToken and SecretGrant as `apps`,
 /// but no delegation to the operator: its pods must get nothing.
 pub const UNDELEGATED_NS: &str = "elsewhere";
@@ -43,9 +46,6 @@ pub const IDENTITY_TOKEN: &str = "/var/run/secrets/signet.dev/identity/token";
 pub const INIT_IMAGE: &str = "signet.invalid/signet-init:node";
 /// The test app's image.
 pub const APP_IMAGE: &str = "signet.invalid/node-app:node";
-/// The name the vault knows the cluster by (`cluster.name` in
-/// `tests/node/values.yaml`).
-pub const CLUSTER: &str = "e2e";
 /// The vault's pod (the chart's StatefulSet has one replica).
 pub const VAULT_POD: &str = "signet-vault-0";
 /// The vault's Service and its port.
@@ -88,96 +88,6 @@ spec:
               operator: In
               values: [NODE]
 "#;
-
-const TOKEN_AND_GRANT: &str = r#"apiVersion: signet.dev/v1alpha1
-kind: EnrollmentToken
-metadata:
-  name: shop
-spec:
-  project: shop
-  maxUses: 100
-  tokenTtl: 1h
-  machineLifetime: 1h
-  nameTemplate: "{namespace}-{pod}"
-  allowedServiceAccounts: [default]
----
-apiVersion: signet.dev/v1alpha1
-kind: SecretGrant
-metadata:
-  name: shop
-spec:
-  enrollmentToken: shop
-  mountPath: /var/run/secrets/signet
-  refresh: 1s
-  secrets:
-    - secret: api-key
-      file: api-key
-      format: raw
-    - secret: db
-      fields: [user, password]
-      file: db.env
-      format: env
-"#;
-
-/// The `signet` CLI as the admin.
-pub struct Cli {
-    binary: PathBuf,
-    vault: String,
-    /// The vault's CA (its certificate is the test's).
-    ca_file: PathBuf,
-    identity: PathBuf,
-}
-
-impl Cli {
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .env_clear()
-            .env("SIGNET_VAULT", &self.vault)
-            .env("SIGNET_CA_CERT", &self.ca_file)
-            .env("SIGNET_IDENTITY", &self.identity);
-        command
-    }
-
-    /// `signet ARGS`, which must succeed; its stdout.
-    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(self.command().args(args))
-    }
-
-    /// `signet --json ARGS`, parsed.
-    pub fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let stdout = run(self.command().arg("--json").args(args))?;
-        serde_json::from_str(&stdout).with_context(|| format!("signet {args:?}: {stdout}"))
-    }
-
-    /// Live (not disabled) machines attested as running in pod `uid`.
-    pub fn live_machines_of_pod(&self, uid: &str) -> anyhow::Result<Vec<Value>> {
-        let list = self.json(&["machine", "list"])?;
-        Ok(list["machines"]
-            .as_array()
-            .context("machine list has no machines")?
-            .iter()
-            .filter(|m| {
-                m["kubernetes"]["pod_uid"] == uid
-                    && m["kubernetes"]["attested"] == true
-                    && m["disabled"] != true
-            })
-            .cloned()
-            .collect())
-    }
-
-    /// Allowed audit entries of `action`.
-    pub fn audited(&self, action: &str) -> anyhow::Result<Vec<Value>> {
-        let list = self.json(&["audit", "list", "--limit", "5000"])?;
-        Ok(list["entries"]
-            .as_array()
-            .context("audit list has no entries")?
-            .iter()
-            .filter(|e| e["action"] == action && e["outcome"] != "deny")
-            .cloned()
-            .collect())
-    }
-}
 
 /// The Signet binaries a node test runs and puts in images.
 pub struct Binaries {
@@ -273,23 +183,7 @@ impl Diagnostics {
                 eprintln!("{}", String::from_utf8_lossy(&out.stdout));
             }
         }
-        for dir in &self.logs {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "err" || x == "log"))
-                .collect();
-            files.sort();
-            for file in files {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                eprintln!("---- last lines of {} ----", file.display());
-                for line in &lines[lines.len().saturating_sub(30)..] {
-                    eprintln!("{line}");
-                }
-            }
-        }
+        print_log_tails(&self.logs, 30);
     }
 }
 
@@ -428,6 +322,18 @@ impl Cluster {
             }
             Ok(None)
         })
+    }
+
+    /// The projected service-account token the kubelet wrote for the
+    /// signet-init of pod `uid` (read on the node, as root).
+    pub fn identity_token(&self, uid: &str) -> anyhow::Result<String> {
+        let file = self
+            .node
+            .pod_dir(uid)
+            .join("volumes/kubernetes.io~projected/signet-identity/token");
+        let token = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        Ok(token.trim().to_owned())
     }
 
     /// The JSON lines the test app of pod `name` printed so far.
@@ -592,78 +498,15 @@ fn install(
             "--vault", &vault_url, "admin", "enroll", "--token", &bootstrap, "--out",
         ])
         .arg(&admin_file))?;
-    let cli = Cli {
-        binary: bins.path("signet"),
-        vault: vault_url,
-        ca_file,
-        identity: admin_file,
-    };
+    let cli = Cli::new(&bins.path("signet"), &vault_url, &admin_file).with_ca(&ca_file);
     // As the chart's NOTES say: the in-cluster API URL, no reviewer
     // token (the vault reviews with its own service account's token).
-    cli.ok(&[
-        "cluster",
-        "add",
-        CLUSTER,
-        "--api-url",
-        "https://kubernetes.default.svc",
-        "--ca-file",
-        &plane.env("SIGNET_CP_CA")?,
-    ])?;
-    cli.ok(&["project", "create", "shop"])?;
-    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v1"])?;
-    cli.ok(&[
-        "secret",
-        "set",
-        "shop/db",
-        "--field",
-        "user=shop",
-        "--field",
-        "password=it's-a-secret",
-    ])?;
     let agent_file = work.join("agent.json");
-    cli.ok(&["keygen", "--out", &agent_file.to_string_lossy()])?;
-    cli.ok(&[
-        "agent",
-        "create",
-        "--name",
-        "signet-operator",
-        "--key-file",
-        &agent_file.to_string_lossy(),
-        "--scope",
-        "metadata",
-        "--scope",
-        "tokens",
-        "--scope",
-        "grants",
-        "--scope",
-        "machines",
-    ])?;
-    let agent: Value = serde_json::from_str(&std::fs::read_to_string(&agent_file)?)?;
-    let agent_id = agent["id"]
-        .as_str()
-        .context("the agent file has no id")?
-        .to_owned();
-    // The operator may hand out these two secrets to pods of `apps`
-    // (and nothing to UNDELEGATED_NS).
-    for secret in [
-        vec!["--secret", "api-key"],
-        vec!["--secret", "db", "--field", "user", "--field", "password"],
-    ] {
-        let mut args = vec![
-            "delegation",
-            "add",
-            "--agent",
-            &agent_id,
-            "--project",
-            "shop",
-            "--cluster",
-            CLUSTER,
-            "--namespace",
-            APP_NS,
-        ];
-        args.extend(secret);
-        cli.ok(&args)?;
-    }
+    let agent_id = cli.seed(
+        "https://kubernetes.default.svc",
+        &plane.env("SIGNET_CP_CA")?,
+        &agent_file,
+    )?;
 
     step("the operator's identity Secret: the controller's pod starts; the webhook's is ready");
     plane.kubectl_ok(&[
@@ -697,21 +540,11 @@ fn install(
 
     step("EnrollmentToken + SecretGrant in apps (Ready) and elsewhere");
     for namespace in [APP_NS, UNDELEGATED_NS] {
-        plane.apply(namespace, TOKEN_AND_GRANT)?;
+        plane.apply(namespace, SHOP_POLICY)?;
     }
-    for object in ["enrollmenttoken/shop", "secretgrant/shop"] {
-        let waited = plane.kubectl_ok(&[
-            "-n",
-            APP_NS,
-            "wait",
-            "--for=condition=Ready",
-            "--timeout=60s",
-            object,
-        ]);
-        if let Err(error) = waited {
-            ensure_running(plane, "controller")?;
-            bail!("{object} not Ready: {error:#}");
-        }
+    if let Err(error) = plane.wait_shop_policy(APP_NS, WAIT) {
+        ensure_running(plane, "controller")?;
+        return Err(error);
     }
     Ok((cli, agent_id))
 }
@@ -844,30 +677,55 @@ fn wait_vault(plane: &ControlPlane) -> anyhow::Result<()> {
             return Ok(Some(Ok(())));
         }
         let status = &pod["status"]["containerStatuses"][0];
-        let (terminated, previous) = if status["state"]["terminated"].is_object() {
-            (&status["state"]["terminated"], false)
-        } else {
-            (&status["lastState"]["terminated"], true)
-        };
-        if !terminated.is_object() {
+        let Some((terminated, log)) = container_exit(plane, SYSTEM_NS, VAULT_POD, "vault", status)?
+        else {
             return Ok(None);
-        }
-        let mut logs = plane.kubectl();
-        logs.args(["-n", SYSTEM_NS, "logs", VAULT_POD, "-c", "vault"]);
-        if previous {
-            logs.arg("--previous");
-        }
-        let log = output(&mut logs)?;
+        };
         Ok(Some(Err(anyhow::anyhow!(
             "the vault's container exited ({}, exit code {}) on the chart's volume and security context \
              (uid and fsGroup 65532; the local PersistentVolume's folder was made by root, as a provisioner makes it, \
-             and the kubelet gave it to the fsGroup); its log:\n{}{}",
+             and the kubelet gave it to the fsGroup); its log:\n{}",
             terminated["reason"],
             terminated["exitCode"],
-            String::from_utf8_lossy(&log.stdout),
-            String::from_utf8_lossy(&log.stderr),
+            log,
         ))))
     })?
+}
+
+/// How container `container` of pod `namespace/pod` last exited, from
+/// `status`, its entry in the pod's container statuses: its `terminated`
+/// state and its log (stdout and stderr), of the current run when that has
+/// exited, else of the previous one (the kubelet restarts a native sidecar
+/// or a container of a restarting pod); `None` while no run has exited.
+pub fn container_exit(
+    plane: &ControlPlane,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    status: &Value,
+) -> anyhow::Result<Option<(Value, String)>> {
+    let (terminated, previous) = if status["state"]["terminated"].is_object() {
+        (&status["state"]["terminated"], false)
+    } else {
+        (&status["lastState"]["terminated"], true)
+    };
+    if !terminated.is_object() {
+        return Ok(None);
+    }
+    let mut logs = plane.kubectl();
+    logs.args(["-n", namespace, "logs", pod, "-c", container]);
+    if previous {
+        logs.arg("--previous");
+    }
+    let log = output(&mut logs)?;
+    Ok(Some((
+        terminated.clone(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&log.stdout),
+            String::from_utf8_lossy(&log.stderr)
+        ),
+    )))
 }
 
 /// A pod on `node` running the test app with `args`, restricted (non-root,
@@ -924,6 +782,18 @@ pub fn app_pod(
     .to_string()
 }
 
+/// [`app_pod`] opted in to a native sidecar, the app watching the secrets'
+/// folder and never exiting.
+pub fn sidecar_pod(name: &str, node: &str) -> String {
+    app_pod(
+        name,
+        node,
+        Some("sidecar"),
+        "Always",
+        &["watch", MOUNT_PATH],
+    )
+}
+
 /// True once the pod's Ready condition is.
 pub fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"].as_array().is_some_and(|c| {
@@ -947,17 +817,4 @@ pub fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
-}
-
-/// A fresh work folder; `SIGNET_E2E_KEEP=1` keeps it (and says where).
-pub fn work_dir() -> anyhow::Result<tempfile::TempDir> {
-    let keep = std::env::var_os("SIGNET_E2E_KEEP").is_some_and(|v| v == "1");
-    let work = tempfile::Builder::new()
-        .prefix("signet-node.")
-        .disable_cleanup(keep)
-        .tempdir()?;
-    if keep {
-        eprintln!("SIGNET_E2E_KEEP=1: keeping {}", work.path().display());
-    }
-    Ok(work)
 }
