@@ -10,6 +10,8 @@ pub mod protocol;
 pub mod cli;
 #[cfg(feature = "sdk")]
 pub mod identity;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 #[cfg(feature = "sdk")]
 pub mod sdk;
 #[cfg(feature = "shutdown")]

@@ -331,6 +331,31 @@ fn token_constraints_restrict_enrollment_and_the_machine() {
     // The machine calls from 127.0.0.1, outside its allowlist.
     s.refused("web.json", &["read", "app/db"], 403, "policy_ip");
 
+    // A country allowlist needs the vault's country database, which this
+    // vault was started without: refused at creation, saying what to do.
+    let output = s.signet(
+        Some(ADMIN),
+        &[
+            "token",
+            "create",
+            "--project",
+            "app",
+            "--name",
+            "tok-countries",
+            "--grant",
+            "db",
+            "--machine-allow-country",
+            "DE,AT",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("signet: vault refused the request (400, invalid_request)")
+            && stderr.contains("--geoip-db"),
+        "{stderr}"
+    );
+
     // Enrollment only from a source CIDR.
     let created = s.json(
         ADMIN,

@@ -190,8 +190,11 @@ policy() {
   grep -q '^ *service:$' "$file" || { echo "default render does not call the webhook Service"; return 1; }
   grep -q '^ *url: ' "$file" && { echo "default render calls the webhook by URL"; return 1; }
   grep -qF -- '--vault-ca-file' "$file" && { echo "default render passes a vault CA to the webhook"; return 1; }
-  # values-custom.yaml: the vault CA ConfigMap is mounted and passed.
-  for expect in '--vault-ca-file=/etc/signet/vault-ca/ca.crt' 'name: vault-ca-bundle' 'key: root.pem'; do
+  grep -qF -- '--geoip-db' "$file" && { echo "default render passes a country database"; return 1; }
+  # values-custom.yaml: the vault CA ConfigMap is mounted and passed, and
+  # the country database's volume too.
+  for expect in '--vault-ca-file=/etc/signet/vault-ca/ca.crt' 'name: vault-ca-bundle' 'key: root.pem' \
+    '--geoip-db=/etc/signet/geoip/dbip/country-lite.mmdb' 'claimName: geoip-db' 'mountPath: /etc/signet/geoip'; do
     grep -qF -- "$expect" "$WORK/custom.yaml" || { echo "custom render: missing $expect"; return 1; }
   done
   # tests/e2e's values: processes outside the cluster, webhook called by URL.

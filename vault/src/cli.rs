@@ -122,6 +122,12 @@ pub struct ListenArgs {
     /// webhook event); 0 publishes only on shutdown and on demand.
     #[arg(long, env = "SIGNET_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
     pub audit_checkpoint_seconds: u64,
+    /// A MaxMind DB country database (GeoLite2-Country, GeoLite2-City or
+    /// DB-IP's IP-to-Country Lite, supplied by you) for the country
+    /// allowlists of machines (`machine_country_allowlist` of a token).
+    /// Without one, such allowlists are refused.
+    #[arg(long, env = "SIGNET_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -294,6 +300,11 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
         ..Settings::default()
     };
     listen.limits.apply(&mut settings);
+    if let Some(path) = &listen.geoip_db {
+        let countries = crate::geoip::Countries::open(path)?;
+        tracing::info!(path = %path.display(), database_type = countries.database_type(), "country database loaded");
+        settings.countries = Some(Arc::new(countries));
+    }
     Ok(Arc::new(
         Vault::open(store, root, Arc::new(SystemClock), config)?.with_settings(settings),
     ))

@@ -9,13 +9,17 @@
 //! many requests it stands for. The background worker flushes the groups;
 //! the request path only counts. At most [`Denials::max_groups`] groups are
 //! kept per interval; what does not fit is counted in one overflow group.
+//! A flush that cannot write (a full disk, a store error) hands its groups
+//! back, merged with those counted meanwhile under the same bound, so a
+//! later flush writes them: a failure delays the rows, never drops a count.
 //!
 //! The key id such a request claims is not proven: its row's actor is
 //! `unverified:<claimed id>` (cut to [`CLAIM_MAX`] characters), never the
 //! identity it names.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::hash_map::Entry;
+use std::sync::{Mutex, MutexGuard};
 
 use signet_client::api::ErrorCode;
 
@@ -65,6 +69,13 @@ impl Seen {
         }
     }
 
+    fn absorb(&mut self, other: &Self) {
+        match other {
+            Self::One(value) => self.merge(value),
+            Self::Many => *self = Self::Many,
+        }
+    }
+
     fn show(&self) -> &str {
         match self {
             Self::One(value) => value,
@@ -88,6 +99,71 @@ struct Window {
     groups: HashMap<Key, Group>,
     /// Requests that did not fit in `groups`.
     overflow: Option<Group>,
+}
+
+impl Window {
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.overflow.is_none()
+    }
+
+    /// Whether `key` counts in a group of its own: it has one, or one more
+    /// fits under `max_groups`.
+    fn fits(&self, key: &Key, max_groups: usize) -> bool {
+        self.groups.len() < max_groups || self.groups.contains_key(key)
+    }
+
+    /// Adds the counts of `later` (a window counted after this one), each
+    /// group into its own when it fits, else into the overflow group.
+    fn absorb(&mut self, later: Self, max_groups: usize) {
+        for (key, group) in later.groups {
+            if self.fits(&key, max_groups) {
+                match self.groups.entry(key) {
+                    Entry::Occupied(mut own) => own.get_mut().absorb(&group),
+                    Entry::Vacant(slot) => {
+                        slot.insert(group);
+                    }
+                }
+            } else {
+                self.overflow_absorb(group);
+            }
+        }
+        if let Some(overflow) = later.overflow {
+            self.overflow_absorb(overflow);
+        }
+    }
+
+    fn overflow_absorb(&mut self, group: Group) {
+        match &mut self.overflow {
+            Some(overflow) => overflow.absorb(&group),
+            None => {
+                self.overflow = Some(Group {
+                    message: OVERFLOW.into(),
+                    ..group
+                });
+            }
+        }
+    }
+
+    /// The audit records of every group, in a stable order (by source,
+    /// code, action; the overflow group last), each with its count.
+    fn records(&self) -> Vec<Record> {
+        let mut groups: Vec<(&Key, &Group)> = self.groups.iter().collect();
+        groups.sort_by(|(a, _), (b, _)| {
+            (&a.source_ip, a.code.as_str(), &a.action).cmp(&(
+                &b.source_ip,
+                b.code.as_str(),
+                &b.action,
+            ))
+        });
+        let mut records: Vec<Record> = groups
+            .into_iter()
+            .map(|(key, group)| group.record(&key.action, key.code.as_str(), &key.source_ip))
+            .collect();
+        if let Some(overflow) = &self.overflow {
+            records.push(overflow.record("*", "overflow", "*"));
+        }
+        records
+    }
 }
 
 /// The groups of the current interval.
@@ -136,21 +212,23 @@ impl Denials {
         self.max_groups
     }
 
+    fn window(&self) -> MutexGuard<'_, Window> {
+        self.window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Counts one denial at `now`.
     pub fn record(&self, now: i64, denial: Denial<'_>) -> Counted {
         let actor = unverified_actor(denial.claimed);
         let target = capped_target(denial.target);
-        let mut window = self
-            .window
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut window = self.window();
         let key = Key {
             source_ip: denial.source_ip.to_owned(),
             code: denial.code,
             action: denial.action.to_owned(),
         };
-        let fits = window.groups.len() < self.max_groups || window.groups.contains_key(&key);
-        let (group, counted) = if fits {
+        let (group, counted) = if window.fits(&key, self.max_groups) {
             let group = window
                 .groups
                 .entry(key)
@@ -169,41 +247,33 @@ impl Denials {
         counted
     }
 
-    /// Takes every group of the interval as audit records, in a stable
-    /// order (by source, code, action; the overflow group last), each with
-    /// its count. Leaves an empty interval behind.
-    pub fn take(&self) -> Vec<Record> {
-        let window = std::mem::take(
-            &mut *self
-                .window
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        let mut groups: Vec<(Key, Group)> = window.groups.into_iter().collect();
-        groups.sort_by(|(a, _), (b, _)| {
-            (&a.source_ip, a.code.as_str(), &a.action).cmp(&(
-                &b.source_ip,
-                b.code.as_str(),
-                &b.action,
-            ))
-        });
-        let mut records: Vec<Record> = groups
-            .into_iter()
-            .map(|(key, group)| group.record(&key.action, key.code.as_str(), key.source_ip))
-            .collect();
-        if let Some(overflow) = window.overflow {
-            records.push(overflow.record("*", "overflow", "*".into()));
+    /// Takes every group of the interval and hands their audit records to
+    /// `write` (in a stable order: by source, code, action; the overflow
+    /// group last), leaving an empty interval behind; returns how many
+    /// records were written. The request path keeps counting meanwhile.
+    /// When `write` fails, the groups it was handed are merged back, before
+    /// those counted since and within the same bound, so the next flush
+    /// writes them.
+    pub fn flush<E>(&self, write: impl FnOnce(&[Record]) -> Result<(), E>) -> Result<usize, E> {
+        let taken = std::mem::take(&mut *self.window());
+        if taken.is_empty() {
+            return Ok(0);
         }
-        records
+        let records = taken.records();
+        match write(&records) {
+            Ok(()) => Ok(records.len()),
+            Err(error) => {
+                let mut window = self.window();
+                let counted_since = std::mem::replace(&mut *window, taken);
+                window.absorb(counted_since, self.max_groups);
+                Err(error)
+            }
+        }
     }
 
     /// Whether nothing is waiting to be flushed.
     pub fn is_empty(&self) -> bool {
-        let window = self
-            .window
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        window.groups.is_empty() && window.overflow.is_none()
+        self.window().is_empty()
     }
 }
 
@@ -219,9 +289,18 @@ impl Group {
         }
     }
 
+    /// Adds the counts of `other`, a group of the same key.
+    fn absorb(&mut self, other: &Self) {
+        self.count += other.count;
+        self.first_at = self.first_at.min(other.first_at);
+        self.last_at = self.last_at.max(other.last_at);
+        self.actor.absorb(&other.actor);
+        self.target.absorb(&other.target);
+    }
+
     /// The audit record of the group. The count is the reason's last word,
     /// so a reader (or `signet audit list`) sees it without a new column.
-    fn record(self, action: &str, code: &str, source_ip: String) -> Record {
+    fn record(&self, action: &str, code: &str, source_ip: &str) -> Record {
         let actor = match &self.actor {
             Seen::One(actor) => actor.clone(),
             Seen::Many => format!("{UNVERIFIED}:*"),
@@ -238,7 +317,7 @@ impl Group {
                 rfc3339(self.last_at),
                 self.count
             ),
-            source_ip,
+            source_ip: source_ip.to_owned(),
             committed: false,
         }
     }
@@ -248,6 +327,28 @@ impl Group {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Flushes into a vector, as a store that accepts every row would.
+    fn take(denials: &Denials) -> Vec<Record> {
+        let mut written = Vec::new();
+        denials
+            .flush(|records| {
+                written.extend_from_slice(records);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        written
+    }
+
+    /// The count a record carries (the reason's last word).
+    fn count(record: &Record) -> u64 {
+        let (_, count) = record
+            .reason
+            .trim_end_matches(')')
+            .rsplit_once(' ')
+            .unwrap();
+        count.parse().unwrap()
+    }
 
     fn denial<'a>(source_ip: &'a str, code: ErrorCode, claimed: Option<&'a str>) -> Denial<'a> {
         Denial {
@@ -274,14 +375,14 @@ mod tests {
             denial("10.0.0.1", ErrorCode::BadSignature, Some("m_b")),
         );
         denials.record(104, denial("10.0.0.2", ErrorCode::UnknownKey, None));
-        let rows = denials.take();
+        let rows = take(&denials);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].actor, "unverified:*");
         assert!(rows[0].reason.starts_with("bad_signature: no (unverified"));
         assert!(rows[0].reason.ends_with("count 6)"), "{}", rows[0].reason);
         assert_eq!(rows[1].actor, "unverified");
         assert!(rows[1].reason.ends_with("count 1)"));
-        assert!(denials.take().is_empty());
+        assert!(take(&denials).is_empty());
     }
 
     #[test]
@@ -301,12 +402,99 @@ mod tests {
             denials.record(2, denial("10.0.0.0", ErrorCode::BadSignature, None)),
             Counted::Grouped
         );
-        let rows = denials.take();
+        let rows = take(&denials);
         assert_eq!(rows.len(), 3);
         let overflow = rows.last().unwrap();
         assert_eq!(overflow.action, "*");
         assert!(overflow.reason.starts_with("overflow: "));
         assert!(overflow.reason.ends_with("count 3)"));
+    }
+
+    #[test]
+    fn a_failed_flush_hands_its_counts_to_the_next() {
+        let denials = Denials::new(10);
+        for at in 100..103 {
+            denials.record(at, denial("10.0.0.1", ErrorCode::BadSignature, Some("m_a")));
+        }
+        denials.record(101, denial("10.0.0.2", ErrorCode::UnknownKey, None));
+        let mut handed = 0;
+        let failed = denials.flush(|records| {
+            handed = records.len();
+            Err("disk full")
+        });
+        assert_eq!((failed, handed), (Err("disk full"), 2));
+        assert!(!denials.is_empty());
+        // Counted while the flush was failing.
+        denials.record(
+            200,
+            denial("10.0.0.1", ErrorCode::BadSignature, Some("m_b")),
+        );
+        denials.record(201, denial("10.0.0.3", ErrorCode::UnknownKey, None));
+        let rows = take(&denials);
+        assert_eq!(rows.len(), 3, "{rows:#?}");
+        assert_eq!(rows.iter().map(count).sum::<u64>(), 6);
+        let first = &rows[0];
+        assert_eq!((first.source_ip.as_str(), count(first)), ("10.0.0.1", 4));
+        // One group from before the failure and after: its span covers both.
+        assert!(
+            first
+                .reason
+                .contains(&format!("{} to {}", rfc3339(100), rfc3339(200))),
+            "{}",
+            first.reason
+        );
+        assert_eq!(first.actor, "unverified:*");
+        assert!(take(&denials).is_empty());
+    }
+
+    #[test]
+    fn groups_handed_back_keep_the_cap_and_go_first() {
+        let denials = Denials::new(2);
+        denials.record(1, denial("10.0.0.1", ErrorCode::BadSignature, None));
+        denials.record(1, denial("10.0.0.2", ErrorCode::BadSignature, None));
+        denials.record(1, denial("10.0.0.3", ErrorCode::BadSignature, None));
+        // Meanwhile a source of the failed flush comes back and two new
+        // ones arrive (the second already past the fresh interval's cap).
+        let failed = denials.flush(|_| {
+            for ip in ["10.0.0.1", "10.0.0.8", "10.0.0.9"] {
+                denials.record(2, denial(ip, ErrorCode::BadSignature, None));
+            }
+            Err(())
+        });
+        assert_eq!(failed, Err(()));
+        let rows = take(&denials);
+        let shown: Vec<(&str, u64)> = rows
+            .iter()
+            .map(|r| (r.source_ip.as_str(), count(r)))
+            .collect();
+        // The groups of the failed flush keep their rows; the newer sources
+        // join the overflow group; nothing is lost.
+        assert_eq!(shown, [("10.0.0.1", 2), ("10.0.0.2", 1), ("*", 3)]);
+        assert!(
+            rows[2].reason.starts_with("overflow: "),
+            "{}",
+            rows[2].reason
+        );
+    }
+
+    #[test]
+    fn groups_pushed_into_overflow_by_a_hand_back_say_so() {
+        let denials = Denials::new(2);
+        denials.record(1, denial("10.0.0.1", ErrorCode::BadSignature, None));
+        denials.record(1, denial("10.0.0.2", ErrorCode::BadSignature, None));
+        // No overflow yet on either side: the newer groups find the cap
+        // full of handed-back groups and start the overflow group.
+        let failed = denials.flush(|_| {
+            for ip in ["10.0.0.8", "10.0.0.9"] {
+                denials.record(2, denial(ip, ErrorCode::BadSignature, None));
+            }
+            Err(())
+        });
+        assert_eq!(failed, Err(()));
+        let rows = take(&denials);
+        let overflow = rows.last().unwrap();
+        assert_eq!((overflow.source_ip.as_str(), count(overflow)), ("*", 2));
+        assert!(overflow.reason.contains(OVERFLOW), "{}", overflow.reason);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod denials;
 pub mod dns;
 pub mod error;
+pub mod geoip;
 pub mod http;
 pub mod idle;
 pub mod ids;

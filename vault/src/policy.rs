@@ -11,10 +11,14 @@ use jiff::tz::TimeZone;
 use signet_client::api::{AccessPolicy, ErrorCode, TimeWindow};
 
 use crate::error::{Error, Result, invalid};
+use crate::geoip::{Countries, is_country_code};
 use crate::store::{Machine, MachineRestrictions};
 
 /// Most CIDRs in one allowlist.
 const MAX_CIDRS: usize = 64;
+
+/// Most countries in one allowlist: every ISO 3166-1 code.
+const MAX_COUNTRIES: usize = 249;
 
 /// True for the codes that count as `policy.denied` webhook events.
 pub fn is_policy_denial(code: ErrorCode) -> bool {
@@ -22,6 +26,7 @@ pub fn is_policy_denial(code: ErrorCode) -> bool {
         code,
         ErrorCode::PolicyTimeWindow
             | ErrorCode::PolicyIp
+            | ErrorCode::PolicyCountry
             | ErrorCode::PolicyDailyCap
             | ErrorCode::CosignRequired
             | ErrorCode::HostnameNotAllowed
@@ -144,16 +149,48 @@ pub fn ip_allowed(cidrs: &[String], source_ip: &str) -> Result<bool> {
     Ok(source_addr(source_ip).is_some_and(|ip| nets.iter().any(|net| net.contains(&ip))))
 }
 
+/// Checks a country allowlist's shape, and that this vault can enforce it
+/// (it has a country database).
+pub fn validate_countries(list: &[String], countries: Option<&Countries>) -> Result<()> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    if list.len() > MAX_COUNTRIES {
+        return Err(invalid(format!("at most {MAX_COUNTRIES} countries")));
+    }
+    if let Some(at) = list.iter().position(|code| !is_country_code(code)) {
+        return Err(invalid(format!(
+            "machine_country_allowlist[{at}] is not an ISO 3166-1 alpha-2 code (two upper-case letters, like DE)"
+        )));
+    }
+    if countries.is_none() {
+        return Err(invalid(
+            "this vault has no country database to enforce machine_country_allowlist: start it with --geoip-db FILE",
+        ));
+    }
+    Ok(())
+}
+
 /// Restrictions a bootstrap token put on a machine, checked on every
-/// request the machine makes.
-pub fn check_machine(machine: &Machine, now: i64, source_ip: &str) -> Result<()> {
+/// request the machine makes. `countries` is the vault's country database.
+pub fn check_machine(
+    machine: &Machine,
+    now: i64,
+    source_ip: &str,
+    countries: Option<&Countries>,
+) -> Result<()> {
     let Some(restrictions) = &machine.restrictions else {
         return Ok(());
     };
-    check_restrictions(restrictions, now, source_ip)
+    check_restrictions(restrictions, now, source_ip, countries)
 }
 
-fn check_restrictions(r: &MachineRestrictions, now: i64, source_ip: &str) -> Result<()> {
+fn check_restrictions(
+    r: &MachineRestrictions,
+    now: i64,
+    source_ip: &str,
+    countries: Option<&Countries>,
+) -> Result<()> {
     if !r.ip_allowlist.is_empty() && !ip_allowed(&r.ip_allowlist, source_ip)? {
         return Err(Error::denied(
             ErrorCode::PolicyIp,
@@ -161,6 +198,9 @@ fn check_restrictions(r: &MachineRestrictions, now: i64, source_ip: &str) -> Res
                 "this machine may only make requests from its allowlist, not from {source_ip:?}"
             ),
         ));
+    }
+    if !r.country_allowlist.is_empty() {
+        check_country(&r.country_allowlist, source_ip, countries)?;
     }
     if let Some(window) = &r.window {
         let zone = time_zone(r.timezone.as_deref())?;
@@ -172,6 +212,65 @@ fn check_restrictions(r: &MachineRestrictions, now: i64, source_ip: &str) -> Res
         }
     }
     Ok(())
+}
+
+/// Refuses a source address outside `allowed` countries. Fails closed: no
+/// database, or an address the database places in no country, is refused.
+fn check_country(allowed: &[String], source_ip: &str, countries: Option<&Countries>) -> Result<()> {
+    let denied = |why: String| {
+        Err(Error::denied(
+            ErrorCode::PolicyCountry,
+            format!("this machine may only make requests from its allowed countries: {why}"),
+        ))
+    };
+    let Some(countries) = countries else {
+        return denied("this vault has no country database to check them (--geoip-db)".into());
+    };
+    match source_addr(source_ip).and_then(|ip| countries.country(ip)) {
+        Some(country) if allowed.contains(&country) => Ok(()),
+        Some(country) => denied(format!("{source_ip:?} is in {country}")),
+        None => denied(format!("{source_ip:?} is in no country of the database")),
+    }
+}
+
+/// What `new` would loosen of `current`, if anything: agents may only
+/// tighten a secret's policy (an admin's co-sign rule, allowlist, window or
+/// cap never gives way to an agent), and never add or remove a canary,
+/// which locks the whole project. Both policies are already validated.
+pub fn loosened(current: &AccessPolicy, new: &AccessPolicy) -> Result<Option<&'static str>> {
+    let rules_of_the_day = current.window.is_some() || current.daily_read_cap.is_some();
+    Ok(
+        if current.window.is_some() && new.window != current.window {
+            Some("the time window")
+        } else if rules_of_the_day && new.timezone != current.timezone {
+            Some("the time zone")
+        } else if !current.ip_allowlist.is_empty()
+            && !nets_within(&new.ip_allowlist, &current.ip_allowlist)?
+        {
+            Some("the IP allowlist (every new CIDR must lie inside the current ones)")
+        } else if current
+            .daily_read_cap
+            .is_some_and(|cap| new.daily_read_cap.is_none_or(|n| n > cap))
+        {
+            Some("the daily read cap")
+        } else if current.cosign && !new.cosign {
+            Some("the co-sign requirement")
+        } else if new.canary != current.canary || new.canary_cascade != current.canary_cascade {
+            Some("the canary setting (a canary locks the whole project: admins only)")
+        } else {
+            None
+        },
+    )
+}
+
+/// True when `inner` is not empty and each of its CIDRs lies inside one of
+/// `outer`'s.
+fn nets_within(inner: &[String], outer: &[String]) -> Result<bool> {
+    let (inner, outer) = (parse_cidrs(inner)?, parse_cidrs(outer)?);
+    Ok(!inner.is_empty()
+        && inner
+            .iter()
+            .all(|net| outer.iter().any(|o| o.contains(net))))
 }
 
 /// Checks a policy's shape before it is stored.

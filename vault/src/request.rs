@@ -69,6 +69,15 @@ impl Caller {
     }
 }
 
+/// A machine's request decided ahead of the writer on a snapshot (see
+/// [`crate::vault::Vault::handle_read`]): the machine as the snapshot saw
+/// it, the answer, and the target its audit row names.
+pub struct Ahead<T> {
+    pub machine: Machine,
+    pub value: T,
+    pub audit_target: String,
+}
+
 /// What an operation sees: the verified caller, the time, the raw body, and
 /// the audit record it may enrich.
 pub struct Ctx<'a> {

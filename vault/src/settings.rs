@@ -55,6 +55,10 @@ pub struct Settings {
     pub denial_groups_max: usize,
     /// Limits of the HTTP server.
     pub limits: Limits,
+    /// The country database of `--geoip-db`; without one, country
+    /// allowlists are refused when a token is created, and a machine that
+    /// carries one is refused (fail closed).
+    pub countries: Option<std::sync::Arc<crate::geoip::Countries>>,
 }
 
 /// What one client may hold of the HTTP server.
@@ -102,6 +106,7 @@ impl Default for Settings {
             denial_flush_interval: std::time::Duration::from_secs(10),
             denial_groups_max: 1000,
             limits: Limits::default(),
+            countries: None,
         }
     }
 }

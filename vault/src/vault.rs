@@ -16,8 +16,17 @@
 //! stateful part runs on the [`crate::writer`] thread, many requests per
 //! transaction (group commit), where the identity is looked up again, so a
 //! revoked or disabled identity is refused whatever was verified before.
+//!
+//! A machine's secret read goes further ([`Vault::handle_read`]): its
+//! lookups (machine, project, secret, grant, version) and its decryption
+//! run on a read-only snapshot before the writer, and its batch records
+//! only the nonce and the audit row. That is exact because the store counts
+//! every transaction that may change state ([`crate::store::Generation`]):
+//! if one started after the snapshot, the read is decided again inside the
+//! batch by the full pipeline, on the state it commits with.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use signet_client::api::{AuditAnchor, ErrorCode, Scope};
@@ -31,9 +40,9 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::policy;
-pub use crate::request::{Audience, Caller, Ctx, Request};
+pub use crate::request::{Ahead, Audience, Caller, Ctx, Request};
 pub use crate::settings::{Config, Settings};
-use crate::store::{Read, Store, Tx};
+use crate::store::{Lookup, Read, ReadView, Store, Tx};
 use crate::writer::{Done, Writer};
 
 /// Why the vault would not open its store.
@@ -90,6 +99,68 @@ pub struct Vault {
     /// key never changes, so an entry is never wrong, only possibly stale
     /// about whether the identity still exists, which the writer checks.
     keys: RwLock<HashMap<String, PublicKey>>,
+    /// What reads looked up ahead, for as long as nothing that may change
+    /// state ran (see [`CachedLookup`]).
+    views: std::sync::Mutex<Views>,
+}
+
+/// Read views looked up ahead, all valid at one generation of the store.
+#[derive(Default)]
+struct Views {
+    generation: u64,
+    views: HashMap<(String, String, String, Option<u32>), Arc<ReadView>>,
+}
+
+/// Most read views remembered.
+const VIEWS_MAX: usize = 10_000;
+
+/// A look-ahead's lookups at generation `seen` (which was quiet): a view
+/// remembered from a snapshot taken at that same generation is what a new
+/// snapshot would show, since no change started in between; otherwise a
+/// snapshot is read and its view remembered. A change committed by another
+/// connection after that is caught in the writer like any change after a
+/// snapshot.
+struct CachedLookup<'a> {
+    vault: &'a Vault,
+    seen: u64,
+}
+
+impl Lookup for CachedLookup<'_> {
+    fn read_view(
+        &mut self,
+        machine_id: &str,
+        project: &str,
+        secret: &str,
+        version: Option<u32>,
+    ) -> crate::store::Result<Option<Arc<ReadView>>> {
+        let key = (
+            machine_id.to_owned(),
+            project.to_owned(),
+            secret.to_owned(),
+            version,
+        );
+        if let Ok(views) = self.vault.views.lock()
+            && views.generation == self.seen
+            && let Some(view) = views.views.get(&key)
+        {
+            return Ok(Some(Arc::clone(view)));
+        }
+        let mut snapshot = self.vault.store.read()?;
+        let view = snapshot
+            .read_view(machine_id, project, secret, version)?
+            .map(Arc::new);
+        drop(snapshot);
+        if let Some(view) = &view
+            && let Ok(mut views) = self.vault.views.lock()
+        {
+            if views.generation != self.seen || views.views.len() >= VIEWS_MAX {
+                views.views.clear();
+                views.generation = self.seen;
+            }
+            views.views.insert(key, Arc::clone(view));
+        }
+        Ok(view)
+    }
 }
 
 /// Most public keys remembered for verification outside the writer.
@@ -133,6 +204,7 @@ impl Vault {
             timestamp_floor,
             writer,
             keys: RwLock::new(HashMap::new()),
+            views: std::sync::Mutex::new(Views::default()),
         })
     }
 
@@ -200,21 +272,237 @@ impl Vault {
         let vault = Arc::clone(self);
         self.writer
             .submit(Box::new(move |tx: &mut dyn Tx| {
-                let (result, broken) =
-                    vault.run_in_batch(tx, request, action, target, audience, verified, op);
-                Done {
-                    broken,
-                    finish: Box::new(move |committed| {
-                        let _ = answer.send(if committed {
-                            result
-                        } else {
-                            Err(Error::Uncommitted)
-                        });
-                    }),
-                }
+                vault.decide_in_batch(tx, request, action, target, audience, verified, op, answer)
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
+    }
+
+    /// A machine's request that can be decided on a snapshot before the
+    /// writer, such as a secret read: `look` decides it there (and does
+    /// the expensive work, decryption) on the request's own task, and the
+    /// writer's batch only records its nonce and audit row, after checking
+    /// that nothing that may change state ran since the snapshot (see
+    /// [`crate::store::Generation`]) and that the machine is still active
+    /// at the writer's clock. Whenever `look` declines (a refusal, a
+    /// policy to enforce) or something may have changed, `op` decides the
+    /// request in the writer's transaction exactly as [`Vault::handle`]
+    /// would. `look` answers `None` for anything it does not allow.
+    pub async fn handle_read<T, L, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        look: L,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        L: FnOnce(&mut dyn Lookup, &RootKey, &str, &str) -> Result<Option<Ahead<T>>>,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        let headers = match self.fresh_headers(&request, self.clock.now()) {
+            Ok(headers) => headers,
+            Err(error) => {
+                self.deny_unverified(&request, action, &target, &error);
+                return Err(error);
+            }
+        };
+        let Some((seen, key, ahead)) = self.look_ahead(&request, &headers, look) else {
+            return self
+                .handle(request, action, target, Audience::Machine, op)
+                .await;
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let vault = Arc::clone(self);
+        self.writer
+            .submit(Box::new(move |tx: &mut dyn Tx| {
+                if vault.store.generation().unchanged_since(seen) {
+                    match vault.commit_ahead(tx, &request, &headers, action, &ahead) {
+                        Settled::Committed => {
+                            vault
+                                .writer
+                                .stats()
+                                .reads_ahead
+                                .fetch_add(1, Ordering::Relaxed);
+                            let value = ahead.value;
+                            return Done {
+                                broken: false,
+                                finish: Box::new(move |committed| {
+                                    let _ = answer.send(if committed {
+                                        Ok(value)
+                                    } else {
+                                        Err(Error::Uncommitted)
+                                    });
+                                }),
+                            };
+                        }
+                        Settled::Broken => {
+                            return Done {
+                                broken: true,
+                                finish: Box::new(move |_| {
+                                    let _ = answer.send(Err(Error::Uncommitted));
+                                }),
+                            };
+                        }
+                        Settled::Again => {}
+                    }
+                }
+                vault
+                    .writer
+                    .stats()
+                    .reads_rechecked
+                    .fetch_add(1, Ordering::Relaxed);
+                let audience = Audience::Machine;
+                vault.decide_in_batch(tx, request, action, target, audience, Some(key), op, answer)
+            }))
+            .map_err(|_| Error::Uncommitted)?;
+        answered.await.map_err(|_| Error::Uncommitted)?
+    }
+
+    /// Runs `look` on what the store holds now (a fresh snapshot, or the
+    /// views remembered from one at the same generation) and verifies the
+    /// signature against the machine it found: the generation the lookups
+    /// are valid for, the key, and the decision. `None` when anything is
+    /// missing or refused; the pipeline then decides the request in the
+    /// writer from scratch.
+    fn look_ahead<T, L>(
+        &self,
+        request: &Request,
+        headers: &ParsedHeaders,
+        look: L,
+    ) -> Option<(u64, PublicKey, Ahead<T>)>
+    where
+        L: FnOnce(&mut dyn Lookup, &RootKey, &str, &str) -> Result<Option<Ahead<T>>>,
+    {
+        // Taken before the snapshot opens, so the snapshot holds every
+        // change counted so far.
+        let seen = self.store.generation().quiet()?;
+        let ahead = {
+            let mut lookup = CachedLookup { vault: self, seen };
+            match look(&mut lookup, &self.root, &headers.key_id, &request.target) {
+                Ok(ahead) => ahead?,
+                Err(error) => {
+                    tracing::debug!(error = ?error, "look-ahead failed; deciding in the writer");
+                    return None;
+                }
+            }
+        };
+        if ahead.machine.id != headers.key_id {
+            return None;
+        }
+        let cached = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|keys| keys.get(&headers.key_id).copied());
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let key = PublicKey::parse(&ahead.machine.public_key).ok()?;
+                self.remember_key(&headers.key_id, key);
+                key
+            }
+        };
+        headers
+            .verify(&key, &request.method, &request.target, &request.body)
+            .ok()?;
+        Some((seen, key, ahead))
+    }
+
+    /// Inside the batch, for a request decided ahead on a snapshot that is
+    /// still current: the checks that depend on the clock, the nonce and
+    /// the audit row. Anything short of a clean allow is decided again.
+    fn commit_ahead<T>(
+        &self,
+        tx: &mut dyn Tx,
+        request: &Request,
+        headers: &ParsedHeaders,
+        action: &'static str,
+        ahead: &Ahead<T>,
+    ) -> Settled {
+        let now = self.clock.now();
+        let machine = &ahead.machine;
+        let active = machine.disabled_at.is_none() && machine.expires_at > now;
+        if !active
+            || self.fresh_headers(request, now).is_err()
+            || policy::check_machine(
+                machine,
+                now,
+                &request.source_ip,
+                self.settings.countries.as_deref(),
+            )
+            .is_err()
+        {
+            return Settled::Again;
+        }
+        let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
+        let nonce_expiry = timestamp.saturating_add(self.nonce_skew) + 1;
+        match tx.record_nonce(&headers.key_id, &headers.nonce, nonce_expiry) {
+            Ok(true) => {}
+            // A replay: refused and audited by the full pipeline.
+            Ok(false) => return Settled::Again,
+            Err(error) => {
+                tracing::error!(error = ?error, "cannot record a nonce");
+                return Settled::Broken;
+            }
+        }
+        let record = Record {
+            actor: machine.id.clone(),
+            action: action.to_owned(),
+            target: ahead.audit_target.clone(),
+            allowed: true,
+            reason: String::new(),
+            source_ip: request.source_ip.clone(),
+            committed: false,
+        };
+        // Without a savepoint, a nonce recorded without its audit row
+        // cannot be undone alone: the whole batch is void instead.
+        if let Err(error) = audit::append(tx, &self.audit_key, now, &record) {
+            tracing::error!(error = ?error, "cannot append an audit entry");
+            return Settled::Broken;
+        }
+        self.metrics.decision(action, "allow", None);
+        Settled::Committed
+    }
+
+    /// The full pipeline for one request inside the writer's batch, counted
+    /// as a change (see [`crate::store::Generation`]) from before it runs
+    /// until its batch is settled; `answer` hears the outcome after that.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_in_batch<T, F>(
+        self: &Arc<Self>,
+        tx: &mut dyn Tx,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        verified: Option<PublicKey>,
+        op: F,
+        answer: tokio::sync::oneshot::Sender<Result<T>>,
+    ) -> Done
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
+    {
+        self.store.generation().start();
+        let (result, broken) =
+            self.run_in_batch(tx, request, action, target, audience, verified, op);
+        let vault = Arc::clone(self);
+        Done {
+            broken,
+            finish: Box::new(move |committed| {
+                vault.store.generation().settle();
+                // Let go of the vault before answering, so that whoever
+                // heard the answer can drop the last reference and close it.
+                drop(vault);
+                let _ = answer.send(if committed {
+                    result
+                } else {
+                    Err(Error::Uncommitted)
+                });
+            }),
+        }
     }
 
     /// A list route: `decide` runs in the pipeline like any request (the
@@ -479,16 +767,14 @@ impl Vault {
     /// one audit row each, in one transaction. Returns how many rows. The
     /// background worker calls this every interval and at shutdown.
     pub fn flush_denials(&self) -> Result<usize> {
-        let records = self.denials.take();
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let rows = records.len();
-        self.with_tx(|tx, now| {
-            for record in &records {
-                audit::append(tx, &self.audit_key, now, record)?;
-            }
-            Ok(())
+        // On failure the groups stay counted for the next flush.
+        let rows = self.denials.flush(|records| {
+            self.with_tx(|tx, now| {
+                for record in records {
+                    audit::append(tx, &self.audit_key, now, record)?;
+                }
+                Ok(())
+            })
         })?;
         self.metrics.unverified_rows(rows as u64);
         Ok(rows)
@@ -587,7 +873,12 @@ impl Vault {
             authorize(&caller, scope)?;
         }
         if let Caller::Machine(machine) = &caller {
-            policy::check_machine(machine, now, &request.source_ip)?;
+            policy::check_machine(
+                machine,
+                now,
+                &request.source_ip,
+                self.settings.countries.as_deref(),
+            )?;
         }
         let mut ctx = Ctx {
             caller,
@@ -687,8 +978,16 @@ impl Vault {
     }
 }
 
-/// Audits a denial and, for a policy refusal, queues the `policy.denied`
-/// webhook event in the same transaction.
+/// How a request decided ahead fared in its batch.
+enum Settled {
+    /// Its nonce and audit row are in the batch.
+    Committed,
+    /// The batch's transaction can no longer be trusted.
+    Broken,
+    /// To be decided again by the full pipeline.
+    Again,
+}
+
 /// The nonce of a request whose signature verified, to be recorded even
 /// when the request is refused after that.
 struct SpentNonce {
@@ -747,6 +1046,8 @@ fn claimed_actor(request: &Request) -> String {
         .to_owned()
 }
 
+/// Audits a denial and, for a policy refusal, queues the `policy.denied`
+/// webhook event in the same transaction.
 fn record_denial(
     tx: &mut dyn Tx,
     key: &ChainKey,

@@ -118,7 +118,10 @@ async fn flush(vault: Arc<Vault>) {
     match tokio::task::spawn_blocking(move || vault.flush_denials()).await {
         Ok(Ok(0)) => {}
         Ok(Ok(rows)) => tracing::debug!(rows, "unverified denials audited"),
-        Ok(Err(error)) => tracing::error!(error = ?error, "cannot audit unverified denials"),
+        Ok(Err(error)) => tracing::error!(
+            error = ?error,
+            "cannot audit unverified denials; their counts are kept for the next flush"
+        ),
         Err(error) => tracing::error!(error = ?error, "auditing unverified denials panicked"),
     }
 }

@@ -48,6 +48,12 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Requests run in those batches.
     pub requests: AtomicU64,
+    /// Signed reads committed with what was looked up before the writer:
+    /// only their nonce and audit row were written in the batch.
+    pub reads_ahead: AtomicU64,
+    /// Signed reads looked up ahead that were decided again in the batch,
+    /// because something that may change state ran in between.
+    pub reads_rechecked: AtomicU64,
 }
 
 /// The handle to the writer thread. Dropping the last handle stops it once
@@ -156,7 +162,7 @@ fn run(store: &dyn Store, receiver: &mpsc::Receiver<Job>, gate: &Mutex<()>, stat
 /// Runs `jobs` in one transaction and commits it; returns whether it
 /// committed and each job's finisher.
 fn commit_batch(store: &dyn Store, jobs: Vec<Job>) -> (bool, Vec<Finish>) {
-    let mut tx = match store.begin() {
+    let mut tx = match store.begin_batch() {
         Ok(tx) => tx,
         Err(error) => {
             tracing::error!(error = ?error, "cannot begin a batch");

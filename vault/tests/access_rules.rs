@@ -348,6 +348,38 @@ async fn time_window_and_ip_allowlist_stack() {
     }
 }
 
+/// The answer to a policy change is the secret as it is now: the policy
+/// just set (a replaced one gone), none after an empty policy; reading the
+/// secret's metadata afterwards shows the same.
+#[tokio::test]
+async fn a_policy_answer_shows_the_policy_now_in_force() {
+    let h = Harness::new();
+    h.project("app").await;
+    h.write("app", "db", "v").await;
+    let capped = json!({"timezone": "Asia/Tokyo", "daily_read_cap": 3});
+    let nightly = json!({
+        "window": {"days": ["sat", "sun"], "start": "22:00", "end": "06:00"},
+        "ip_allowlist": ["10.0.0.0/8"]
+    });
+    for policy in [&capped, &nightly] {
+        let reply = h.policy("app", "db", policy.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(
+            (&reply.body["name"], &reply.body["policy"]),
+            (&json!("db"), policy),
+            "{:?}",
+            reply.body
+        );
+        let meta = h.admin("GET", "/v1/projects/app/secrets/db", None).await;
+        assert_eq!(&meta.body["policy"], policy, "{:?}", meta.body);
+    }
+    let removed = h.policy("app", "db", json!({})).await;
+    assert_eq!(removed.status, StatusCode::OK, "{:?}", removed.body);
+    assert!(removed.body.get("policy").is_none(), "{:?}", removed.body);
+    let meta = h.admin("GET", "/v1/projects/app/secrets/db", None).await;
+    assert!(meta.body.get("policy").is_none(), "{:?}", meta.body);
+}
+
 #[tokio::test]
 async fn cosign_needs_a_different_admin_and_is_single_use() {
     let h = Harness::new();
@@ -372,6 +404,13 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
         )
         .await;
     assert_eq!(request.status, StatusCode::CREATED, "{:?}", request.body);
+    // A request waits an hour for its approval.
+    assert_eq!(
+        request.body["expires_at"],
+        signet_vault::clock::rfc3339(h.vault.now() + 3600),
+        "{:?}",
+        request.body
+    );
     let id = request.body["id"].as_str().unwrap().to_owned();
     let own = h
         .admin("POST", &format!("/v1/cosign/{id}/approve"), None)
@@ -384,6 +423,9 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
         h.read(&machine, "app", "db").await.code(),
         "cosign_required"
     );
+    // Approved ten minutes after it was asked: the approval's 15 minutes
+    // start now, not when the request was made.
+    h.clock.advance(600);
     let approved = h
         .call(&second, "POST", &format!("/v1/cosign/{id}/approve"), None)
         .await;
@@ -408,7 +450,12 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
         .unwrap()
         .parse::<jiff::Timestamp>()
         .unwrap();
-    assert!(approved_until.as_second() > h.vault.now());
+    assert_eq!(
+        approved_until.as_second(),
+        h.vault.now() + 15 * 60,
+        "{:?}",
+        approved.body
+    );
     let twice = h
         .call(&second, "POST", &format!("/v1/cosign/{id}/approve"), None)
         .await;
@@ -443,7 +490,54 @@ async fn cosign_needs_a_different_admin_and_is_single_use() {
         h.read(&machine, "app", "db").await.code(),
         "cosign_required"
     );
+    // An approval still serves its read in its fifteenth minute.
+    let last = h
+        .call(
+            &machine,
+            "POST",
+            "/v1/machine/cosign",
+            Some(json!({"project": "app", "secret": "db"})),
+        )
+        .await;
+    let id = last.body["id"].as_str().unwrap();
+    let approve = format!("/v1/cosign/{id}/approve");
+    assert_eq!(h.admin("POST", &approve, None).await.status, StatusCode::OK);
+    h.clock.advance(15 * 60 - 1);
+    assert_eq!(h.read(&machine, "app", "db").await.status, StatusCode::OK);
     assert_eq!(h.denials("cosign_required").len(), 4);
+}
+
+/// A co-sign request left unapproved for an hour can no longer be approved.
+#[tokio::test]
+async fn a_cosign_request_lapses_after_an_hour() {
+    let h = Harness::new();
+    h.project("app").await;
+    h.write("app", "db", "v").await;
+    let machine = h.machine("app", &["db"]).await;
+    h.policy("app", "db", json!({"cosign": true})).await;
+    let ask = || {
+        h.call(
+            &machine,
+            "POST",
+            "/v1/machine/cosign",
+            Some(json!({"project": "app", "secret": "db"})),
+        )
+    };
+    let (first, second) = (ask().await, ask().await);
+    h.clock.advance(3600 - 1);
+    let approve = |r: &kit::Reply| format!("/v1/cosign/{}/approve", r.body["id"].as_str().unwrap());
+    assert_eq!(
+        h.admin("POST", &approve(&first), None).await.status,
+        StatusCode::OK
+    );
+    h.clock.advance(1);
+    let late = h.admin("POST", &approve(&second), None).await;
+    assert_eq!(
+        (late.status, late.code()),
+        (StatusCode::CONFLICT, "conflict"),
+        "{:?}",
+        late.body
+    );
 }
 
 /// Two people for a co-signed read, whatever the path: the requester cannot

@@ -286,6 +286,40 @@ async fn past_the_group_cap_sources_share_one_overflow_row() {
     );
 }
 
+#[tokio::test]
+async fn a_flush_the_store_refuses_leaves_its_counts_for_the_next() {
+    let h = Harness::new();
+    let before = h.audit().len();
+    for _ in 0..5 {
+        let r = h.raw_from(bare("/v1/machine/grants"), "198.51.100.7").await;
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+    // The database refuses every audit row, as a full disk would.
+    let db = h.db();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    assert!(h.vault.flush_denials().is_err());
+    assert_eq!(stored_audit(&h).len(), before);
+    // Counted while the store refused: one source again, one new.
+    for source in ["198.51.100.7", "198.51.100.8"] {
+        let r = h.raw_from(bare("/v1/machine/grants"), source).await;
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+    db.execute_batch("DROP TRIGGER refuse_audit").unwrap();
+
+    assert_eq!(h.vault.flush_denials().unwrap(), 2);
+    let audit = stored_audit(&h);
+    let rows: Vec<(&str, u64)> = audit[before..]
+        .iter()
+        .map(|row| (row.source_ip.as_str(), requests_of(row)))
+        .collect();
+    assert_eq!(rows, [("198.51.100.7", 6), ("198.51.100.8", 1)]);
+    assert_eq!(h.verify_audit().broken, None);
+}
+
 // The server, on real sockets.
 
 /// Serves `h`'s vault on a loopback port until the test ends.

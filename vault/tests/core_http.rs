@@ -88,3 +88,36 @@ async fn unknown_routes_answer_json_errors() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.code(), "invalid_request");
 }
+
+#[tokio::test]
+async fn a_path_parameter_that_is_not_utf8_is_a_json_bad_request_and_counted() {
+    let h = Harness::new();
+    for uri in ["/v1/grants/%FF", "/v1/projects/%C0%AF/secrets/db"] {
+        let method = if uri.starts_with("/v1/grants") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let r = h
+            .raw(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{uri}: {}",
+            r.body
+        );
+    }
+    // Audited like any denial before a signature verified: counted, then
+    // one row with the count.
+    let rows = h.denials("invalid_request");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].action, "request.path");
+    assert_eq!(kit::requests_of(&rows[0]), 2);
+}

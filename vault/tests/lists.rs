@@ -253,3 +253,90 @@ fn a_snapshot_reads_beside_an_open_write_transaction() {
     let seen = names(store.read().unwrap().projects_page(&after).unwrap());
     assert_eq!(seen, ["pending"]);
 }
+
+/// Each list reads its rows in the order of an index (EXPLAIN QUERY PLAN on
+/// the vault's own schema): a page stops after `limit + 1` rows instead of
+/// sorting the whole table first. The queries have the shape of the store's
+/// (`*_page` in src/store/sqlite.rs): the same tables, joins, filters and
+/// `ORDER BY`.
+#[test]
+fn pages_read_in_index_order_without_sorting() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let db = rusqlite::Connection::open(dir.path().join("signet.db")).unwrap();
+    let created = "?1 IS NULL OR (created_at, id) > (?1, ?2)";
+    let lists = [
+        (
+            "machines_by_created",
+            format!(
+                "SELECT m.*, COALESCE(p.name, '') FROM machines m
+                 LEFT JOIN projects p ON p.id = m.project_id
+                 WHERE {} ORDER BY m.created_at, m.id LIMIT ?3",
+                created.replace("(created_at, id)", "(m.created_at, m.id)")
+            ),
+        ),
+        (
+            "tokens_by_created",
+            format!(
+                "SELECT t.*, COALESCE(p.name, '') FROM enrollment_tokens t
+                 LEFT JOIN projects p ON p.id = t.project_id
+                 WHERE {} ORDER BY t.created_at, t.id LIMIT ?3",
+                created.replace("(created_at, id)", "(t.created_at, t.id)")
+            ),
+        ),
+        (
+            "cosign_by_created",
+            "SELECT c.*, COALESCE(p.name, ''), COALESCE(s.name, '') FROM cosign_requests c
+             LEFT JOIN secrets s ON s.id = c.secret_id
+             LEFT JOIN projects p ON p.id = s.project_id
+             WHERE c.consumed_at IS NULL AND c.expires_at > ?1
+               AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3))
+             ORDER BY c.created_at, c.id LIMIT ?4"
+                .to_owned(),
+        ),
+        (
+            "webhooks_by_created",
+            format!("SELECT * FROM webhooks WHERE {created} ORDER BY created_at, id LIMIT ?3"),
+        ),
+        (
+            // The unique index on `name`.
+            "sqlite_autoindex_projects_2",
+            "SELECT * FROM projects WHERE ?1 IS NULL OR name > ?1 ORDER BY name LIMIT ?2"
+                .to_owned(),
+        ),
+        (
+            // The unique index on `(project_id, name)`.
+            "sqlite_autoindex_secrets_2",
+            "SELECT * FROM secrets WHERE project_id = ?1 AND (?2 IS NULL OR name > ?2)
+             ORDER BY name LIMIT ?3"
+                .to_owned(),
+        ),
+        (
+            "sqlite_autoindex_clusters_1",
+            "SELECT * FROM clusters WHERE ?1 IS NULL OR name > ?1 ORDER BY name LIMIT ?2"
+                .to_owned(),
+        ),
+    ];
+    for (index, query) in lists {
+        let mut explain = db.prepare(&format!("EXPLAIN QUERY PLAN {query}")).unwrap();
+        // Planned when prepared, before anything is bound: NULLs will do.
+        let unbound = std::iter::repeat_n(rusqlite::types::Null, explain.parameter_count());
+        let plan: Vec<String> = explain
+            .query_map(rusqlite::params_from_iter(unbound), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let outer = &plan[0];
+        assert!(
+            outer.contains(&format!("USING INDEX {index}"))
+                || outer.contains(&format!("USING COVERING INDEX {index}")),
+            "{query}\n{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{query}\n{plan:#?}"
+        );
+    }
+}

@@ -279,3 +279,30 @@ fn a_wrong_root_key_stops_the_process_at_start() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no root key"));
 }
+
+#[test]
+fn an_unreadable_country_database_stops_the_process_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = signet_vault::crypto::RootKey::generate()
+        .to_hex()
+        .to_string();
+    let not_a_database = dir.path().join("countries.mmdb");
+    std::fs::write(&not_a_database, b"not a MaxMind DB file").unwrap();
+    for path in [not_a_database, dir.path().join("missing.mmdb")] {
+        let output = Command::new(VAULT)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--geoip-db")
+            .arg(&path)
+            .env("SIGNET_ROOT_KEY", &root)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "names the file: {stderr}"
+        );
+    }
+}

@@ -8,7 +8,11 @@
 
 mod kit;
 
-use axum::http::StatusCode;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use kit::{Harness, LOCAL_IP, Reply, Signer};
 use serde_json::{Value, json};
@@ -348,6 +352,187 @@ async fn a_renewal_shares_the_remaining_uses_and_the_old_token_lasts_the_grace()
     );
 }
 
+/// A renewal is a new token made at the renewal by whoever renewed it: its
+/// expiry counted from then, listed after the tokens made before it, its
+/// maker on record, a raw token of its own that still enrolls (with the
+/// old token's grants) once the old one is gone.
+#[tokio::test]
+async fn a_renewed_token_is_made_when_and_by_whom_it_was_renewed() {
+    let h = Harness::new();
+    h.project("demo").await;
+    h.write("demo", "s", "v").await;
+    let r = h
+        .admin(
+            "POST",
+            "/v1/enrollment-tokens",
+            Some(token_body("demo", json!([{"secret": "s"}]))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let old = r.body["token"].as_str().unwrap().to_owned();
+    let old_id = r.body["id"].as_str().unwrap().to_owned();
+    h.clock.advance(600);
+    let r = h
+        .admin(
+            "POST",
+            "/v1/enrollment-tokens",
+            Some(token_body("demo", json!([]))),
+        )
+        .await;
+    let between_id = r.body["id"].as_str().unwrap().to_owned();
+    h.clock.advance(600);
+
+    let second = h.second_admin().await;
+    let renewed_at = h.clock.now();
+    let r = h
+        .call(
+            &second,
+            "POST",
+            &format!("/v1/enrollment-tokens/{old_id}/renew"),
+            Some(json!({"ttl_seconds": 7200, "grace_seconds": 0})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let new_id = r.body["id"].as_str().unwrap().to_owned();
+    let new = r.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.body["expires_at"],
+        signet_vault::clock::rfc3339(renewed_at + 7200),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["revoked"], false);
+    assert_ne!(new, old);
+
+    let (tokens, _) = h.pages("/v1/enrollment-tokens", "tokens", 10).await;
+    let listed: Vec<&str> = tokens.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [&old_id, &between_id, &new_id]);
+    let id = new_id.clone();
+    let stored = h
+        .vault
+        .with_tx(move |tx, _| Ok(tx.token(&id)?.unwrap()))
+        .unwrap();
+    assert_eq!(
+        (stored.created_by.as_str(), stored.created_at),
+        (second.id.as_str(), renewed_at)
+    );
+
+    // Past the old token's own expiry: the old one is gone (no grace), the
+    // new one enrolls a machine that reads what the old one granted.
+    h.clock.advance(3600);
+    let (reply, _) = h.enroll(&old, "h1", json!({}), LOCAL_IP).await;
+    assert_eq!(reply.code(), "token_expired", "{:?}", reply.body);
+    let (reply, machine) = h.enroll(&new, "h2", json!({}), LOCAL_IP).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    assert_eq!(
+        h.read(&machine.unwrap(), "demo", "s").await.status,
+        StatusCode::OK
+    );
+}
+
+/// Only a live token is renewed: a revoked one (not yet expired) and an
+/// expired one (never revoked) are refused with 409. The grace the old
+/// token keeps is at most the longest token life, 366 days.
+#[tokio::test]
+async fn only_a_live_token_is_renewed_and_its_grace_is_bounded() {
+    const DAY: u64 = 86_400;
+    let h = &Harness::new();
+    h.project("demo").await;
+    let create = || async {
+        let r = h
+            .admin(
+                "POST",
+                "/v1/enrollment-tokens",
+                Some(token_body("demo", json!([]))),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    };
+    let renew = |id: String, grace: u64| async move {
+        h.admin(
+            "POST",
+            &format!("/v1/enrollment-tokens/{id}/renew"),
+            Some(json!({"ttl_seconds": 3600, "grace_seconds": grace})),
+        )
+        .await
+    };
+
+    let revoked = create().await;
+    let r = h
+        .admin("DELETE", &format!("/v1/enrollment-tokens/{revoked}"), None)
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let lapsed = create().await;
+    h.clock.advance(3600);
+    for id in [revoked, lapsed] {
+        let r = renew(id, 0).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{:?}",
+            r.body
+        );
+    }
+
+    let live = create().await;
+    let r = renew(live.clone(), 366 * DAY + 1).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    let r = renew(live, 366 * DAY).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+/// A raw token bound to a namespace (`raw_token: true`, no attestation)
+/// puts its machines in that namespace: their view says so (not attested),
+/// and an agent delegated for that namespace may grant them a secret.
+#[tokio::test]
+async fn a_namespace_bound_raw_token_puts_its_machines_in_the_namespace() {
+    let h = Harness::new();
+    h.project("demo").await;
+    h.write("demo", "s", "v").await;
+    register_cluster(&h, "c1").await;
+    let mut body = token_body("demo", json!([]));
+    body["kubernetes"] =
+        json!({"cluster": "c1", "namespace": "team-a", "policy": "raw", "raw_token": true});
+    let token = h.token(body).await;
+    let (reply, machine) = h.enroll(&token, "host", json!({}), LOCAL_IP).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let machine = machine.unwrap();
+
+    let (machines, _) = h.pages("/v1/machines", "machines", 10).await;
+    assert_eq!(machines.len(), 1);
+    assert_eq!(machines[0]["id"], machine.id.as_str());
+    assert_eq!(machines[0]["name"], "host");
+    assert_eq!(
+        machines[0]["kubernetes"],
+        json!({"cluster": "c1", "namespace": "team-a", "attested": false})
+    );
+
+    let agent = h.agent(&["grants"]).await;
+    let r = delegate(
+        &h,
+        &agent,
+        json!({"project": "demo", "secret": "s", "kubernetes": {"cluster": "c1", "namespace": "team-a"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = h
+        .call(
+            &agent,
+            "POST",
+            "/v1/grants",
+            Some(json!({"machine_id": machine.id, "project": "demo", "secret": "s"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(h.read(&machine, "demo", "s").await.status, StatusCode::OK);
+}
+
 fn jwt(claims: Value) -> String {
     let b64 = |v: &Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
@@ -361,8 +546,8 @@ async fn enroll_attested(h: &Harness, attestation: Value) -> Reply {
 }
 
 /// Attestations the vault can refuse without asking the cluster: each with
-/// its own code and audit row. (The cluster-side refusals run against a
-/// real kube-apiserver in tests/e2e.)
+/// its own code and audit row. (The cluster's own refusals are answered by
+/// [`FakeApiserver`] below, and by a real kube-apiserver in tests/e2e.)
 #[tokio::test]
 async fn attestations_are_refused_with_their_own_codes() {
     let h = Harness::new();
@@ -597,4 +782,299 @@ async fn an_agent_sees_only_its_own_delegations_and_namespaces_are_checked() {
             r.body
         );
     }
+}
+
+/// A kube-apiserver's TokenReview endpoint on 127.0.0.1, over TLS under a
+/// CA of its own: it keeps the `Authorization` header and the body of each
+/// review it is sent, and answers with the status and body it is given.
+/// (The real apiserver needs etcd and runs in tests/e2e only.)
+struct FakeApiserver {
+    url: String,
+    ca_pem: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+struct FakeState {
+    answer: (StatusCode, Value),
+    seen: Vec<(String, Value)>,
+}
+
+impl FakeApiserver {
+    async fn start() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.pem().into_bytes(),
+            key.serialize_pem().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let state = Arc::new(Mutex::new(FakeState {
+            answer: (StatusCode::OK, json!({})),
+            seen: Vec::new(),
+        }));
+        let app = axum::Router::new()
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                axum::routing::post(Self::review),
+            )
+            .with_state(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+        tokio::spawn(server.serve(app.into_make_service()));
+        Self { url, ca_pem, state }
+    }
+
+    async fn review(
+        State(state): State<Arc<Mutex<FakeState>>>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        let mut state = state.lock().unwrap();
+        let authorization = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        state.seen.push((authorization, body));
+        (state.answer.0, Json(state.answer.1.clone()))
+    }
+
+    /// The next reviews are answered with `status` and `body`.
+    fn answer(&self, status: StatusCode, body: Value) {
+        self.state.lock().unwrap().answer = (status, body);
+    }
+
+    /// The reviews received since the last call: `Authorization` and body.
+    fn seen(&self) -> Vec<(String, Value)> {
+        std::mem::take(&mut self.state.lock().unwrap().seen)
+    }
+
+    /// Registers this apiserver as `name`, with `reviewer` as its
+    /// TokenReview credential (the vault's own when `None`).
+    async fn register(&self, h: &Harness, name: &str, reviewer: Option<&str>) {
+        let mut body = json!({"name": name, "api_url": self.url, "ca_pem": self.ca_pem,
+                              "audience": "vault.example"});
+        if let Some(reviewer) = reviewer {
+            body["reviewer_token"] = json!(reviewer);
+        }
+        let r = h.admin("POST", "/v1/clusters", Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+}
+
+/// What a kube-apiserver answers for a valid projected token of pod `web-1`
+/// (UID `uid-1`) of service account `team-a/web`.
+fn vouched() -> Value {
+    json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "status": {
+            "authenticated": true,
+            "audiences": ["vault.example"],
+            "user": {
+                "username": "system:serviceaccount:team-a:web",
+                "extra": {
+                    "authentication.kubernetes.io/pod-name": ["web-1"],
+                    "authentication.kubernetes.io/pod-uid": ["uid-1"]
+                }
+            }
+        }
+    })
+}
+
+/// A projected token as a pod of `team-a` would present it (its claims are
+/// only prechecked; the review decides).
+fn pod_token(h: &Harness) -> String {
+    jwt(json!({"exp": h.clock.now() + 600, "aud": ["vault.example"],
+        "kubernetes.io": {"namespace": "team-a", "pod": {"name": "web-1", "uid": "uid-1"}}}))
+}
+
+/// Creates the attested policy `app` of `cluster`/team-a in project `demo`,
+/// granting its machines the secret `s`.
+async fn attested_policy(h: &Harness, cluster: &str) {
+    let mut body = token_body("demo", json!([{"secret": "s"}]));
+    body["kubernetes"] = json!({"cluster": cluster, "namespace": "team-a", "policy": "app"});
+    let r = h.admin("POST", "/v1/enrollment-tokens", Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+/// A pod enrolls with what its cluster vouched for: the vault asks the
+/// TokenReview API with the cluster's reviewer token (or, for a cluster
+/// registered without one, the vault's own) for the cluster's audience,
+/// and the machine is the pod the review named.
+#[tokio::test]
+async fn an_attested_pod_is_the_pod_the_cluster_vouched_for() {
+    let reviewer_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(reviewer_file.path(), "vault-own-token\n").unwrap();
+    let h = Harness::with_settings(signet_vault::vault::Settings {
+        kube_token_file: reviewer_file.path().to_owned(),
+        ..Default::default()
+    });
+    let api = FakeApiserver::start().await;
+    api.register(&h, "c1", Some("c1-reviewer\n")).await;
+    api.register(&h, "c2", None).await;
+    h.project("demo").await;
+    h.write("demo", "s", "v").await;
+    api.answer(StatusCode::OK, vouched());
+
+    let h = &h;
+    let enroll = |cluster: &'static str| async move {
+        let token = pod_token(h);
+        let fields = json!({"hostname": "", "attestation": {
+            "cluster": cluster, "policy": "app", "service_account_token": token}});
+        let (reply, machine) = h.enroll_with(fields, LOCAL_IP).await;
+        (token, reply, machine)
+    };
+    let mut first = None;
+    for (cluster, bearer) in [
+        ("c1", "Bearer c1-reviewer"),
+        ("c2", "Bearer vault-own-token"),
+    ] {
+        attested_policy(h, cluster).await;
+        let (token, reply, machine) = enroll(cluster).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{cluster}: {:?}",
+            reply.body
+        );
+        let machine = machine.unwrap();
+        assert_eq!(
+            api.seen(),
+            [(
+                bearer.to_owned(),
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                       "spec": {"token": token, "audiences": ["vault.example"]}})
+            )]
+        );
+        assert_eq!(h.read(&machine, "demo", "s").await.status, StatusCode::OK);
+        let (machines, _) = h.pages("/v1/machines", "machines", 10).await;
+        let view = machines
+            .iter()
+            .find(|m| m["id"] == machine.id.as_str())
+            .unwrap();
+        assert_eq!(view["name"], "web-1");
+        assert_eq!(
+            view["kubernetes"],
+            json!({"cluster": cluster, "namespace": "team-a", "service_account": "web",
+                   "pod_name": "web-1", "pod_uid": "uid-1", "attested": true})
+        );
+        let row = h
+            .audit()
+            .into_iter()
+            .find(|e| e.actor == machine.id && e.action == "enroll")
+            .unwrap();
+        assert_eq!(row.outcome, "allow");
+        assert!(
+            row.target
+                .contains(&format!("pod:{cluster}/team-a/web-1 uid:uid-1 sa:web")),
+            "{row:?}"
+        );
+        assert!(!row.target.contains("replaces"), "{row:?}");
+        assert!(!row.target.contains(&token) && !row.reason.contains(&token));
+        first.get_or_insert(machine);
+    }
+
+    // The same pod again (its sidecar restarted with a new key): the new
+    // machine replaces the pod's earlier one, which no longer reads.
+    let first = first.unwrap();
+    let (_, reply, machine) = enroll("c1").await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let machine = machine.unwrap();
+    let row = h
+        .audit()
+        .into_iter()
+        .find(|e| e.actor == machine.id && e.action == "enroll")
+        .unwrap();
+    assert!(
+        row.target
+            .ends_with(&format!(" replaces machine:{}", first.id)),
+        "{row:?}"
+    );
+    assert_eq!(h.read(&machine, "demo", "s").await.status, StatusCode::OK);
+    let gone = h.read(&first, "demo", "s").await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED, "{:?}", gone.body);
+}
+
+/// Whatever the apiserver's body says, an answer that is not a 2xx
+/// TokenReview is a refusal (`attestation_unavailable`, audited with the
+/// status), and a review that does not authenticate the token is refused
+/// with the cluster's reason: never an enrolled machine.
+#[tokio::test]
+async fn a_failed_token_review_is_never_an_acceptance() {
+    let h = Harness::new();
+    let api = FakeApiserver::start().await;
+    api.register(&h, "c1", Some("c1-reviewer")).await;
+    h.project("demo").await;
+    h.write("demo", "s", "v").await;
+    attested_policy(&h, "c1").await;
+
+    let cases = [
+        (
+            StatusCode::UNAUTHORIZED,
+            vouched(),
+            "attestation_unavailable",
+            "401",
+        ),
+        (
+            StatusCode::FORBIDDEN,
+            vouched(),
+            "attestation_unavailable",
+            "403",
+        ),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vouched(),
+            "attestation_unavailable",
+            "500",
+        ),
+        (
+            StatusCode::OK,
+            json!("ok"),
+            "attestation_unavailable",
+            "not a TokenReview",
+        ),
+        (
+            StatusCode::OK,
+            json!({"kind": "TokenReview", "status": {"authenticated": false,
+                   "error": "service account token has expired"}}),
+            "attestation_expired",
+            "has expired",
+        ),
+    ];
+    for (status, body, code, why) in cases {
+        api.answer(status, body);
+        let token = pod_token(&h);
+        let (reply, machine) = h
+            .enroll_with(
+                json!({"hostname": "", "attestation": {
+                    "cluster": "c1", "policy": "app", "service_account_token": token}}),
+                LOCAL_IP,
+            )
+            .await;
+        assert_eq!(reply.code(), code, "{status}: {:?}", reply.body);
+        assert!(machine.is_none());
+        assert_eq!(api.seen().len(), 1, "{status}");
+        let row = h.last_audit();
+        assert_eq!(
+            (row.action.as_str(), row.outcome.as_str()),
+            ("enroll", "deny")
+        );
+        assert!(
+            row.reason.starts_with(&format!("{code}:")) && row.reason.contains(why),
+            "{status}: {row:?}"
+        );
+    }
+    let (machines, _) = h.pages("/v1/machines", "machines", 10).await;
+    assert_eq!(machines, Vec::<Value>::new());
 }

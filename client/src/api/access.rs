@@ -39,6 +39,11 @@ pub struct TokenConstraints {
     /// Every later request of the enrolled machine must come from these CIDRs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub machine_ip_allowlist: Vec<String>,
+    /// Every later request of the enrolled machine must come from an
+    /// address in one of these countries (ISO 3166-1 alpha-2, upper case:
+    /// `DE`, `FR`), as the vault's country database (`--geoip-db`) says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machine_country_allowlist: Vec<String>,
     /// The enrolled machine may only make requests inside this window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_window: Option<TimeWindow>,

@@ -166,13 +166,19 @@ pub enum Scope {
     Grants,
     /// List and revoke machines.
     Machines,
+    /// Set the access policy of secrets delegated to the agent whole, only
+    /// to tighten it.
+    Policies,
+    /// Read and verify the audit log (it never holds a value).
+    Audit,
 }
 
 impl std::str::FromStr for Scope {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned()))
-            .map_err(|_| format!("unknown scope {s:?} (metadata, tokens, grants, machines)"))
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            format!("unknown scope {s:?} (metadata, tokens, grants, machines, policies, audit)")
+        })
     }
 }
 

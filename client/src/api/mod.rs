@@ -35,6 +35,9 @@ pub enum ErrorCode {
     PolicyTimeWindow,
     /// The request's source address is outside the allowed CIDRs.
     PolicyIp,
+    /// The request's source address is in no country of the machine's
+    /// country allowlist (or its country is unknown).
+    PolicyCountry,
     /// The secret's per-day read cap is used up.
     PolicyDailyCap,
     /// The secret needs an approved co-sign request for this read.
@@ -100,6 +103,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::PolicyTimeWindow => "policy_time_window",
             Self::PolicyIp => "policy_ip",
+            Self::PolicyCountry => "policy_country",
             Self::PolicyDailyCap => "policy_daily_cap",
             Self::CosignRequired => "cosign_required",
             Self::HostnameNotAllowed => "hostname_not_allowed",

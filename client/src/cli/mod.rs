@@ -12,6 +12,8 @@ mod cluster;
 mod delegation;
 mod grant;
 mod machine;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod parse;
 mod project;
 mod secret;
@@ -33,6 +35,8 @@ pub use cluster::ClusterCommand;
 pub use delegation::DelegationCommand;
 pub use grant::GrantCommand;
 pub use machine::{EnrollArgs, MachineCommand, ReadArgs};
+#[cfg(feature = "mcp")]
+pub use mcp::McpArgs;
 pub use project::ProjectCommand;
 pub use secret::{RollbackArgs, SecretCommand, ValueArgs};
 pub use token::{ConstraintArgs, KubernetesArgs, TokenCommand};
@@ -115,6 +119,10 @@ pub enum Command {
     /// Delegations: what an agent may hand out to machines.
     #[command(subcommand)]
     Delegation(DelegationCommand),
+    /// Serves the Model Context Protocol on stdio for an AI assistant,
+    /// signing as an agent; no tool reads or writes a secret value.
+    #[cfg(feature = "mcp")]
+    Mcp(McpArgs),
 }
 
 impl Cli {
@@ -153,6 +161,8 @@ impl Cli {
             Command::Rollback(args) => args.run(&ctx).await,
             Command::Cluster(command) => command.run(&ctx).await,
             Command::Delegation(command) => command.run(&ctx).await,
+            #[cfg(feature = "mcp")]
+            Command::Mcp(args) => args.run(&ctx).await,
         }
     }
 }

@@ -73,6 +73,11 @@ pub struct ConstraintArgs {
     /// The enrolled machine may only call from this CIDR (repeat).
     #[arg(long = "machine-allow-cidr")]
     machine_ip_allowlist: Vec<String>,
+    /// The enrolled machine may only call from this country, as an ISO
+    /// 3166-1 alpha-2 code like DE (repeat, or comma-separated); the vault
+    /// needs a country database (signet-vault serve --geoip-db).
+    #[arg(long = "machine-allow-country", value_delimiter = ',')]
+    machine_country_allowlist: Vec<String>,
     /// The enrolled machine may only call in this window, DAYS@HH:MM-HH:MM
     /// (DAYS like mon,tue or `*`), e.g. `mon,tue,wed,thu,fri@09:00-17:00`.
     #[arg(long, value_parser = parse_window)]
@@ -90,6 +95,7 @@ impl ConstraintArgs {
             name_template,
             bootstrap,
             machine_ip_allowlist,
+            machine_country_allowlist,
             machine_window,
             machine_timezone,
         } = self;
@@ -99,6 +105,7 @@ impl ConstraintArgs {
             name_template,
             bootstrap,
             machine_ip_allowlist,
+            machine_country_allowlist,
             machine_window,
             machine_timezone,
         }

@@ -33,6 +33,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | TokenExpired
         | PolicyTimeWindow
         | PolicyIp
+        | PolicyCountry
         | PolicyDailyCap
         | CosignRequired
         | HostnameNotAllowed

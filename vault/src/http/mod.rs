@@ -8,7 +8,7 @@ mod openapi;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -17,7 +17,7 @@ use signet_client::api::*;
 use signet_client::protocol::PublicKey;
 
 pub use error::status;
-use extract::Signed;
+use extract::{Param, Signed};
 
 use crate::error::{Error, Result};
 use crate::service::{
@@ -125,7 +125,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: the store answers a transaction.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "the store is unavailable (a text body), or the vault is at its limit of requests in flight (an ErrorBody, with Retry-After)")))]
 async fn readyz(State(vault): AppState) -> Response {
     let ready = tokio::task::spawn_blocking(move || vault.with_tx(|tx, _| Ok(tx.admin_count()?)))
         .await
@@ -152,8 +152,7 @@ async fn metrics(State(vault): AppState) -> Response {
 /// enrollment token or a pod's attestation (a projected service-account
 /// token the vault checks with its cluster's TokenReview API).
 #[utoipa::path(post, path = "/v1/enroll", request_body = EnrollRequest,
-    responses((status = 201, body = EnrollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 503, body = ErrorBody, description = "the cluster's TokenReview API cannot be reached")))]
+    responses((status = 201, body = EnrollResponse), (status = 400, body = ErrorBody, description = "the body is not the enrollment JSON, or a bad public_key, hostname or metadata"), (status = 409, body = ErrorBody, description = "this public key is already enrolled"), (status = 503, body = ErrorBody, description = "the cluster's TokenReview API cannot be reached, or the vault is at its limit of requests in flight")))]
 async fn enroll_machine(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     let (body, key) = parse_enroll(&vault, &request, "enroll").await?;
     // The review is network I/O: done before the transaction, and only for
@@ -183,7 +182,7 @@ async fn enroll_machine(State(vault): AppState, Signed(request): Signed) -> Resu
 
 /// Registers a new admin key with a single-use bootstrap token.
 #[utoipa::path(post, path = "/v1/admin/enroll", request_body = EnrollRequest,
-    responses((status = 201, body = AdminEnrollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = AdminEnrollResponse), (status = 400, body = ErrorBody, description = "the body is not the enrollment JSON, or a bad public_key, hostname or metadata"), (status = 409, body = ErrorBody, description = "this public key is already an admin's")))]
 async fn enroll_admin(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     let (body, key) = parse_enroll(&vault, &request, "admin.enroll").await?;
     vault
@@ -225,7 +224,7 @@ async fn parse_enroll(
 }
 
 /// What the calling machine may read, with live versions.
-#[utoipa::path(get, path = "/v1/machine/grants", responses((status = 200, body = GrantList), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/machine/grants", responses((status = 200, body = GrantList)))]
 async fn machine_grants(
     State(vault): AppState,
     Signed(request): Signed,
@@ -248,7 +247,7 @@ async fn machine_grants(
 }
 
 /// A machine revokes itself (on shutdown).
-#[utoipa::path(delete, path = "/v1/machine/self", responses((status = 204), (status = 401, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/machine/self", responses((status = 204)))]
 async fn revoke_self(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -266,20 +265,22 @@ async fn revoke_self(State(vault): AppState, Signed(request): Signed) -> Result<
 #[utoipa::path(get, path = "/v1/secrets/{project}/{secret}",
     params(("project" = String, Path), ("secret" = String, Path),
            ("version" = Option<u32>, Query), ("field" = Option<String>, Query)),
-    responses((status = 200, body = SecretValue), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 423, body = ErrorBody)))]
+    responses((status = 200, body = SecretValue), (status = 400, body = ErrorBody, description = "a bad version or field query, or a field asked of a plain secret"), (status = 404, body = ErrorBody, description = "no such version, or no such field in it"), (status = 423, body = ErrorBody, description = "the project is locked (a canary was read): an admin must unlock it")))]
 async fn read_secret(
     State(vault): AppState,
-    Path((project, secret)): Path<(String, String)>,
+    Param((project, secret)): Param<(String, String)>,
     Signed(request): Signed,
 ) -> Result<Json<SecretValue>> {
     let target = format!("secret:{project}/{secret}");
+    let names = (project.clone(), secret.clone());
     vault
-        .handle(
+        .handle_read(
             request,
             "secret.read",
             target,
-            Audience::Machine,
+            move |r, root, machine, request_target| {
+                secrets::read_ahead(r, root, machine, (&names.0, &names.1), request_target)
+            },
             move |ctx, tx| secrets::read(ctx, tx, &project, &secret),
         )
         .await
@@ -287,7 +288,7 @@ async fn read_secret(
 }
 
 /// Projects by name, one page at a time.
-#[utoipa::path(get, path = "/v1/projects", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = ProjectList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/projects", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = ProjectList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_projects(
     State(vault): AppState,
     Signed(request): Signed,
@@ -305,7 +306,7 @@ async fn list_projects(
         .map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/projects", request_body = CreateProject, responses((status = 201, body = ProjectView), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/projects", request_body = CreateProject, responses((status = 201, body = ProjectView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a bad name"), (status = 409, body = ErrorBody, description = "a project of that name exists")))]
 async fn create_project(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -323,10 +324,10 @@ async fn create_project(State(vault): AppState, Signed(request): Signed) -> Resu
 }
 
 /// A project's secrets by name, one page at a time.
-#[utoipa::path(get, path = "/v1/projects/{project}/secrets", params(("project" = String, Path), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = SecretList), (status = 400, body = ErrorBody, description = "bad limit or cursor"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/projects/{project}/secrets", params(("project" = String, Path), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = SecretList), (status = 400, body = ErrorBody, description = "a bad limit or cursor"), (status = 404, body = ErrorBody, description = "no such project")))]
 async fn list_secrets(
     State(vault): AppState,
-    Path(project): Path<String>,
+    Param(project): Param<String>,
     Signed(request): Signed,
 ) -> Result<Json<SecretList>> {
     let target = format!("project:{project}");
@@ -344,10 +345,10 @@ async fn list_secrets(
 }
 
 /// Metadata of a secret: versions and field names, never values.
-#[utoipa::path(get, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), responses((status = 200, body = SecretMeta)))]
+#[utoipa::path(get, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), responses((status = 200, body = SecretMeta), (status = 404, body = ErrorBody, description = "no such project or secret")))]
 async fn secret_meta(
     State(vault): AppState,
-    Path((project, secret)): Path<(String, String)>,
+    Param((project, secret)): Param<(String, String)>,
     Signed(request): Signed,
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
@@ -368,10 +369,10 @@ async fn secret_meta(
 }
 
 /// Writes a new version of a secret (admins only) and makes it live.
-#[utoipa::path(put, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), request_body = WriteSecret, responses((status = 200, body = SecretMeta)))]
+#[utoipa::path(put, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), request_body = WriteSecret, responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, a bad secret or field name, or not exactly one of value and fields"), (status = 404, body = ErrorBody, description = "no such project")))]
 async fn write_secret(
     State(vault): AppState,
-    Path((project, secret)): Path<(String, String)>,
+    Param((project, secret)): Param<(String, String)>,
     Signed(request): Signed,
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
@@ -387,10 +388,10 @@ async fn write_secret(
         .map(Json)
 }
 
-#[utoipa::path(delete, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/projects/{project}/secrets/{secret}", params(("project" = String, Path), ("secret" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such project or secret")))]
 async fn delete_secret(
     State(vault): AppState,
-    Path((project, secret)): Path<(String, String)>,
+    Param((project, secret)): Param<(String, String)>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("secret:{project}/{secret}");
@@ -407,7 +408,7 @@ async fn delete_secret(
 }
 
 /// Grants by project, secret and id, one page at a time.
-#[utoipa::path(get, path = "/v1/grants", params(("machine_id" = Option<String>, Query), ("token_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = GrantRecordList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/grants", params(("machine_id" = Option<String>, Query), ("token_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = GrantRecordList), (status = 400, body = ErrorBody, description = "a bad limit or cursor, or both machine_id and token_id")))]
 async fn list_grants(
     State(vault): AppState,
     Signed(request): Signed,
@@ -425,7 +426,7 @@ async fn list_grants(
         .map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/grants", request_body = CreateGrant, responses((status = 201, body = GrantRecord)))]
+#[utoipa::path(post, path = "/v1/grants", request_body = CreateGrant, responses((status = 201, body = GrantRecord), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, not exactly one of machine_id and token_id, or fields the secret does not have"), (status = 404, body = ErrorBody, description = "no such machine, token, project, secret or live version")))]
 async fn create_grant(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -439,10 +440,10 @@ async fn create_grant(State(vault): AppState, Signed(request): Signed) -> Result
         .map(created)
 }
 
-#[utoipa::path(delete, path = "/v1/grants/{id}", params(("id" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/grants/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such grant")))]
 async fn delete_grant(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("grant:{id}");
@@ -459,7 +460,7 @@ async fn delete_grant(
 }
 
 /// Enrollment tokens, oldest first, one page at a time.
-#[utoipa::path(get, path = "/v1/enrollment-tokens", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = TokenList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/enrollment-tokens", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = TokenList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_tokens(State(vault): AppState, Signed(request): Signed) -> Result<Json<TokenList>> {
     vault
         .list(
@@ -475,7 +476,7 @@ async fn list_tokens(State(vault): AppState, Signed(request): Signed) -> Result<
 }
 
 /// Creates an enrollment token; the raw token is in this answer only.
-#[utoipa::path(post, path = "/v1/enrollment-tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken)))]
+#[utoipa::path(post, path = "/v1/enrollment-tokens", request_body = CreateToken, responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a bad ttl, constraint, binding or grant"), (status = 404, body = ErrorBody, description = "no such project or secret")))]
 async fn create_token(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -489,10 +490,10 @@ async fn create_token(State(vault): AppState, Signed(request): Signed) -> Result
         .map(created)
 }
 
-#[utoipa::path(delete, path = "/v1/enrollment-tokens/{id}", params(("id" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/enrollment-tokens/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such token")))]
 async fn revoke_token(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("token:{id}");
@@ -510,10 +511,10 @@ async fn revoke_token(
 
 /// A raw token's successor: same project, binding, constraints and grants,
 /// sharing the remaining uses; the old token stays valid for the grace.
-#[utoipa::path(post, path = "/v1/enrollment-tokens/{id}/renew", params(("id" = String, Path)), request_body = RenewToken, responses((status = 201, body = CreatedToken), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/enrollment-tokens/{id}/renew", params(("id" = String, Path)), request_body = RenewToken, responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, a bad ttl or grace, or a bootstrap token"), (status = 404, body = ErrorBody, description = "no such token"), (status = 409, body = ErrorBody, description = "the token is revoked or expired")))]
 async fn renew_token(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("token:{id}");
@@ -530,7 +531,7 @@ async fn renew_token(
 }
 
 /// Registers a cluster whose pods may enroll by attestation (admins only).
-#[utoipa::path(post, path = "/v1/clusters", request_body = RegisterCluster, responses((status = 201, body = ClusterView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/clusters", request_body = RegisterCluster, responses((status = 201, body = ClusterView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a bad name, URL, CA, audience or reviewer token"), (status = 409, body = ErrorBody, description = "a cluster of that name exists")))]
 async fn register_cluster(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -545,7 +546,7 @@ async fn register_cluster(State(vault): AppState, Signed(request): Signed) -> Re
 }
 
 /// Registered clusters by name, one page at a time.
-#[utoipa::path(get, path = "/v1/clusters", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = ClusterList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/clusters", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = ClusterList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_clusters(
     State(vault): AppState,
     Signed(request): Signed,
@@ -563,10 +564,10 @@ async fn list_clusters(
         .map(Json)
 }
 
-#[utoipa::path(delete, path = "/v1/clusters/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/clusters/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such cluster")))]
 async fn remove_cluster(
     State(vault): AppState,
-    Path(name): Path<String>,
+    Param(name): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("cluster:{name}");
@@ -584,7 +585,7 @@ async fn remove_cluster(
 
 /// Delegates a secret (or some fields) to an agent for one namespace of a
 /// registered cluster, or for machines outside Kubernetes (admins only).
-#[utoipa::path(post, path = "/v1/delegations", request_body = CreateDelegation, responses((status = 201, body = DelegationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/delegations", request_body = CreateDelegation, responses((status = 201, body = DelegationView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, bad fields or namespace, or a cluster not registered"), (status = 404, body = ErrorBody, description = "no such agent, project or secret")))]
 async fn create_delegation(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -600,7 +601,7 @@ async fn create_delegation(State(vault): AppState, Signed(request): Signed) -> R
 
 /// Delegations: all for an admin (query `agent_id` to filter), its own for
 /// an agent; one page at a time.
-#[utoipa::path(get, path = "/v1/delegations", params(("agent_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = DelegationList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/delegations", params(("agent_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = DelegationList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_delegations(
     State(vault): AppState,
     Signed(request): Signed,
@@ -618,10 +619,10 @@ async fn list_delegations(
         .map(Json)
 }
 
-#[utoipa::path(delete, path = "/v1/delegations/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/delegations/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such delegation")))]
 async fn delete_delegation(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("delegation:{id}");
@@ -638,7 +639,7 @@ async fn delete_delegation(
 }
 
 /// Machines, oldest first, one page at a time.
-#[utoipa::path(get, path = "/v1/machines", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = MachineList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/machines", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = MachineList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_machines(
     State(vault): AppState,
     Signed(request): Signed,
@@ -656,10 +657,10 @@ async fn list_machines(
         .map(Json)
 }
 
-#[utoipa::path(delete, path = "/v1/machines/{id}", params(("id" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/machines/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such machine")))]
 async fn revoke_machine(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("machine:{id}");
@@ -676,7 +677,7 @@ async fn revoke_machine(
 }
 
 /// Registers an agent (automation such as the operator) by its public key.
-#[utoipa::path(post, path = "/v1/agents", request_body = CreateIdentity, responses((status = 201, body = IdentityView)))]
+#[utoipa::path(post, path = "/v1/agents", request_body = CreateIdentity, responses((status = 201, body = IdentityView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a bad name or public_key"), (status = 409, body = ErrorBody, description = "an agent with this public key exists")))]
 async fn create_agent(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -691,7 +692,7 @@ async fn create_agent(State(vault): AppState, Signed(request): Signed) -> Result
 }
 
 /// Registers another admin by its public key.
-#[utoipa::path(post, path = "/v1/admins", request_body = CreateIdentity, responses((status = 201, body = IdentityView)))]
+#[utoipa::path(post, path = "/v1/admins", request_body = CreateIdentity, responses((status = 201, body = IdentityView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, a bad name or public_key, or scopes"), (status = 409, body = ErrorBody, description = "an admin with this public key exists")))]
 async fn create_admin(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -705,15 +706,15 @@ async fn create_admin(State(vault): AppState, Signed(request): Signed) -> Result
         .map(created)
 }
 
-/// The hash-chained audit log (admins only). Query: `after`, `limit`.
-#[utoipa::path(get, path = "/v1/audit", params(("after" = Option<u64>, Query, description = "the last seq already read (0 for the first page)"), ("limit" = Option<u32>, Query, description = "1 to 5000 (default 500)")), responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody, description = "bad after or limit")))]
+/// The hash-chained audit log (admins, and agents with the audit scope). Query: `after`, `limit`.
+#[utoipa::path(get, path = "/v1/audit", params(("after" = Option<u64>, Query, description = "the last seq already read (0 for the first page)"), ("limit" = Option<u32>, Query, description = "1 to 5000 (default 500)")), responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody, description = "a bad after or limit")))]
 async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<AuditPage>> {
     vault
         .list(
             request,
             "audit.list",
             "audit".into(),
-            Audience::Management(None),
+            Audience::Management(Some(Scope::Audit)),
             crate::service::audit::range,
             crate::service::audit::page,
         )
@@ -722,7 +723,7 @@ async fn audit(State(vault): AppState, Signed(request): Signed) -> Result<Json<A
 }
 
 /// A checkpoint of the audit chain's head, signed with the vault's
-/// checkpoint key (admins only). It is also published where the database
+/// checkpoint key (admins, and agents with the audit scope). It is also published where the database
 /// cannot rewrite it: the log stream and the `audit.checkpoint` webhook event.
 #[utoipa::path(get, path = "/v1/audit/checkpoint", responses((status = 200, body = AuditCheckpoint)))]
 async fn audit_checkpoint(
@@ -735,7 +736,7 @@ async fn audit_checkpoint(
             request,
             "audit.checkpoint",
             "audit".into(),
-            Audience::Management(None),
+            Audience::Management(Some(Scope::Audit)),
             move |ctx, tx| crate::service::audit::checkpoint(&signer, tx, ctx.now),
         )
         .await?;
@@ -747,7 +748,8 @@ async fn audit_checkpoint(
     Ok(Json(checkpoint))
 }
 
-/// The public key that signs audit checkpoints (admins only), to pin. It is
+/// The public key that signs audit checkpoints (admins, and agents with
+/// the audit scope), to pin. It is
 /// derived from the root key: the same on every replica and after restarts.
 #[utoipa::path(get, path = "/v1/audit/checkpoint-key", responses((status = 200, body = CheckpointKey)))]
 async fn audit_checkpoint_key(
@@ -760,14 +762,15 @@ async fn audit_checkpoint_key(
             request,
             "audit.checkpoint_key",
             "audit".into(),
-            Audience::Management(None),
+            Audience::Management(Some(Scope::Audit)),
             move |_, _| Ok(CheckpointKey { key }),
         )
         .await
         .map(Json)
 }
 
-/// The vault checks every stored entry's HMAC and link (admins only) and
+/// The vault checks every stored entry's HMAC and link (admins, and
+/// agents with the audit scope) and
 /// names the first entry that does not hold. Only the vault holds the key
 /// the hashes are keyed with; a client checks links and checkpoints itself.
 #[utoipa::path(post, path = "/v1/audit/verify", responses((status = 200, body = AuditVerification)))]
@@ -780,7 +783,7 @@ async fn audit_verify(
             request,
             "audit.verify",
             "audit".into(),
-            Audience::Management(None),
+            Audience::Management(Some(Scope::Audit)),
             |_, _| Ok(()),
         )
         .await?;
@@ -789,10 +792,10 @@ async fn audit_verify(
 }
 
 /// Disables a machine: its requests are refused with `identity_disabled`.
-#[utoipa::path(post, path = "/v1/machines/{id}/disable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/machines/{id}/disable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody, description = "no such machine")))]
 async fn disable_machine(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Json<MachineView>> {
     let target = format!("machine:{id}");
@@ -809,10 +812,10 @@ async fn disable_machine(
 }
 
 /// Re-enables a disabled machine (an expired one needs `extend`).
-#[utoipa::path(post, path = "/v1/machines/{id}/enable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/machines/{id}/enable", params(("id" = String, Path)), responses((status = 200, body = MachineView), (status = 404, body = ErrorBody, description = "no such machine")))]
 async fn enable_machine(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Json<MachineView>> {
     let target = format!("machine:{id}");
@@ -829,10 +832,10 @@ async fn enable_machine(
 }
 
 /// Sets a machine's expiry to `lifetime_seconds` from now; audited with the previous expiry.
-#[utoipa::path(post, path = "/v1/machines/{id}/extend", params(("id" = String, Path)), request_body = ExtendMachine, responses((status = 200, body = MachineView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/machines/{id}/extend", params(("id" = String, Path)), request_body = ExtendMachine, responses((status = 200, body = MachineView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a lifetime out of range"), (status = 404, body = ErrorBody, description = "no such machine")))]
 async fn extend_machine(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Json<MachineView>> {
     let target = format!("machine:{id}");
@@ -849,10 +852,10 @@ async fn extend_machine(
 }
 
 /// Unlocks a project a canary read locked (admins only).
-#[utoipa::path(post, path = "/v1/projects/{project}/unlock", params(("project" = String, Path)), responses((status = 200, body = ProjectView), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/projects/{project}/unlock", params(("project" = String, Path)), responses((status = 200, body = ProjectView), (status = 404, body = ErrorBody, description = "no such project"), (status = 409, body = ErrorBody, description = "the project is not locked")))]
 async fn unlock_project(
     State(vault): AppState,
-    Path(project): Path<String>,
+    Param(project): Param<String>,
     Signed(request): Signed,
 ) -> Result<Json<ProjectView>> {
     let target = format!("project:{project}");
@@ -868,11 +871,13 @@ async fn unlock_project(
         .map(Json)
 }
 
-/// Attaches an access policy to a secret (an empty object removes it; admins only).
-#[utoipa::path(put, path = "/v1/projects/{project}/secrets/{secret}/policy", params(("project" = String, Path), ("secret" = String, Path)), request_body = AccessPolicy, responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody)))]
+/// Attaches an access policy to a secret (an empty object removes it).
+/// Admins set any policy; an agent with the policies scope only tightens
+/// the policy of a secret delegated to it whole.
+#[utoipa::path(put, path = "/v1/projects/{project}/secrets/{secret}/policy", params(("project" = String, Path), ("secret" = String, Path)), request_body = AccessPolicy, responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a policy that does not hold"), (status = 404, body = ErrorBody, description = "no such project or secret")))]
 async fn set_policy(
     State(vault): AppState,
-    Path((project, secret)): Path<(String, String)>,
+    Param((project, secret)): Param<(String, String)>,
     Signed(request): Signed,
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
@@ -881,7 +886,7 @@ async fn set_policy(
             request,
             "secret.policy",
             target,
-            Audience::Management(None),
+            Audience::Management(Some(Scope::Policies)),
             move |ctx, tx| access::set_policy(ctx, tx, &project, &secret),
         )
         .await
@@ -889,10 +894,10 @@ async fn set_policy(
 }
 
 /// Makes an older version live again (admins only).
-#[utoipa::path(post, path = "/v1/projects/{project}/secrets/{secret}/rollback", params(("project" = String, Path), ("secret" = String, Path)), request_body = Rollback, responses((status = 200, body = SecretMeta), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/projects/{project}/secrets/{secret}/rollback", params(("project" = String, Path), ("secret" = String, Path)), request_body = Rollback, responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody, description = "the body is not the expected JSON"), (status = 404, body = ErrorBody, description = "no such project, secret or version")))]
 async fn rollback_secret(
     State(vault): AppState,
-    Path((project, secret)): Path<(String, String)>,
+    Param((project, secret)): Param<(String, String)>,
     Signed(request): Signed,
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
@@ -909,7 +914,7 @@ async fn rollback_secret(
 }
 
 /// Open co-sign requests (admins only), oldest first, one page at a time.
-#[utoipa::path(get, path = "/v1/cosign", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = CosignList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/cosign", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = CosignList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result<Json<CosignList>> {
     vault
         .list(
@@ -925,7 +930,7 @@ async fn list_cosigns(State(vault): AppState, Signed(request): Signed) -> Result
 }
 
 /// An admin requests a co-signed read on behalf of a machine; another admin approves it.
-#[utoipa::path(post, path = "/v1/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView)))]
+#[utoipa::path(post, path = "/v1/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or no machine_id"), (status = 404, body = ErrorBody, description = "no such machine, project or secret")))]
 async fn create_cosign(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -940,7 +945,7 @@ async fn create_cosign(State(vault): AppState, Signed(request): Signed) -> Resul
 }
 
 /// A machine requests a co-signed read of a secret for itself.
-#[utoipa::path(post, path = "/v1/machine/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView)))]
+#[utoipa::path(post, path = "/v1/machine/cosign", request_body = CreateCosign, responses((status = 201, body = CosignView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, or a machine_id (a machine asks for itself only)"), (status = 404, body = ErrorBody, description = "no such project or secret")))]
 async fn machine_cosign(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
         .handle(
@@ -955,10 +960,10 @@ async fn machine_cosign(State(vault): AppState, Signed(request): Signed) -> Resu
 }
 
 /// Approves a co-sign request: single use, valid 15 minutes, by an admin other than the requester.
-#[utoipa::path(post, path = "/v1/cosign/{id}/approve", params(("id" = String, Path)), responses((status = 200, body = CosignView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/cosign/{id}/approve", params(("id" = String, Path)), responses((status = 200, body = CosignView), (status = 404, body = ErrorBody, description = "no such co-sign request"), (status = 409, body = ErrorBody, description = "the request is already approved, used or expired")))]
 async fn approve_cosign(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Json<CosignView>> {
     let target = format!("cosign:{id}");
@@ -975,7 +980,7 @@ async fn approve_cosign(
 }
 
 /// Webhooks, oldest first, one page at a time.
-#[utoipa::path(get, path = "/v1/webhooks", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody, description = "bad limit or cursor")))]
+#[utoipa::path(get, path = "/v1/webhooks", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_webhooks(
     State(vault): AppState,
     Signed(request): Signed,
@@ -995,7 +1000,7 @@ async fn list_webhooks(
 
 /// Registers a webhook. The destination is resolved and refused when it is
 /// loopback, private, link-local or metadata unless the vault allowlists it.
-#[utoipa::path(post, path = "/v1/webhooks", request_body = CreateWebhook, responses((status = 201, body = WebhookView), (status = 400, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/webhooks", request_body = CreateWebhook, responses((status = 201, body = WebhookView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, a bad url or events, or a destination the vault refuses")))]
 async fn create_webhook(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     // Resolved before the transaction (DNS must not hold the store's lock),
     // and only for a caller the vault authenticated: a forged request never
@@ -1024,10 +1029,10 @@ async fn create_webhook(State(vault): AppState, Signed(request): Signed) -> Resu
         .map(created)
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody, description = "no such webhook")))]
 async fn delete_webhook(
     State(vault): AppState,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Signed(request): Signed,
 ) -> Result<Response> {
     let target = format!("webhook:{id}");

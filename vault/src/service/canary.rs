@@ -96,9 +96,6 @@ pub fn unlock(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, project_name: &str) -> Result<
         "project:{project_name} (was locked: {})",
         project.lock_reason.as_deref().unwrap_or("")
     );
-    Ok(secrets::project_view(&Project {
-        locked_at: None,
-        lock_reason: None,
-        ..project
-    }))
+    // The answer is the project as now stored: unlocked.
+    Ok(secrets::project_view(&secrets::project(tx, project_name)?))
 }

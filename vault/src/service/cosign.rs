@@ -90,16 +90,11 @@ pub fn approve_cosign(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<Co
     }
     let (project, secret) = secret_names(tx, &cosign.secret_id)?;
     ctx.audit.target = format!("cosign:{id} {project}/{secret} for {}", cosign.machine_id);
-    Ok(cosign_view(
-        &Cosign {
-            approved_by: Some(admin_id),
-            approved_at: Some(ctx.now),
-            expires_at,
-            ..cosign
-        },
-        &project,
-        &secret,
-    ))
+    // The answer is the request as now stored, approval included.
+    let approved = tx
+        .cosign(id)?
+        .ok_or_else(|| not_found(format!("co-sign request {id}")))?;
+    Ok(cosign_view(&approved, &project, &secret))
 }
 
 /// `GET /v1/cosign`: open requests.

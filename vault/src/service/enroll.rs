@@ -20,6 +20,7 @@ use super::grants;
 use super::secrets;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result, invalid, not_found};
+use crate::geoip::Countries;
 use crate::ids;
 use crate::outbox;
 use crate::page::{CreatedKey, Page};
@@ -127,7 +128,11 @@ fn render_name(
 }
 
 /// Checks a token's constraints before it is stored.
-fn validate_constraints(c: &TokenConstraints, body: &CreateToken) -> Result<()> {
+fn validate_constraints(
+    c: &TokenConstraints,
+    body: &CreateToken,
+    countries: Option<&Countries>,
+) -> Result<()> {
     if let Some(pattern) = &c.hostname_regex {
         hostname_regex(pattern)?;
     }
@@ -136,6 +141,7 @@ fn validate_constraints(c: &TokenConstraints, body: &CreateToken) -> Result<()> 
         validate_template(template)?;
     }
     policy::parse_cidrs(&c.machine_ip_allowlist)?;
+    policy::validate_countries(&c.machine_country_allowlist, countries)?;
     policy::time_zone(c.machine_timezone.as_deref())?;
     if let Some(window) = &c.machine_window {
         policy::validate_window(window)?;
@@ -294,7 +300,7 @@ pub fn create_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<CreatedToken> 
             "max_uses must be at least 1 (omit it for unlimited)",
         ));
     }
-    validate_constraints(&body.constraints, &body)?;
+    validate_constraints(&body.constraints, &body, ctx.settings.countries.as_deref())?;
     if let Some(binding) = &body.kubernetes {
         check_binding(tx, binding)?;
     }
@@ -379,14 +385,24 @@ pub fn renew_token(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<Creat
         .map(|d| (d.secret, d.grant.fields))
         .collect();
     let new_id = ids::new(ids::TOKEN);
+    // Every field named: a field added to tokens must be decided here, not
+    // inherited by default. (The old token is live, so not revoked; a raw
+    // token gets its hash in store_token.)
     let successor = EnrollmentToken {
         id: new_id.clone(),
+        name: old.name.clone(),
+        project_id: old.project_id.clone(),
         secret_hash: Vec::new(),
+        max_uses: old.max_uses,
+        uses: old.uses,
         expires_at: ctx.now + body.ttl_seconds as i64,
+        machine_lifetime: old.machine_lifetime,
         created_at: ctx.now,
         created_by: ctx.caller.id(),
         revoked_at: None,
-        ..old.clone()
+        constraints: old.constraints.clone(),
+        kubernetes: old.kubernetes.clone(),
+        lineage: old.lineage.clone(),
     };
     let (successor, raw) = store_token(ctx, tx, &project, successor, &grants)?;
     tx.shorten_token(&old.id, ctx.now + body.grace_seconds as i64)?;
@@ -527,6 +543,7 @@ pub fn enroll(
     };
     let restrictions = MachineRestrictions {
         ip_allowlist: constraints.machine_ip_allowlist.clone(),
+        country_allowlist: constraints.machine_country_allowlist.clone(),
         window: constraints.machine_window.clone(),
         timezone: constraints.machine_timezone.clone(),
     };

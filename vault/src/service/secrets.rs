@@ -12,12 +12,13 @@ use zeroize::Zeroizing;
 
 use super::{check_field_name, check_name};
 use crate::clock::rfc3339;
+use crate::crypto::RootKey;
 use crate::crypto::{self, Key};
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::page::{NameKey, Page};
-use crate::request::Ctx;
-use crate::store::{Project, Read, Secret, SecretVersion, Tx};
+use crate::request::{Ahead, Ctx};
+use crate::store::{Grant, Lookup, Project, Read, Secret, SecretVersion, Tx};
 
 /// What a version's ciphertext holds.
 #[derive(Serialize, Deserialize)]
@@ -82,9 +83,8 @@ pub fn secret(tx: &mut dyn Tx, project: &Project, name: &str) -> Result<Secret> 
         .ok_or_else(|| not_found(format!("secret {}/{name}", project.name)))
 }
 
-fn project_key(ctx: &Ctx<'_>, project: &Project) -> Result<Key> {
-    Ok(ctx
-        .root
+fn project_key(root: &RootKey, project: &Project) -> Result<Key> {
+    Ok(root
         .key()
         .unwrap_key(&project.wrapped_key, &crypto::project_key_aad(&project.id))?)
 }
@@ -143,7 +143,7 @@ pub fn write(
         &plaintext,
         &crypto::value_aad(&project.id, &secret.id, version),
     )?;
-    let wrapped_data_key = project_key(ctx, &project)?.wrap(
+    let wrapped_data_key = project_key(ctx.root, &project)?.wrap(
         &data_key,
         &crypto::data_key_aad(&project.id, &secret.id, version),
     )?;
@@ -264,7 +264,72 @@ pub fn read(
     let version = tx
         .version(&secret.id, version_number)?
         .ok_or_else(|| not_found(format!("version {version_number} of {project_name}/{name}")))?;
-    let stored = decrypt(ctx, &project, &version)?;
+    answer(
+        ctx.root,
+        &project,
+        &version,
+        &grant,
+        &query,
+        (project_name, name),
+        &mut ctx.audit.target,
+    )
+}
+
+/// A machine's read of `project_name/name` decided on a snapshot, before
+/// the writer, for the pipeline to commit with only its nonce and audit row
+/// ([`crate::vault::Vault::handle_read`]): the answer, decrypted here, when
+/// the read is allowed and depends on nothing the writer must count (no
+/// lock, no policy). `None` sends the read through [`read`] in the writer's
+/// transaction, which decides it, refusals included.
+pub fn read_ahead(
+    r: &mut dyn Lookup,
+    root: &RootKey,
+    machine_id: &str,
+    (project_name, name): (&str, &str),
+    request_target: &str,
+) -> Result<Option<Ahead<SecretValue>>> {
+    let query = request_target.split_once('?').map_or("", |(_, q)| q);
+    let Ok(query) = serde_urlencoded::from_str::<ReadQuery>(query) else {
+        return Ok(None);
+    };
+    let Some(view) = r.read_view(machine_id, project_name, name, query.version)? else {
+        return Ok(None);
+    };
+    if view.project.locked_at.is_some() || view.secret.policy.is_some() {
+        return Ok(None);
+    }
+    let mut target = format!("secret:{project_name}/{name}@{}", view.version.version);
+    let Ok(value) = answer(
+        root,
+        &view.project,
+        &view.version,
+        &view.grant,
+        &query,
+        (project_name, name),
+        &mut target,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Ahead {
+        machine: view.machine.clone(),
+        value,
+        audit_target: target,
+    }))
+}
+
+/// The value of `version` that `grant` and `query` allow; a refusal names
+/// a field in `target` when it is about one.
+fn answer(
+    root: &RootKey,
+    project: &Project,
+    version: &SecretVersion,
+    grant: &Grant,
+    query: &ReadQuery,
+    (project_name, name): (&str, &str),
+    target: &mut String,
+) -> Result<SecretValue> {
+    let version_number = version.version;
+    let stored = decrypt(root, project, version)?;
     let mut answer = SecretValue {
         project: project_name.to_owned(),
         secret: name.to_owned(),
@@ -300,7 +365,7 @@ pub fn read(
             };
             if let Some(field) = &query.field {
                 if !allowed(field) {
-                    ctx.audit.target.push_str(&format!("#{field}"));
+                    target.push_str(&format!("#{field}"));
                     return Err(Error::denied(
                         ErrorCode::FieldNotGranted,
                         format!(
@@ -323,8 +388,8 @@ pub fn read(
     Ok(answer)
 }
 
-fn decrypt(ctx: &Ctx<'_>, project: &Project, version: &SecretVersion) -> Result<Stored> {
-    let data_key = project_key(ctx, project)?.unwrap_key(
+fn decrypt(root: &RootKey, project: &Project, version: &SecretVersion) -> Result<Stored> {
+    let data_key = project_key(root, project)?.unwrap_key(
         &version.wrapped_data_key,
         &crypto::data_key_aad(&project.id, &version.secret_id, version.version),
     )?;

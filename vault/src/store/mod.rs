@@ -8,6 +8,8 @@
 
 mod sqlite;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 pub use sqlite::SqliteStore;
 
 use crate::page::{CreatedKey, DelegationKey, GrantKey, NameKey, Page};
@@ -46,11 +48,62 @@ pub trait Store: Send + Sync + 'static {
     /// [`Tx::commit`] rolls back.
     fn begin(&self) -> Result<Box<dyn Tx + '_>>;
 
+    /// Starts the writer's batch transaction (see [`crate::writer`]). Unlike
+    /// [`Store::begin`], it does not count as a change in [`Store::generation`]
+    /// by itself: the writer counts the requests of the batch that may
+    /// change state. A commit by any other connection since the last batch
+    /// (another process on the same file) counts as one.
+    fn begin_batch(&self) -> Result<Box<dyn Tx + '_>>;
+
     /// Starts a read-only snapshot that neither waits for the writer's
     /// transaction nor holds it up (the list routes read through this
     /// after their decision committed). It sees every transaction that
     /// committed before it started.
     fn read(&self) -> Result<Box<dyn Read + '_>>;
+
+    /// The count of changes, for what is looked up ahead of the writer.
+    fn generation(&self) -> &Generation;
+}
+
+/// Counts the transactions that may change state, so that what a request
+/// looked up on a snapshot before the writer can be trusted inside the
+/// writer's batch exactly when nothing that may change state ran since.
+///
+/// A change is `started` before it can write anything and `settled` once
+/// its transaction committed or rolled back. A look-ahead takes
+/// [`Generation::quiet`] *before* opening its snapshot: when every change
+/// started so far has settled, the snapshot sees all of them. In the writer,
+/// [`Generation::unchanged_since`] then says whether any change started
+/// since; if one did, the request is decided again from the transaction
+/// itself. Counting too much only costs speed, never exactness.
+#[derive(Debug, Default)]
+pub struct Generation {
+    started: AtomicU64,
+    settled: AtomicU64,
+}
+
+impl Generation {
+    /// A change is about to write.
+    pub fn start(&self) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A change [started](Self::start) has committed or rolled back.
+    pub fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The current count when no change is in flight (every one started has
+    /// settled), to be taken before a look-ahead opens its snapshot.
+    pub fn quiet(&self) -> Option<u64> {
+        let started = self.started.load(Ordering::SeqCst);
+        (self.settled.load(Ordering::SeqCst) == started).then_some(started)
+    }
+
+    /// Whether no change started since [`Generation::quiet`] returned `seen`.
+    pub fn unchanged_since(&self, seen: u64) -> bool {
+        self.started.load(Ordering::SeqCst) == seen
+    }
 }
 
 /// Identity classes, each in its own table.
@@ -96,6 +149,8 @@ pub struct Machine {
 pub struct MachineRestrictions {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_allowlist: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub country_allowlist: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<TimeWindow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,6 +382,39 @@ pub trait Read {
     /// Audit entries with `after < seq <= through`, by `seq`.
     fn audit_through(&mut self, after: u64, through: u64, limit: u32) -> Result<Vec<AuditEntry>>;
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// What a read of `project/secret` by machine `machine_id` looks up
+    /// (version `version`, or the live one), when all of it exists.
+    fn read_view(
+        &mut self,
+        machine_id: &str,
+        project: &str,
+        secret: &str,
+        version: Option<u32>,
+    ) -> Result<Option<ReadView>>;
+}
+
+/// Where a look-ahead finds what a read depends on: a snapshot, or views
+/// remembered from one taken at the same [`Generation`].
+pub trait Lookup {
+    /// As [`Read::read_view`].
+    fn read_view(
+        &mut self,
+        machine_id: &str,
+        project: &str,
+        secret: &str,
+        version: Option<u32>,
+    ) -> Result<Option<std::sync::Arc<ReadView>>>;
+}
+
+/// Everything a machine's read of a secret depends on in the store, as one
+/// snapshot saw it.
+#[derive(Clone, Debug)]
+pub struct ReadView {
+    pub machine: Machine,
+    pub project: Project,
+    pub secret: Secret,
+    pub grant: Grant,
+    pub version: SecretVersion,
 }
 
 /// One transaction. Methods that change data say so in their name.

@@ -11,7 +11,7 @@
 //! it wait.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
@@ -23,7 +23,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_access.sql"),
     include_str!("../../migrations/0003_attestation.sql"),
+    include_str!("../../migrations/0004_keyset_indexes.sql"),
 ];
+
+/// Pages written to the write-ahead log before the writer checkpoints it
+/// (about 64 MiB at 4 KiB pages).
+const WAL_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// Read-only connections for the list routes.
 const READERS: usize = 4;
@@ -36,6 +41,10 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     path: PathBuf,
+    generation: Generation,
+    /// The writer connection's `PRAGMA data_version` at the last batch: it
+    /// moves when another connection commits.
+    data_version: AtomicI64,
 }
 
 impl SqliteStore {
@@ -56,10 +65,20 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(256);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Every signed read dirties a few pages (its nonce, the tails of
+        // the audit log and of the nonce expiry index); with the default
+        // 1,000-page interval the writer checkpointed (rewriting those
+        // pages into the database file and syncing it) every few dozen
+        // milliseconds. A longer interval writes each hot page back once
+        // per checkpoint instead of once per few batches.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        // The log file is truncated back to that size when it restarts.
+        conn.pragma_update(None, "journal_size_limit", WAL_CHECKPOINT_PAGES * 4096)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
+        let data_version = AtomicI64::new(data_version(&conn)?);
         let readers = (0..READERS)
             .map(|_| open_reader(&path).map(Mutex::new))
             .collect::<Result<_>>()?;
@@ -68,6 +87,8 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             path,
+            generation: Generation::default(),
+            data_version,
         })
     }
 
@@ -155,6 +176,13 @@ fn effective_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
+/// Changes whenever another connection commits to the database.
+fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?)
+}
+
 fn migrate(conn: &Connection) -> Result<()> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
@@ -168,12 +196,44 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 impl Store for SqliteStore {
     fn begin(&self) -> Result<Box<dyn Tx + '_>> {
-        let conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Box::new(SqliteTx {
+        // Counted before it can write; settled when the transaction ends.
+        self.generation.start();
+        let conn = match self.conn.lock() {
+            Ok(conn) => conn,
+            Err(_) => {
+                self.generation.settle();
+                return Err(Error::Poisoned);
+            }
+        };
+        let tx = SqliteTx {
             conn,
             finished: false,
-        }))
+            settles: Some(&self.generation),
+        };
+        tx.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Box::new(tx))
+    }
+
+    fn begin_batch(&self) -> Result<Box<dyn Tx + '_>> {
+        let conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
+        let tx = SqliteTx {
+            conn,
+            finished: false,
+            settles: None,
+        };
+        tx.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Holding the write lock now: a commit by another connection either
+        // shows here or comes after this batch.
+        let version = data_version(&tx.conn)?;
+        if self.data_version.swap(version, Ordering::SeqCst) != version {
+            self.generation.start();
+            self.generation.settle();
+        }
+        Ok(Box::new(tx))
+    }
+
+    fn generation(&self) -> &Generation {
+        &self.generation
     }
 
     fn read(&self) -> Result<Box<dyn Read + '_>> {
@@ -198,6 +258,7 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteTx {
             conn,
             finished: false,
+            settles: None,
         }))
     }
 }
@@ -205,6 +266,8 @@ impl Store for SqliteStore {
 struct SqliteTx<'a> {
     conn: MutexGuard<'a, Connection>,
     finished: bool,
+    /// Settled once this transaction ended (see [`Store::begin`]).
+    settles: Option<&'a Generation>,
 }
 
 impl Drop for SqliteTx<'_> {
@@ -212,6 +275,9 @@ impl Drop for SqliteTx<'_> {
         if !self.finished {
             // Nothing to report to: the request already failed.
             let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Some(generation) = self.settles {
+            generation.settle();
         }
     }
 }
@@ -1611,6 +1677,40 @@ impl Read for SqliteTx<'_> {
 
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         self.one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+    }
+
+    fn read_view(
+        &mut self,
+        machine_id: &str,
+        project: &str,
+        secret: &str,
+        version: Option<u32>,
+    ) -> Result<Option<ReadView>> {
+        // Point queries on primary keys and unique indexes, each prepared
+        // once per connection.
+        let Some(machine) = Tx::machine(self, machine_id)? else {
+            return Ok(None);
+        };
+        let Some(project) = self.project_by_name(project)? else {
+            return Ok(None);
+        };
+        let Some(secret) = self.secret_by_name(&project.id, secret)? else {
+            return Ok(None);
+        };
+        let Some(grant) = self.machine_grant(&machine.id, &secret.id)? else {
+            return Ok(None);
+        };
+        let Some(version) = self.version(&secret.id, version.unwrap_or(secret.live_version))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ReadView {
+            machine,
+            project,
+            secret,
+            grant,
+            version,
+        }))
     }
 }
 
