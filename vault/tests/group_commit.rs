@@ -7,8 +7,6 @@
 
 mod kit;
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use kit::{Harness, Reply, Signer};
@@ -16,29 +14,6 @@ use serde_json::json;
 use signet_client::audit::ChainVerifier;
 use signet_client::protocol::{self, IdentityKey};
 use signet_vault::clock::Clock as _;
-
-/// Sends `requests` so that they commit in one batch, in this order, and
-/// returns their replies in the same order.
-async fn in_one_batch(h: &Harness, requests: Vec<Request<Body>>) -> Vec<Reply> {
-    let count = requests.len();
-    let stats = h.vault.writer_stats();
-    let batches = stats.batches.load(Ordering::SeqCst);
-    let hold = h.vault.hold_writer();
-    let replies = futures::future::join_all(requests.into_iter().map(|r| h.raw(r)));
-    let release = async {
-        while stats.queued.load(Ordering::SeqCst) < count {
-            tokio::task::yield_now().await;
-        }
-        drop(hold);
-    };
-    let (replies, ()) = tokio::join!(replies, release);
-    assert_eq!(
-        stats.batches.load(Ordering::SeqCst) - batches,
-        1,
-        "the requests did not commit as one batch"
-    );
-    replies
-}
 
 fn read(h: &Harness, machine: &Signer, target: &str) -> Request<Body> {
     h.signed(&machine.key, &machine.id, "GET", target, b"")
@@ -69,7 +44,7 @@ async fn a_replay_inside_one_batch_is_refused() {
         }
         builder.body(Body::empty()).unwrap()
     };
-    let replies = in_one_batch(&h, vec![same(), same()]).await;
+    let replies = h.in_one_batch(vec![same(), same()]).await;
     assert_eq!(replies[0].status, StatusCode::OK);
     assert_eq!(
         (replies[1].status, replies[1].code()),
@@ -87,16 +62,14 @@ async fn a_canary_read_locks_its_project_for_the_rest_of_the_batch() {
     h.policy("app", "bait", json!({"canary": true})).await;
     let thief = h.machine("app", &["db", "bait"]).await;
     let honest = h.machine("app", &["db"]).await;
-    let replies = in_one_batch(
-        &h,
-        vec![
+    let replies = h
+        .in_one_batch(vec![
             read(&h, &honest, "/v1/secrets/app/db"),
             read(&h, &thief, "/v1/secrets/app/bait"),
             read(&h, &honest, "/v1/secrets/app/db"),
             read(&h, &thief, "/v1/secrets/app/db"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let outcome: Vec<(StatusCode, &str)> = replies.iter().map(|r| (r.status, r.code())).collect();
     assert_eq!(
         outcome,
@@ -123,7 +96,7 @@ async fn a_daily_cap_reached_mid_batch_is_exact() {
     let requests = (0..6)
         .map(|_| read(&h, &machine, "/v1/secrets/app/db"))
         .collect();
-    let replies = in_one_batch(&h, requests).await;
+    let replies = h.in_one_batch(requests).await;
     let codes: Vec<&str> = replies.iter().map(Reply::code).collect();
     assert_eq!(
         codes,
@@ -154,7 +127,7 @@ async fn the_last_use_of_a_token_is_claimed_once_in_a_batch() {
         .unwrap();
         h.signed(&key, protocol::ENROLL_KEY_ID, "POST", "/v1/enroll", &body)
     };
-    let replies = in_one_batch(&h, vec![enroll(), enroll(), enroll()]).await;
+    let replies = h.in_one_batch(vec![enroll(), enroll(), enroll()]).await;
     let statuses: Vec<StatusCode> = replies.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
@@ -181,7 +154,7 @@ async fn the_audit_chain_follows_the_commit_order_of_a_batch() {
         read(&h, &machine, "/v1/secrets/shop/api-key?version=1"),
         read(&h, &machine, "/v1/secrets/shop/nope"),
     ];
-    let replies = in_one_batch(&h, requests).await;
+    let replies = h.in_one_batch(requests).await;
     assert_eq!(replies[0].status, StatusCode::OK);
     assert_eq!(replies[1].code(), "not_granted");
     let audit = h.audit();

@@ -16,30 +16,6 @@ use kit::{Harness, Reply, Signer};
 use serde_json::json;
 use signet_vault::clock::Clock as _;
 
-/// Sends `requests` so that they commit in one batch, in this order, and
-/// returns their replies in the same order. Each one is looked up ahead
-/// while the writer is held, before any of them ran.
-async fn in_one_batch(h: &Harness, requests: Vec<Request<Body>>) -> Vec<Reply> {
-    let count = requests.len();
-    let stats = h.vault.writer_stats();
-    let batches = stats.batches.load(Ordering::SeqCst);
-    let hold = h.vault.hold_writer();
-    let replies = futures::future::join_all(requests.into_iter().map(|r| h.raw(r)));
-    let release = async {
-        while stats.queued.load(Ordering::SeqCst) < count {
-            tokio::task::yield_now().await;
-        }
-        drop(hold);
-    };
-    let (replies, ()) = tokio::join!(replies, release);
-    assert_eq!(
-        stats.batches.load(Ordering::SeqCst) - batches,
-        1,
-        "the requests did not commit as one batch"
-    );
-    replies
-}
-
 /// Sends one read, and runs `meanwhile` once it waits in the writer's queue
 /// (looked up ahead, not yet committed).
 async fn read_around(
@@ -118,14 +94,12 @@ async fn a_machine_disabled_while_its_read_waits_is_refused() {
     let machine = h.machine("shop", &["api-key"]).await;
     let before = counts(&h);
     let disable = format!("/v1/machines/{}/disable", machine.id);
-    let replies = in_one_batch(
-        &h,
-        vec![
+    let replies = h
+        .in_one_batch(vec![
             as_admin(&h, "POST", &disable, b""),
             read(&h, &machine, "/v1/secrets/shop/api-key"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(replies[0].status, StatusCode::OK, "{:?}", replies[0].body);
     assert_eq!(
         replies[1].code(),
@@ -155,14 +129,12 @@ async fn a_grant_deleted_while_the_read_waits_is_refused() {
         .await;
     let grant = grants.body["grants"][0]["id"].as_str().unwrap().to_owned();
     let before = counts(&h);
-    let replies = in_one_batch(
-        &h,
-        vec![
+    let replies = h
+        .in_one_batch(vec![
             as_admin(&h, "DELETE", &format!("/v1/grants/{grant}"), b""),
             read(&h, &machine, "/v1/secrets/shop/api-key"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(
         replies[0].status,
         StatusCode::NO_CONTENT,
@@ -182,9 +154,8 @@ async fn a_version_written_while_the_read_waits_is_the_one_served() {
     let h = Harness::new();
     h.seed("shop").await;
     let machine = h.machine("shop", &["api-key"]).await;
-    let replies = in_one_batch(
-        &h,
-        vec![
+    let replies = h
+        .in_one_batch(vec![
             as_admin(
                 &h,
                 "PUT",
@@ -192,9 +163,8 @@ async fn a_version_written_while_the_read_waits_is_the_one_served() {
                 br#"{"value":"rotated"}"#,
             ),
             read(&h, &machine, "/v1/secrets/shop/api-key"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(replies[0].status, StatusCode::OK, "{:?}", replies[0].body);
     assert_eq!(replies[1].status, StatusCode::OK, "{:?}", replies[1].body);
     assert_eq!(
@@ -213,15 +183,13 @@ async fn a_read_before_a_change_in_the_same_batch_is_served() {
     let machine = h.machine("shop", &["api-key"]).await;
     let before = counts(&h);
     let disable = format!("/v1/machines/{}/disable", machine.id);
-    let replies = in_one_batch(
-        &h,
-        vec![
+    let replies = h
+        .in_one_batch(vec![
             read(&h, &machine, "/v1/secrets/shop/api-key"),
             as_admin(&h, "POST", &disable, b""),
             read(&h, &machine, "/v1/secrets/shop/api-key"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(replies[0].status, StatusCode::OK, "{:?}", replies[0].body);
     assert_eq!(replies[1].status, StatusCode::OK, "{:?}", replies[1].body);
     assert_eq!(
@@ -310,9 +278,8 @@ async fn a_policy_set_while_the_read_waits_is_enforced() {
     let h = Harness::new();
     h.seed("shop").await;
     let machine = h.machine("shop", &["api-key"]).await;
-    let replies = in_one_batch(
-        &h,
-        vec![
+    let replies = h
+        .in_one_batch(vec![
             as_admin(
                 &h,
                 "PUT",
@@ -320,9 +287,8 @@ async fn a_policy_set_while_the_read_waits_is_enforced() {
                 br#"{"ip_allowlist":["192.0.2.0/24"]}"#,
             ),
             read(&h, &machine, "/v1/secrets/shop/api-key"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(replies[0].status, StatusCode::OK, "{:?}", replies[0].body);
     assert_eq!(replies[1].code(), "policy_ip", "{:?}", replies[1].body);
 }

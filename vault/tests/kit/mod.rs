@@ -179,6 +179,32 @@ impl Harness {
         builder.body(Body::from(body.to_vec())).unwrap()
     }
 
+    /// Sends `requests` so that they commit in one batch, in this order,
+    /// and returns their replies in the same order: the writer is held
+    /// until every one of them waits in its queue (a read has then been
+    /// looked up ahead, before any of them ran).
+    pub async fn in_one_batch(&self, requests: Vec<Request<Body>>) -> Vec<Reply> {
+        use std::sync::atomic::Ordering;
+        let count = requests.len();
+        let stats = self.vault.writer_stats();
+        let batches = stats.batches.load(Ordering::SeqCst);
+        let hold = self.vault.hold_writer();
+        let replies = futures::future::join_all(requests.into_iter().map(|r| self.raw(r)));
+        let release = async {
+            while stats.queued.load(Ordering::SeqCst) < count {
+                tokio::task::yield_now().await;
+            }
+            drop(hold);
+        };
+        let (replies, ()) = tokio::join!(replies, release);
+        assert_eq!(
+            stats.batches.load(Ordering::SeqCst) - batches,
+            1,
+            "the requests did not commit as one batch"
+        );
+        replies
+    }
+
     /// Sends `request` through the router as it is, from [`LOCAL_IP`].
     pub async fn raw(&self, request: Request<Body>) -> Reply {
         self.raw_from(request, LOCAL_IP).await
