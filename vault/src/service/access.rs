@@ -13,7 +13,7 @@ use super::{canary, delegations, secrets};
 use crate::error::{Error, Result, invalid};
 use crate::policy::{ip_allowed, time_zone, validate_policy, window_open};
 use crate::request::Ctx;
-use crate::store::{Agent, Machine, Project, Secret, Tx};
+use crate::store::{Machine, Project, Secret, Tx};
 
 /// Runs every rule of `secret`'s policy for a read by `machine`, inside the
 /// read's transaction. The lock check comes first: once a canary fired,
@@ -98,7 +98,8 @@ pub fn set_policy(
     let project = secrets::project(tx, project_name)?;
     let secret = secrets::secret(tx, &project, name)?;
     if let Some(agent) = delegations::acting_agent(ctx) {
-        require_agent_may_tighten(tx, agent, &secret, &policy, project_name, name)?;
+        delegations::require_whole(tx, agent, &project, &secret)?;
+        require_tightening(secret.policy.as_ref(), &policy)?;
     }
     let stored = (policy != AccessPolicy::default()).then_some(policy);
     tx.set_secret_policy(&secret.id, stored.as_ref())?;
@@ -116,35 +117,14 @@ pub fn set_policy(
     )
 }
 
-/// An agent sets a policy only on a secret delegated to it whole (in any
-/// scope: the policy binds every reader), and only to tighten it.
-fn require_agent_may_tighten(
-    tx: &mut dyn Tx,
-    agent: &Agent,
-    secret: &Secret,
-    policy: &AccessPolicy,
-    project_name: &str,
-    name: &str,
-) -> Result<()> {
-    let whole = tx
-        .delegations_on(&agent.id, &secret.id)?
-        .iter()
-        .any(|d| d.fields.is_none());
-    if !whole {
-        return Err(Error::denied(
-            ErrorCode::NotDelegated,
-            format!(
-                "agent {} has no delegation of the whole of {project_name}/{name}: only such an agent sets its policy",
-                agent.id
-            ),
-        ));
-    }
-    let current = secret.policy.clone().unwrap_or_default();
-    if let Some(what) = crate::policy::loosened(&current, policy)? {
-        return Err(Error::denied(
+/// An agent only tightens a secret's policy (`current`, none for no policy).
+fn require_tightening(current: Option<&AccessPolicy>, new: &AccessPolicy) -> Result<()> {
+    let none = AccessPolicy::default();
+    match crate::policy::loosened(current.unwrap_or(&none), new)? {
+        None => Ok(()),
+        Some(what) => Err(Error::denied(
             ErrorCode::Forbidden,
             format!("an agent may only tighten a secret's policy; this would loosen {what}"),
-        ));
+        )),
     }
-    Ok(())
 }

@@ -192,6 +192,25 @@ pub fn require_project(
     )))
 }
 
+/// Refuses an agent that holds no delegation of the whole `secret` (in any
+/// scope): what binds every reader of the secret, such as its policy, is
+/// only for such an agent.
+pub fn require_whole(
+    tx: &mut dyn Tx,
+    agent: &Agent,
+    project: &Project,
+    secret: &Secret,
+) -> Result<()> {
+    let delegations = tx.delegations_on(&agent.id, &secret.id)?;
+    if delegations.iter().any(|d| d.fields.is_none()) {
+        return Ok(());
+    }
+    Err(not_delegated(format!(
+        "agent {} has no delegation of the whole of {}/{}: only such an agent sets its policy",
+        agent.id, project.name, secret.name
+    )))
+}
+
 /// Refuses a grant of `secret` (narrowed to `fields`, or whole) for
 /// machines of `scope` unless a delegation covers it: same scope, and either
 /// the whole secret or every granted field.
