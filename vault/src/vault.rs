@@ -102,6 +102,8 @@ pub struct Vault {
     /// What reads looked up ahead, for as long as nothing that may change
     /// state ran (see [`CachedLookup`]).
     views: std::sync::Mutex<Views>,
+    /// The signal machines wait on for changes of what they read.
+    changes: Arc<crate::changes::Changes>,
 }
 
 /// Read views looked up ahead, all valid at one generation of the store.
@@ -205,6 +207,7 @@ impl Vault {
             writer,
             keys: RwLock::new(HashMap::new()),
             views: std::sync::Mutex::new(Views::default()),
+            changes: Arc::default(),
         })
     }
 
@@ -225,6 +228,11 @@ impl Vault {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The change signal of `GET /v1/machine/changes`.
+    pub fn changes(&self) -> &Arc<crate::changes::Changes> {
+        &self.changes
     }
 
     pub fn now(&self) -> i64 {
@@ -276,6 +284,28 @@ impl Vault {
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
+    }
+
+    /// [`Vault::handle`] for a request whose commit may change what some
+    /// machine reads (a secret's live version, a grant): once it committed,
+    /// the requests waiting on `GET /v1/machine/changes` look again.
+    pub async fn handle_change<T, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        let result = self.handle(request, action, target, audience, op).await;
+        if result.is_ok() {
+            self.changes.notify();
+        }
+        result
     }
 
     /// A machine's request that can be decided on a snapshot before the
