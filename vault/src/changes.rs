@@ -175,8 +175,10 @@ pub fn list(grants: Vec<GrantView>) -> Result<ChangeList> {
 }
 
 /// Waits up to `wait` for `slot`'s machine's list to differ from `held`,
-/// reading it again on a snapshot after each notification. Answers the new
-/// list, or `held` unchanged when the time is up or the vault shuts down.
+/// reading it again on a snapshot after each notification and once more
+/// when the time is up (a change no notification announced, such as one
+/// committed by another replica, is caught then). Answers the new list, or
+/// `held` unchanged; at shutdown, `held` at once.
 pub async fn wait(
     store: Arc<dyn Store>,
     mut seen: watch::Receiver<u64>,
@@ -189,26 +191,33 @@ pub async fn wait(
         if slot.changes.closed() {
             return Ok(held);
         }
-        match tokio::time::timeout_at(deadline, seen.changed()).await {
-            Ok(Ok(())) => {}
-            // The time is up, or the vault is going away.
-            Err(_) | Ok(Err(_)) => return Ok(held),
-        }
+        let woken = match tokio::time::timeout_at(deadline, seen.changed()).await {
+            Ok(Ok(())) => true,
+            // The time is up.
+            Err(_) => false,
+            // The vault is going away.
+            Ok(Err(_)) => return Ok(held),
+        };
         if slot.changes.closed() {
             return Ok(held);
         }
-        let store = Arc::clone(&store);
-        let machine_id = slot.machine_id.clone();
-        let now = tokio::task::spawn_blocking(move || {
-            let mut snapshot = store.read()?;
-            let grants = crate::service::grants::read_views(snapshot.as_mut(), &machine_id)?;
-            list(grants)
-        })
-        .await??;
-        if now.token != held.token {
+        let now = current(Arc::clone(&store), slot.machine_id.clone()).await?;
+        if !woken || now.token != held.token {
             return Ok(now);
         }
     }
+}
+
+/// A machine's list now, on a snapshot of its own.
+async fn current(store: Arc<dyn Store>, machine_id: String) -> Result<ChangeList> {
+    tokio::task::spawn_blocking(move || {
+        let mut snapshot = store.read()?;
+        list(crate::service::grants::read_views(
+            snapshot.as_mut(),
+            &machine_id,
+        )?)
+    })
+    .await?
 }
 
 #[cfg(test)]

@@ -269,26 +269,15 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
-        // Checks 1 and 2 need no store: a request failing them never takes
-        // the writer's time.
-        if let Err(error) = self.fresh_headers(&request, self.clock.now()) {
-            self.deny_unverified(&request, action, &target, &error);
-            return Err(error);
-        }
-        let verified = self.verify_ahead(&request, audience);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let vault = Arc::clone(self);
-        self.writer
-            .submit(Box::new(move |tx: &mut dyn Tx| {
-                vault.decide_in_batch(tx, request, action, target, audience, verified, op, answer)
-            }))
-            .map_err(|_| Error::Uncommitted)?;
-        answered.await.map_err(|_| Error::Uncommitted)?
+        self.submit(request, action, target, audience, op, false)
+            .await
     }
 
     /// [`Vault::handle`] for a request whose commit may change what some
-    /// machine reads (a secret's live version, a grant): once it committed,
-    /// the requests waiting on `GET /v1/machine/changes` look again.
+    /// machine reads (a secret's live version, a grant): once its batch
+    /// committed, the requests waiting on `GET /v1/machine/changes` look
+    /// again. The writer announces it, so a client that hangs up after
+    /// sending does not keep a committed change from being announced.
     pub async fn handle_change<T, F>(
         self: &Arc<Self>,
         request: Request,
@@ -301,11 +290,40 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
-        let result = self.handle(request, action, target, audience, op).await;
-        if result.is_ok() {
-            self.changes.notify();
+        self.submit(request, action, target, audience, op, true)
+            .await
+    }
+
+    async fn submit<T, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: F,
+        announce: bool,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        // Checks 1 and 2 need no store: a request failing them never takes
+        // the writer's time.
+        if let Err(error) = self.fresh_headers(&request, self.clock.now()) {
+            self.deny_unverified(&request, action, &target, &error);
+            return Err(error);
         }
-        result
+        let verified = self.verify_ahead(&request, audience);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let vault = Arc::clone(self);
+        self.writer
+            .submit(Box::new(move |tx: &mut dyn Tx| {
+                vault.decide_in_batch(
+                    tx, request, action, target, audience, verified, op, answer, announce,
+                )
+            }))
+            .map_err(|_| Error::Uncommitted)?;
+        answered.await.map_err(|_| Error::Uncommitted)?
     }
 
     /// A machine's request that can be decided on a snapshot before the
@@ -384,7 +402,17 @@ impl Vault {
                     .reads_rechecked
                     .fetch_add(1, Ordering::Relaxed);
                 let audience = Audience::Machine;
-                vault.decide_in_batch(tx, request, action, target, audience, Some(key), op, answer)
+                vault.decide_in_batch(
+                    tx,
+                    request,
+                    action,
+                    target,
+                    audience,
+                    Some(key),
+                    op,
+                    answer,
+                    false,
+                )
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
@@ -498,7 +526,9 @@ impl Vault {
 
     /// The full pipeline for one request inside the writer's batch, counted
     /// as a change (see [`crate::store::Generation`]) from before it runs
-    /// until its batch is settled; `answer` hears the outcome after that.
+    /// until its batch is settled; `answer` hears the outcome after that,
+    /// and when `announce`, waiting machines hear of a committed success
+    /// just before (see [`crate::changes`]).
     #[allow(clippy::too_many_arguments)]
     fn decide_in_batch<T, F>(
         self: &Arc<Self>,
@@ -510,6 +540,7 @@ impl Vault {
         verified: Option<PublicKey>,
         op: F,
         answer: tokio::sync::oneshot::Sender<Result<T>>,
+        announce: bool,
     ) -> Done
     where
         T: Send + 'static,
@@ -523,6 +554,11 @@ impl Vault {
             broken,
             finish: Box::new(move |committed| {
                 vault.store.generation().settle();
+                // After the commit, before the answer: whoever heard the
+                // answer may count on the waiting machines having heard too.
+                if announce && committed && result.is_ok() {
+                    vault.changes.notify();
+                }
                 // Let go of the vault before answering, so that whoever
                 // heard the answer can drop the last reference and close it.
                 drop(vault);

@@ -67,7 +67,10 @@ async fn a_waiting_machine_hears_a_new_version_within_a_second() {
     });
     let heard = written_at.elapsed();
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert!(heard < Duration::from_secs(1), "answered {heard:?} after the write");
+    assert!(
+        heard < Duration::from_secs(1),
+        "answered {heard:?} after the write"
+    );
     assert_ne!(reply.body["token"], since.as_str());
     assert_eq!(version_of(&reply, "api-key"), 2);
     // Names, fields and versions only.
@@ -183,7 +186,12 @@ async fn waiting_requests_are_bounded_per_machine() {
         async {
             until_waiting(&h, 2).await;
             let third = changes(&h, &machine, &query).await;
-            assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", third.body);
+            assert_eq!(
+                third.status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "{:?}",
+                third.body
+            );
             assert_eq!(third.code(), "too_many_waiting");
             // The two waiting are answered by the next change.
             h.write("shop", "api-key", "sk_live_second_value").await;
@@ -214,18 +222,20 @@ async fn waiting_requests_are_bounded_in_total() {
     let (since_one, since_two) = (token(&h, &one).await, token(&h, &two).await);
 
     let query_one = format!("?since={since_one}&wait=60");
-    let (first, ()) = tokio::join!(
-        changes(&h, &one, &query_one),
-        async {
-            until_waiting(&h, 1).await;
-            let other = changes(&h, &two, &format!("?since={since_two}&wait=60")).await;
-            assert_eq!(other.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", other.body);
-            // Without a wait it is still answered.
-            let now = changes(&h, &two, &format!("?since={since_two}&wait=0")).await;
-            assert_eq!(now.status, StatusCode::OK, "{:?}", now.body);
-            h.write("shop", "api-key", "sk_live_second_value").await;
-        }
-    );
+    let (first, ()) = tokio::join!(changes(&h, &one, &query_one), async {
+        until_waiting(&h, 1).await;
+        let other = changes(&h, &two, &format!("?since={since_two}&wait=60")).await;
+        assert_eq!(
+            other.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{:?}",
+            other.body
+        );
+        // Without a wait it is still answered.
+        let now = changes(&h, &two, &format!("?since={since_two}&wait=0")).await;
+        assert_eq!(now.status, StatusCode::OK, "{:?}", now.body);
+        h.write("shop", "api-key", "sk_live_second_value").await;
+    });
     assert_eq!(version_of(&first, "api-key"), 2);
 }
 
@@ -243,7 +253,12 @@ async fn only_machines_may_wait_and_the_query_is_checked() {
     let machine = h.machine("shop", &["api-key"]).await;
     for query in ["?wait=61", "?wait=soon", "?since=x&other=1"] {
         let reply = changes(&h, &machine, query).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {:?}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {:?}",
+            reply.body
+        );
         assert_eq!(reply.code(), "invalid_request", "{query}");
     }
     assert_eq!(h.vault.changes().waiting(), 0);

@@ -148,9 +148,7 @@ impl Watch {
         if self.push && !std::mem::take(&mut self.back_off) {
             // Never longer than the period, so a vault that loses the
             // notification (another replica wrote) is still caught in time.
-            let wait = self
-                .period
-                .min(Duration::from_secs(sdk::CHANGES_WAIT_MAX));
+            let wait = self.period.min(Duration::from_secs(sdk::CHANGES_WAIT_MAX));
             match client.changes(self.since.as_deref(), wait).await {
                 Ok(list) if self.since.as_deref() == Some(list.token.as_str()) => {
                     return Wake::Unchanged;

@@ -788,12 +788,19 @@ async fn sidecar_rewrites_a_file_within_a_second_of_a_new_version() {
         let written = Instant::now();
         vault.plain("api-key", value).await;
         let deadline = written + Duration::from_secs(5);
-        while std::fs::read_to_string(pod.mount().join("api-key")).ok().as_deref() != Some(value) {
+        while std::fs::read_to_string(pod.mount().join("api-key"))
+            .ok()
+            .as_deref()
+            != Some(value)
+        {
             assert!(Instant::now() < deadline, "{value} never written");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let took = written.elapsed();
-        assert!(took < Duration::from_secs(1), "{value} written {took:?} after the admin's write");
+        assert!(
+            took < Duration::from_secs(1),
+            "{value} written {took:?} after the admin's write"
+        );
     }
     assert_eq!(inode(&pod.mount().join("static")), static_inode);
     assert_eq!(pod.mode("api-key"), 0o440);
