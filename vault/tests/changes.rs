@@ -263,3 +263,25 @@ async fn only_machines_may_wait_and_the_query_is_checked() {
     }
     assert_eq!(h.vault.changes().waiting(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutting_down_vault_answers_the_waiting_at_once() {
+    let h = Harness::new();
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    let since = token(&h, &machine).await;
+    let query = format!("?since={since}&wait=60");
+    let asked = Instant::now();
+    let (reply, ()) = tokio::join!(changes(&h, &machine, &query), async {
+        until_waiting(&h, 1).await;
+        h.vault.changes().close();
+    });
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["token"], since.as_str());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(h.vault.changes().waiting(), 0);
+}
