@@ -52,6 +52,11 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The longest `wait` of `GET /v1/machine/changes`, in seconds.
+pub const CHANGES_WAIT_MAX: u64 = 60;
+/// How much longer than its `wait` a change request may take to answer.
+const CHANGES_MARGIN: Duration = Duration::from_secs(10);
+
 /// A signed connection to one vault as one identity.
 pub struct Client {
     base: String,
@@ -215,7 +220,7 @@ impl Client {
         target: &str,
         body: Option<&B>,
     ) -> Result<R> {
-        let (status, bytes) = self.raw(key_id, method, target, body).await?;
+        let (status, bytes) = self.raw(key_id, method, target, body, None).await?;
         let bytes = if bytes.is_empty() {
             b"null".to_vec()
         } else {
@@ -233,6 +238,7 @@ impl Client {
         method: Method,
         target: &str,
         body: Option<&B>,
+        timeout: Option<Duration>,
     ) -> Result<(u16, Vec<u8>)> {
         let body = match body {
             Some(body) => serde_json::to_vec(body).map_err(|e| Error::Decode {
@@ -244,6 +250,9 @@ impl Client {
         let url = format!("{}{}", self.base, target);
         let signed = protocol::sign_now(&self.identity.key, key_id, method.as_str(), target, &body);
         let mut request = self.http.request(method, &url);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         for (name, value) in signed.pairs() {
             request = request.header(name, value);
         }
@@ -269,6 +278,29 @@ impl Client {
     pub async fn grants(&self) -> Result<GrantList> {
         self.call::<(), _>(Method::GET, "/v1/machine/grants", None)
             .await
+    }
+
+    /// `GET /v1/machine/changes?since=&wait=`: answers at once when the
+    /// machine's grants or their live versions differ from what `since`
+    /// names (or without `since`), else once they change or after `wait`
+    /// (at most 60 s) with the same list and token. This one request may
+    /// take `wait` plus a margin, whatever the client's own timeout.
+    pub async fn changes(&self, since: Option<&str>, wait: Duration) -> Result<ChangeList> {
+        let key_id = self.identity.id.clone().ok_or(Error::Unregistered)?;
+        let wait = wait.as_secs().min(CHANGES_WAIT_MAX);
+        // The token is hex: nothing to escape.
+        let target = match since {
+            Some(since) => format!("/v1/machine/changes?since={since}&wait={wait}"),
+            None => format!("/v1/machine/changes?wait={wait}"),
+        };
+        let timeout = Duration::from_secs(wait) + CHANGES_MARGIN;
+        let (status, bytes) = self
+            .raw::<()>(&key_id, Method::GET, &target, None, Some(timeout))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            status,
+            reason: e.to_string(),
+        })
     }
 
     /// `GET /v1/secrets/{project}/{secret}`

@@ -202,6 +202,9 @@ impl LimitArgs {
             idle_timeout: Duration::from_secs(idle_timeout_seconds),
             max_in_flight: count(max_in_flight),
             retry_after_seconds,
+            waiting_per_machine: crate::settings::Limits::default().waiting_per_machine,
+            // A quarter of the requests in flight at most may be waiting.
+            waiting_max: (count(max_in_flight) / 4).max(1),
         };
         settings.denial_flush_interval = Duration::from_secs(denial_flush_seconds);
         settings.denial_groups_max = count(denial_groups_max);

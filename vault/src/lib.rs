@@ -10,12 +10,14 @@
 //! webhook events queued in a request's transaction; none of them imports
 //! the pipeline or a service; [`denials`] counts the denials of unverified
 //! requests and [`dns`] bounds name lookups, for the same layers; [`page`]
-//! is the cursor pagination of the list routes. [`server`]
+//! is the cursor pagination of the list routes, [`changes`] the change
+//! signal machines wait on. [`server`]
 //! is the process around it, [`worker`] its background loops (sweeps,
 //! webhook deliveries, the grouped denials), [`cli`] the `signet-vault`
 //! command.
 
 pub mod audit;
+pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod crypto;

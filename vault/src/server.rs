@@ -78,9 +78,13 @@ pub async fn serve_until(
         crate::http::router(Arc::clone(&vault)).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let draining = handle.clone();
+    let waiters = Arc::clone(vault.changes());
     tokio::spawn(async move {
         shutdown.await;
         draining.graceful_shutdown(Some(DRAIN));
+        // After the listener stopped taking requests: the ones waiting for
+        // changes answer now instead of holding the drain up to a minute.
+        waiters.close();
     });
     let std_listener = listener.into_std().map_err(Error::Serve)?;
     let mut server = axum_server::from_tcp(std_listener)

@@ -77,6 +77,11 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// The `Retry-After` of that answer, in seconds.
     pub retry_after_seconds: u32,
+    /// Requests one machine may have waiting on `GET /v1/machine/changes`.
+    pub waiting_per_machine: usize,
+    /// Requests all machines together may have waiting there; each holds
+    /// one of `max_in_flight`, so this stays well below it.
+    pub waiting_max: usize,
 }
 
 impl Default for Limits {
@@ -87,6 +92,8 @@ impl Default for Limits {
             idle_timeout: std::time::Duration::from_secs(60),
             max_in_flight: 1024,
             retry_after_seconds: 1,
+            waiting_per_machine: 2,
+            waiting_max: 256,
         }
     }
 }

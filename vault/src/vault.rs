@@ -102,6 +102,8 @@ pub struct Vault {
     /// What reads looked up ahead, for as long as nothing that may change
     /// state ran (see [`CachedLookup`]).
     views: std::sync::Mutex<Views>,
+    /// The signal machines wait on for changes of what they read.
+    changes: Arc<crate::changes::Changes>,
 }
 
 /// Read views looked up ahead, all valid at one generation of the store.
@@ -205,6 +207,7 @@ impl Vault {
             writer,
             keys: RwLock::new(HashMap::new()),
             views: std::sync::Mutex::new(Views::default()),
+            changes: Arc::default(),
         })
     }
 
@@ -225,6 +228,11 @@ impl Vault {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The change signal of `GET /v1/machine/changes`.
+    pub fn changes(&self) -> &Arc<crate::changes::Changes> {
+        &self.changes
     }
 
     pub fn now(&self) -> i64 {
@@ -261,6 +269,44 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
+        self.submit(request, action, target, audience, op, false)
+            .await
+    }
+
+    /// [`Vault::handle`] for a request whose commit may change what some
+    /// machine reads (a secret's live version, a grant): once its batch
+    /// committed, the requests waiting on `GET /v1/machine/changes` look
+    /// again. The writer announces it, so a client that hangs up after
+    /// sending does not keep a committed change from being announced.
+    pub async fn handle_change<T, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        self.submit(request, action, target, audience, op, true)
+            .await
+    }
+
+    async fn submit<T, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: F,
+        announce: bool,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
         // Checks 1 and 2 need no store: a request failing them never takes
         // the writer's time.
         if let Err(error) = self.fresh_headers(&request, self.clock.now()) {
@@ -272,7 +318,9 @@ impl Vault {
         let vault = Arc::clone(self);
         self.writer
             .submit(Box::new(move |tx: &mut dyn Tx| {
-                vault.decide_in_batch(tx, request, action, target, audience, verified, op, answer)
+                vault.decide_in_batch(
+                    tx, request, action, target, audience, verified, op, answer, announce,
+                )
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
@@ -354,7 +402,17 @@ impl Vault {
                     .reads_rechecked
                     .fetch_add(1, Ordering::Relaxed);
                 let audience = Audience::Machine;
-                vault.decide_in_batch(tx, request, action, target, audience, Some(key), op, answer)
+                vault.decide_in_batch(
+                    tx,
+                    request,
+                    action,
+                    target,
+                    audience,
+                    Some(key),
+                    op,
+                    answer,
+                    false,
+                )
             }))
             .map_err(|_| Error::Uncommitted)?;
         answered.await.map_err(|_| Error::Uncommitted)?
@@ -468,7 +526,9 @@ impl Vault {
 
     /// The full pipeline for one request inside the writer's batch, counted
     /// as a change (see [`crate::store::Generation`]) from before it runs
-    /// until its batch is settled; `answer` hears the outcome after that.
+    /// until its batch is settled; `answer` hears the outcome after that,
+    /// and when `announce`, waiting machines hear of a committed success
+    /// just before (see [`crate::changes`]).
     #[allow(clippy::too_many_arguments)]
     fn decide_in_batch<T, F>(
         self: &Arc<Self>,
@@ -480,6 +540,7 @@ impl Vault {
         verified: Option<PublicKey>,
         op: F,
         answer: tokio::sync::oneshot::Sender<Result<T>>,
+        announce: bool,
     ) -> Done
     where
         T: Send + 'static,
@@ -493,6 +554,11 @@ impl Vault {
             broken,
             finish: Box::new(move |committed| {
                 vault.store.generation().settle();
+                // After the commit, before the answer: whoever heard the
+                // answer may count on the waiting machines having heard too.
+                if announce && committed && result.is_ok() {
+                    vault.changes.notify();
+                }
                 // Let go of the vault before answering, so that whoever
                 // heard the answer can drop the last reference and close it.
                 drop(vault);

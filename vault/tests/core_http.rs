@@ -46,6 +46,7 @@ async fn the_openapi_document_lists_every_signed_route() {
         "/v1/enroll",
         "/v1/admin/enroll",
         "/v1/machine/grants",
+        "/v1/machine/changes",
         "/v1/machine/self",
         "/v1/secrets/{project}/{secret}",
         "/v1/projects",

@@ -110,3 +110,15 @@ pub struct GrantView {
 pub struct GrantList {
     pub grants: Vec<GrantView>,
 }
+
+/// The answer of `GET /v1/machine/changes`: what the machine may read with
+/// the live versions, and an opaque token naming exactly that list. Names,
+/// fields and versions only: never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ChangeList {
+    /// Pass it back as `since` to wait for the next change. Opaque: a
+    /// client compares it for equality only.
+    pub token: String,
+    pub grants: Vec<GrantView>,
+}

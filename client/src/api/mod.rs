@@ -75,6 +75,10 @@ pub enum ErrorCode {
     /// The vault is at its limit of requests in flight; retry after the
     /// `Retry-After` header's seconds.
     Overloaded,
+    /// The machine (or the vault) already has as many requests waiting on
+    /// `GET /v1/machine/changes` as it allows; retry after `Retry-After`
+    /// seconds, or poll.
+    TooManyWaiting,
 }
 
 impl ErrorCode {
@@ -122,6 +126,7 @@ impl ErrorCode {
             Self::ServiceAccountNotAllowed => "service_account_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
+            Self::TooManyWaiting => "too_many_waiting",
         }
     }
 }

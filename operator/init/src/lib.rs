@@ -7,7 +7,11 @@
 //! then it fetches every secret named in
 //! `SIGNET_FILES`, and writes each one atomically into an in-memory volume.
 //! In `init` mode it then exits; in `sidecar` mode it keeps the files fresh
-//! after rotations and revokes its machine on SIGTERM. The private key never
+//! after rotations and revokes its machine on SIGTERM: it waits on the
+//! vault's change route (`GET /v1/machine/changes`), so a new version is
+//! written within a second, and falls back to refreshing every
+//! `SIGNET_REFRESH_SECONDS` when that route fails or the vault is too old
+//! to have it. The private key never
 //! leaves the process's memory: it is not written to any file, log or
 //! environment.
 //!

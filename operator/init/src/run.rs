@@ -74,31 +74,115 @@ pub async fn run(config: Config) -> Result<(), Error> {
             revoke(&client).await;
             Ok(())
         }
-        Mode::Sidecar => loop {
-            let period = jitter(config.refresh, REFRESH_JITTER);
-            tokio::select! {
-                refreshed = async {
-                    tokio::time::sleep(period).await;
-                    files.refresh(&client).await
-                } => match refreshed {
-                    Ok(()) => {}
-                    Err(error @ Error::IdentityRefused { .. }) => return Err(error),
-                    Err(error @ Error::Write(_)) => {
+        Mode::Sidecar => {
+            let mut watch = Watch::new(config.refresh);
+            loop {
+                tokio::select! {
+                    refreshed = async {
+                        match watch.next(&client).await {
+                            Wake::Unchanged => Ok(()),
+                            Wake::Changed(grants) => files.refresh(&client, Some(grants)).await,
+                            Wake::Period => files.refresh(&client, None).await,
+                        }
+                    } => match refreshed {
+                        Ok(()) => {}
+                        Err(error @ Error::IdentityRefused { .. }) => return Err(error),
+                        Err(error @ Error::Write(_)) => {
+                            revoke(&client).await;
+                            return Err(error);
+                        }
+                        Err(error) => {
+                            watch.failed();
+                            tracing::warn!(
+                                error = %chain(&error),
+                                "refresh failed; keeping the current files and trying again next period"
+                            );
+                        }
+                    },
+                    signal = signals.recv() => {
+                        tracing::info!(%signal, "shutting down");
                         revoke(&client).await;
-                        return Err(error);
+                        return Ok(());
                     }
-                    Err(error) => tracing::warn!(
-                        error = %chain(&error),
-                        "refresh failed; keeping the current files and trying again next period"
-                    ),
-                },
-                signal = signals.recv() => {
-                    tracing::info!(%signal, "shutting down");
-                    revoke(&client).await;
-                    return Ok(());
                 }
             }
-        },
+        }
+    }
+}
+
+/// What woke the sidecar.
+enum Wake {
+    /// The change route's wait ran out with nothing new.
+    Unchanged,
+    /// The change route answered a new list of grants and live versions.
+    Changed(Vec<GrantView>),
+    /// A refresh period passed (the fallback): list the grants again.
+    Period,
+}
+
+/// Waits for the next reason to refresh: the vault's change route
+/// (`GET /v1/machine/changes`) when it has one, else the refresh period.
+struct Watch {
+    period: Duration,
+    /// The token of the list the files were last refreshed from.
+    since: Option<String>,
+    /// False once the vault answered that it has no change route (an
+    /// older vault): the period alone from then on.
+    push: bool,
+    /// Sleep one period before asking again (after a failure), so a
+    /// failing vault is not asked in a tight loop.
+    back_off: bool,
+}
+
+impl Watch {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            since: None,
+            push: true,
+            back_off: false,
+        }
+    }
+
+    async fn next(&mut self, client: &Client) -> Wake {
+        if self.push && !std::mem::take(&mut self.back_off) {
+            // Never longer than the period, so a vault that loses the
+            // notification (another replica wrote) is still caught in time.
+            let wait = self.period.min(Duration::from_secs(sdk::CHANGES_WAIT_MAX));
+            match client.changes(self.since.as_deref(), wait).await {
+                Ok(list) if self.since.as_deref() == Some(list.token.as_str()) => {
+                    return Wake::Unchanged;
+                }
+                Ok(list) => {
+                    self.since = Some(list.token);
+                    return Wake::Changed(list.grants);
+                }
+                Err(sdk::Error::Api { status: 404, .. }) => {
+                    tracing::info!(
+                        "the vault has no change route; refreshing every period instead"
+                    );
+                    self.push = false;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = %chain(&error),
+                        "waiting for changes failed; refreshing after the period instead"
+                    );
+                    // The period's refresh lists the grants itself; the next
+                    // wait starts from a fresh list.
+                    self.since = None;
+                }
+            }
+        }
+        tokio::time::sleep(jitter(self.period, REFRESH_JITTER)).await;
+        Wake::Period
+    }
+
+    /// A refresh failed: some file may be behind its list. Ask again from
+    /// scratch, after a period.
+    fn failed(&mut self) {
+        self.since = None;
+        self.back_off = true;
     }
 }
 
@@ -335,19 +419,30 @@ impl<'a> Files<'a> {
         Ok(())
     }
 
-    /// One refresh: rewrites the files whose secret has a new live version.
-    /// Every target is tried; the first error is returned.
-    async fn refresh(&mut self, client: &Client) -> Result<(), Error> {
+    /// One refresh: rewrites the files whose secret has a new live version,
+    /// after `grants` (as the change route answered them) or, without
+    /// them, after listing the grants. Every target is tried; the first
+    /// error is returned.
+    async fn refresh(
+        &mut self,
+        client: &Client,
+        grants: Option<Vec<GrantView>>,
+    ) -> Result<(), Error> {
         let once = Retry {
             max_attempts: 1,
             ..self.config.retry
         };
         let url = &self.config.vault;
-        let grants = client
-            .grants()
-            .await
-            .map_err(|error| classify(url, Call::Grants, Failed { error, attempts: 1 }))?
-            .grants;
+        let grants = match grants {
+            Some(grants) => grants,
+            None => {
+                client
+                    .grants()
+                    .await
+                    .map_err(|error| classify(url, Call::Grants, Failed { error, attempts: 1 }))?
+                    .grants
+            }
+        };
         let mut cache = BTreeMap::new();
         let mut first_error = None;
         for target in &mut self.targets {

@@ -39,13 +39,18 @@ struct TestVault {
 }
 
 async fn start_vault() -> TestVault {
-    start(false).await
+    start(false, false).await
+}
+
+/// A vault as it was before `GET /v1/machine/changes`: that route is 404.
+async fn start_old_vault() -> TestVault {
+    start(false, true).await
 }
 
 /// A vault served over HTTPS with a certificate for 127.0.0.1 and
 /// localhost, issued by a fresh private CA (`TestVault::ca_pem`).
 async fn start_tls_vault() -> TestVault {
-    start(true).await
+    start(true, false).await
 }
 
 /// A CA and a serving certificate it signed for 127.0.0.1 and localhost:
@@ -68,7 +73,7 @@ fn private_ca() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-async fn start(tls: bool) -> TestVault {
+async fn start(tls: bool, old: bool) -> TestVault {
     let data = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(data.path()).unwrap());
     let vault = Arc::new(
@@ -100,8 +105,11 @@ async fn start(tls: bool) -> TestVault {
         });
         (format!("https://{addr}"), Some(ca_pem))
     } else {
-        let app = signet_vault::http::router(Arc::clone(&vault))
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let mut router = signet_vault::http::router(Arc::clone(&vault));
+        if old {
+            router = router.layer(axum::middleware::from_fn(without_changes));
+        }
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         (format!("http://{addr}"), None)
     };
@@ -124,6 +132,19 @@ async fn start(tls: bool) -> TestVault {
         ca_pem,
         _data: data,
     }
+}
+
+/// Answers the change route as a vault without it does.
+async fn without_changes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if request.uri().path() == "/v1/machine/changes" {
+        let body = serde_json::json!({"error": {"code": "not_found", "message": "no such route"}});
+        return (axum::http::StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    next.run(request).await
 }
 
 impl TestVault {
@@ -738,6 +759,78 @@ async fn https_vault_with_a_private_ca_needs_signet_ca_pem() {
         "{stderr}"
     );
     assert_eq!(vault.machine_count().await, 0);
+}
+
+/// A sidecar that refreshes only every 5 minutes: a file rewritten sooner
+/// was rewritten because the vault pushed the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_rewrites_a_file_within_a_second_of_a_new_version() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    vault.plain("static", "unchanged").await;
+    let token = vault.token(&["api-key", "static"]).await;
+    let mut pod = Pod::new(
+        &vault.url,
+        &token,
+        "sidecar",
+        serde_json::json!([
+            {"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"},
+            {"secret": "static", "fields": [], "file": "static", "format": "raw"},
+        ]),
+    );
+    pod.env
+        .insert(contract::ENV_REFRESH_SECONDS.to_owned(), "300".to_owned());
+    let _child: Child = pod.command("run").spawn().unwrap();
+    wait_for(|| pod.mount().join(READY_MARKER).exists(), "first write").await;
+    let static_inode = inode(&pod.mount().join("static"));
+
+    for value in ["v2", "v3"] {
+        let written = Instant::now();
+        vault.plain("api-key", value).await;
+        let deadline = written + Duration::from_secs(5);
+        while std::fs::read_to_string(pod.mount().join("api-key"))
+            .ok()
+            .as_deref()
+            != Some(value)
+        {
+            assert!(Instant::now() < deadline, "{value} never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = written.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{value} written {took:?} after the admin's write"
+        );
+    }
+    assert_eq!(inode(&pod.mount().join("static")), static_inode);
+    assert_eq!(pod.mode("api-key"), 0o440);
+}
+
+/// Against a vault without the change route, the sidecar refreshes every
+/// period as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_falls_back_to_the_period_without_the_change_route() {
+    let vault = start_old_vault().await;
+    vault.plain("api-key", "v1").await;
+    let token = vault.token(&["api-key"]).await;
+    let pod = Pod::new(
+        &vault.url,
+        &token,
+        "sidecar",
+        serde_json::json!([{"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"}]),
+    );
+    let mut child: Child = pod.command("run").spawn().unwrap();
+    wait_for(|| pod.mount().join(READY_MARKER).exists(), "first write").await;
+    vault.plain("api-key", "v2").await;
+    wait_for(
+        || std::fs::read_to_string(pod.mount().join("api-key")).is_ok_and(|v| v == "v2"),
+        "the period's refresh",
+    )
+    .await;
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no change route"), "{stderr}");
 }
 
 fn inode(path: &Path) -> u64 {

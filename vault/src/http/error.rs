@@ -46,6 +46,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ProjectLocked => StatusCode::LOCKED,
         NotFound => StatusCode::NOT_FOUND,
         Conflict => StatusCode::CONFLICT,
+        TooManyWaiting => StatusCode::TOO_MANY_REQUESTS,
         InvalidRequest | MalformedJson | DestinationNotAllowed => StatusCode::BAD_REQUEST,
         BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,6 +19,7 @@ use signet_client::protocol::PublicKey;
 pub use error::status;
 use extract::{Param, Signed};
 
+use crate::changes;
 use crate::error::{Error, Result};
 use crate::service::{
     access, attest, canary, clusters, cosign, delegations, enroll, grants, identities, lifecycle,
@@ -40,6 +41,7 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/v1/admin/enroll", post(enroll_admin))
         .route("/v1/machine/grants", get(machine_grants))
         .route("/v1/machine/self", delete(revoke_self))
+        .route("/v1/machine/changes", get(machine_changes))
         .route("/v1/secrets/{project}/{secret}", get(read_secret))
         .route("/v1/projects", get(list_projects).post(create_project))
         .route("/v1/projects/{project}/secrets", get(list_secrets))
@@ -246,11 +248,62 @@ async fn machine_grants(
         .map(Json)
 }
 
+/// Waits for a change of what the calling machine may read: answers at once
+/// when its grants or their live versions differ from the list `since`
+/// names (or without `since`), else when they change or after `wait`
+/// seconds (default 30, at most 60) with the same list and token. Names,
+/// fields and versions only, never a value. A waiting request holds
+/// neither the writer nor a store connection.
+#[utoipa::path(get, path = "/v1/machine/changes",
+    params(("since" = Option<String>, Query, description = "the token of the list the client holds"),
+           ("wait" = Option<u64>, Query, description = "seconds to wait for a change, 0 to 60 (default 30)")),
+    responses((status = 200, body = ChangeList, description = "the list and its token: a new token when something changed, the same one when the wait ran out"),
+              (status = 400, body = ErrorBody, description = "a wait over 60 or not a number, or an unknown query parameter"),
+              (status = 429, body = ErrorBody, description = "too_many_waiting: this machine (2 by default) or the vault already has as many requests waiting as it allows; poll instead")))]
+async fn machine_changes(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<ChangeList>> {
+    // Before the list is read: a change committed after that read wakes
+    // the wait below.
+    let seen = vault.changes().subscribe();
+    let waiters = Arc::clone(vault.changes());
+    let (held, slot, wait) = vault
+        .handle(
+            request,
+            "machine.changes",
+            "self".into(),
+            Audience::Machine,
+            move |ctx, tx| {
+                let query: changes::Query = ctx.query()?;
+                let wait = query.wait()?;
+                let id = ctx.caller.machine()?.id.clone();
+                let held = changes::list(grants::views(tx, &Grantee::Machine(id.clone()))?)?;
+                // Stale or absent `since`, or no wait: answered at once,
+                // without a place among the waiting.
+                let slot = match query.since {
+                    Some(since) if since == held.token && !wait.is_zero() => {
+                        Some(waiters.enter(&id, &ctx.settings.limits)?)
+                    }
+                    _ => None,
+                };
+                Ok((held, slot, wait))
+            },
+        )
+        .await?;
+    let Some(slot) = slot else {
+        return Ok(Json(held));
+    };
+    changes::wait(Arc::clone(&vault.store), seen, slot, held, wait)
+        .await
+        .map(Json)
+}
+
 /// A machine revokes itself (on shutdown).
 #[utoipa::path(delete, path = "/v1/machine/self", responses((status = 204)))]
 async fn revoke_self(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(
+        .handle_change(
             request,
             "machine.revoke_self",
             "self".into(),
@@ -377,7 +430,7 @@ async fn write_secret(
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(
+        .handle_change(
             request,
             "secret.write",
             target,
@@ -396,7 +449,7 @@ async fn delete_secret(
 ) -> Result<Response> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(
+        .handle_change(
             request,
             "secret.delete",
             target,
@@ -429,7 +482,7 @@ async fn list_grants(
 #[utoipa::path(post, path = "/v1/grants", request_body = CreateGrant, responses((status = 201, body = GrantRecord), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, not exactly one of machine_id and token_id, or fields the secret does not have"), (status = 404, body = ErrorBody, description = "no such machine, token, project, secret or live version")))]
 async fn create_grant(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
     vault
-        .handle(
+        .handle_change(
             request,
             "grant.create",
             "grant".into(),
@@ -448,7 +501,7 @@ async fn delete_grant(
 ) -> Result<Response> {
     let target = format!("grant:{id}");
     vault
-        .handle(
+        .handle_change(
             request,
             "grant.delete",
             target,
@@ -665,7 +718,7 @@ async fn revoke_machine(
 ) -> Result<Response> {
     let target = format!("machine:{id}");
     vault
-        .handle(
+        .handle_change(
             request,
             "machine.revoke",
             target,
@@ -902,7 +955,7 @@ async fn rollback_secret(
 ) -> Result<Json<SecretMeta>> {
     let target = format!("secret:{project}/{secret}");
     vault
-        .handle(
+        .handle_change(
             request,
             "secret.rollback",
             target,

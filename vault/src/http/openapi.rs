@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi};
         super::enroll_machine,
         super::enroll_admin,
         super::machine_grants,
+        super::machine_changes,
         super::revoke_self,
         super::read_secret,
         super::list_projects,

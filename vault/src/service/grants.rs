@@ -199,17 +199,26 @@ pub fn list(
 
 /// What a grantee may read, with each secret's live version.
 pub fn views(tx: &mut dyn Tx, grantee: &Grantee) -> Result<Vec<GrantView>> {
-    Ok(tx
-        .grants(Some(grantee))?
+    Ok(tx.grants(Some(grantee))?.into_iter().map(view).collect())
+}
+
+/// What a machine may read, with each secret's live version, on a
+/// read-only snapshot (the same list as [`views`]).
+pub fn read_views(r: &mut dyn Read, machine_id: &str) -> Result<Vec<GrantView>> {
+    Ok(r.machine_grants(machine_id)?
         .into_iter()
-        .map(|d| GrantView {
-            id: d.grant.id,
-            project: d.project,
-            secret: d.secret,
-            fields: d.grant.fields,
-            version: Some(d.live_version),
-        })
+        .map(view)
         .collect())
+}
+
+fn view(d: GrantDetail) -> GrantView {
+    GrantView {
+        id: d.grant.id,
+        project: d.project,
+        secret: d.secret,
+        fields: d.grant.fields,
+        version: Some(d.live_version),
+    }
 }
 
 pub fn delete(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, id: &str) -> Result<()> {

@@ -382,6 +382,9 @@ pub trait Read {
     /// Audit entries with `after < seq <= through`, by `seq`.
     fn audit_through(&mut self, after: u64, through: u64, limit: u32) -> Result<Vec<AuditEntry>>;
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// A machine's grants with each secret's live version, by project,
+    /// secret and id.
+    fn machine_grants(&mut self, machine_id: &str) -> Result<Vec<GrantDetail>>;
     /// What a read of `project/secret` by machine `machine_id` looks up
     /// (version `version`, or the live one), when all of it exists.
     fn read_view(

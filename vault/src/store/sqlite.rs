@@ -1467,6 +1467,10 @@ fn json_ids(ids: &[&str]) -> Result<String> {
 }
 
 impl Read for SqliteTx<'_> {
+    fn machine_grants(&mut self, machine_id: &str) -> Result<Vec<GrantDetail>> {
+        Tx::grants(self, Some(&Grantee::Machine(machine_id.to_owned())))
+    }
+
     fn machines_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(Machine, String)>> {
         let (at, id) = page.after.clone().unzip();
         self.many(
