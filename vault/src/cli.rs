@@ -154,6 +154,12 @@ pub struct LimitArgs {
     /// The Retry-After of a 503 `overloaded`, in seconds.
     #[arg(long, env = "SIGNET_RETRY_AFTER_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub retry_after_seconds: u32,
+    /// Requests one machine may have waiting for changes on
+    /// `GET /v1/machine/changes` (more are answered 429
+    /// `too_many_waiting`); all machines together may have a quarter of
+    /// `--max-in-flight` waiting.
+    #[arg(long, env = "SIGNET_WAITING_PER_MACHINE", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub waiting_per_machine: u64,
     /// Requests denied before their signature verified are audited as one
     /// counted row per source address, error code and action, written
     /// this often (seconds).
@@ -188,6 +194,7 @@ impl LimitArgs {
             idle_timeout_seconds,
             max_in_flight,
             retry_after_seconds,
+            waiting_per_machine,
             denial_flush_seconds,
             denial_groups_max,
             history_retention_days,
@@ -202,7 +209,7 @@ impl LimitArgs {
             idle_timeout: Duration::from_secs(idle_timeout_seconds),
             max_in_flight: count(max_in_flight),
             retry_after_seconds,
-            waiting_per_machine: crate::settings::Limits::default().waiting_per_machine,
+            waiting_per_machine: count(waiting_per_machine),
             // A quarter of the requests in flight at most may be waiting.
             waiting_max: (count(max_in_flight) / 4).max(1),
         };
@@ -528,5 +535,37 @@ pub async fn run(command: Command, root: Option<RootKey>) -> anyhow::Result<()> 
             };
             audit_verify(&args.data, &root)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Limits {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    fn limits(args: &[&str]) -> crate::settings::Limits {
+        let parsed = Limits::try_parse_from(std::iter::once("t").chain(args.iter().copied()));
+        let mut settings = Settings::default();
+        parsed.unwrap().limits.apply(&mut settings);
+        settings.limits
+    }
+
+    #[test]
+    fn waiting_for_changes_is_bounded_by_flags() {
+        let defaults = limits(&[]);
+        assert_eq!(defaults.waiting_per_machine, 2);
+        assert_eq!(defaults.waiting_max, 256);
+        let set = limits(&["--waiting-per-machine", "5", "--max-in-flight", "40"]);
+        assert_eq!(set.waiting_per_machine, 5);
+        assert_eq!(set.waiting_max, 10);
+        assert_eq!(limits(&["--max-in-flight", "1"]).waiting_max, 1);
+        assert!(Limits::try_parse_from(["t", "--waiting-per-machine", "0"]).is_err());
     }
 }
