@@ -129,4 +129,17 @@ mod tests {
         }
         remove(dir.path(), "absent").unwrap();
     }
+
+    #[test]
+    fn a_field_that_disappeared_is_removed_and_a_failed_removal_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "old", b"value", 0o440).unwrap();
+        remove(dir.path(), "old").unwrap();
+        assert!(!dir.path().join("old").exists());
+        // Only "already gone" counts as done: a path that cannot be
+        // removed (here a directory) is an error the sidecar reports.
+        fs::create_dir(dir.path().join("stuck")).unwrap();
+        assert!(remove(dir.path(), "stuck").is_err());
+        assert!(dir.path().join("stuck").exists());
+    }
 }
