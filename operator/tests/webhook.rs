@@ -611,6 +611,41 @@ fn already_mutated_pod_gets_no_patch() {
     assert_eq!(serde_json::to_value(&pod).unwrap(), object_json(&request));
 }
 
+/// `name`'s review with its pod changed by `edit` first.
+fn edited_request(name: &str, edit: impl FnOnce(&mut Value)) -> AdmissionRequest<DynamicObject> {
+    let mut review: Value = serde_json::from_str(&fixture(name)).unwrap();
+    edit(&mut review["request"]["object"]);
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).unwrap();
+    review.try_into().unwrap()
+}
+
+#[test]
+fn a_pod_marked_injected_or_holding_signet_init_is_not_injected_again() {
+    // The mark alone: a pod whose signet-init was taken out of its spec.
+    let marked = edited_request("already-mutated.json", |pod| {
+        let init = pod["spec"]["initContainers"].as_array_mut().unwrap();
+        init.retain(|c| c["name"] != "signet-init");
+    });
+    let (_, response) = admitted_pod(&marked, &cluster());
+    assert_eq!(response.patch, None, "marked injected, without signet-init");
+    // The container alone: a pod whose mark was taken off.
+    let holding = edited_request("already-mutated.json", |pod| {
+        let annotations = pod["metadata"]["annotations"].as_object_mut().unwrap();
+        annotations.remove("signet.dev/injected");
+    });
+    let (_, response) = admitted_pod(&holding, &cluster());
+    assert_eq!(
+        response.patch, None,
+        "signet-init present, without the mark"
+    );
+    // A mark that says anything but "true" is no mark.
+    let unmarked = edited_request("single-container.json", |pod| {
+        pod["metadata"]["annotations"]["signet.dev/injected"] = "false".into();
+    });
+    let (pod, _) = admitted_pod(&unmarked, &cluster());
+    assert_eq!(signet_init(&pod).name, "signet-init");
+}
+
 #[test]
 fn vault_ca_reaches_signet_init_as_signet_ca_pem_only_when_configured() {
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
