@@ -553,6 +553,49 @@ async fn exchange(addr: SocketAddr, request: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_writes_the_denials_counted_since_the_last_flush() {
+    let h = Harness::new();
+    let listener = signet_vault::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(signet_vault::server::serve_until(
+        Arc::clone(&h.vault),
+        listener,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let before = stored_audit(&h).len();
+    for _ in 0..3 {
+        let answer = exchange(
+            addr,
+            "GET /v1/machine/grants HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    // Well inside the flush interval (10 s): nothing written yet.
+    assert_eq!(stored_audit(&h).len(), before);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+    let rows: Vec<AuditEntry> = stored_audit(&h)
+        .into_iter()
+        .skip(before)
+        .filter(|e| e.outcome == "deny")
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(requests_of(&rows[0]), 3);
+    assert_eq!(rows[0].source_ip, "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_half_a_header_is_disconnected() {
     let h = Harness::with_settings(limits(Limits {
         header_read_timeout: Duration::from_millis(300),
