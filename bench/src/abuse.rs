@@ -3,7 +3,11 @@
 //! floods the vault with unauthenticated requests ([`AbuseKind::Flood`]) or
 //! holds slow connections ([`AbuseKind::Slow`]). The audit log is read
 //! through the admin API before the abuse and after its denial rows are
-//! flushed, to show how much one flood adds to it.
+//! flushed, to show how much one flood adds to it. The flood runs on
+//! threads of its own, or (`--flood-via`) in a process of its own started
+//! through a wrapper, so that it can come from another network namespace
+//! (another source address) with its CPU limited, as an attacker on
+//! another host would.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,10 +31,10 @@ use signet_client::identity::Identity;
 use signet_client::protocol::{self, IdentityKey};
 use signet_client::sdk::{Client, Options};
 
-use crate::cli::{AbuseArgs, AbuseKind, SignetArgs};
+use crate::cli::{AbuseArgs, AbuseKind, FloodArgs, SignetArgs};
 use crate::load::{self, Answer, Endpoint, Plan, Req};
 use crate::report::{Report, Run, percentile};
-use crate::signet::{self, Machine, SignedRead, Work};
+use crate::signet::{self, SignedRead, Work};
 
 /// Both windows and what the abuse did.
 #[derive(Debug, Serialize)]
@@ -73,6 +77,7 @@ pub async fn run(
         slow_interval,
         denial_flush,
         abuse_threads,
+        flood_via,
     } = args;
     let signet_args = SignetArgs {
         admin: crate::cli::AdminArgs {
@@ -132,17 +137,40 @@ pub async fn run(
                 "signet-bench: flood of {flood_requests} requests on {flood_connections} connections"
             );
             let (done_tx, mut done_rx) = watch::channel(false);
-            let flood = apart(
-                *abuse_threads,
-                flood(
-                    endpoint.clone(),
-                    target.clone(),
-                    Arc::clone(&machines[0]),
-                    *flood_requests,
-                    *flood_connections,
-                    done_tx,
+            let victim = machines[0].id().clone();
+            let flood = match flood_via {
+                None => apart(
+                    *abuse_threads,
+                    flood(
+                        endpoint.clone(),
+                        target.clone(),
+                        victim,
+                        *flood_requests,
+                        *flood_connections,
+                        done_tx,
+                    ),
                 ),
-            );
+                Some(via) => elsewhere(
+                    via,
+                    &[
+                        "--threads".into(),
+                        abuse_threads.to_string(),
+                        "--json".into(),
+                        "flood".into(),
+                        "--vault".into(),
+                        admin.vault.clone(),
+                        "--target".into(),
+                        target.clone(),
+                        "--victim".into(),
+                        victim.to_str().unwrap_or_default().to_owned(),
+                        "--requests".into(),
+                        flood_requests.to_string(),
+                        "--connections".into(),
+                        flood_connections.to_string(),
+                    ],
+                    done_tx,
+                )?,
+            };
             let plan = Plan {
                 duration: *flood_max,
                 ..plan
@@ -255,8 +283,83 @@ fn apart<T: Send + 'static>(
     rx
 }
 
+/// Runs this binary with `args` through the wrapper command `via` (its
+/// words split on spaces); the flood's figures it prints, then `done`.
+fn elsewhere(
+    via: &str,
+    args: &[String],
+    done: watch::Sender<bool>,
+) -> anyhow::Result<oneshot::Receiver<FloodStats>> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let mut words = via.split_whitespace();
+    let program = words.next().context("--flood-via is empty")?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(words)
+        .arg(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start the flood through {via:?}"))?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let output = child.wait_with_output().await;
+        let _ = done.send(true);
+        let parsed = match output {
+            Ok(output) if output.status.success() => {
+                let text = String::from_utf8_lossy(&output.stdout);
+                serde_json::from_str::<FloodStats>(text.lines().last().unwrap_or_default())
+                    .map_err(|e| format!("its answer is not the flood's figures: {e}"))
+            }
+            Ok(output) => Err(format!("it exited with {}", output.status)),
+            Err(error) => Err(error.to_string()),
+        };
+        match parsed {
+            Ok(stats) => {
+                let _ = tx.send(stats);
+            }
+            Err(error) => eprintln!("signet-bench: the flood's process failed: {error}"),
+        }
+    });
+    Ok(rx)
+}
+
+/// `signet-bench flood`: the flood alone, on this process's runtime.
+pub async fn flood_alone(args: &FloodArgs) -> anyhow::Result<FloodStats> {
+    let endpoint = Endpoint::resolve(&args.vault).await?;
+    let victim = HeaderValue::from_str(&args.victim).context("--victim is not a header value")?;
+    let (done, _) = watch::channel(false);
+    Ok(flood(
+        endpoint,
+        args.target.clone(),
+        victim,
+        args.requests,
+        args.connections,
+        done,
+    )
+    .await)
+}
+
+impl fmt::Display for FloodStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "flood: {} requests on {} connections in {:.1} s ({:.0}/s), {} connects; {:?}",
+            self.requests,
+            self.connections,
+            self.seconds,
+            self.requests_per_s,
+            self.connects,
+            self.statuses
+        )
+    }
+}
+
 /// The flood's figures.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct FloodStats {
     pub connections: u32,
     /// Requests sent (answered or failed).
@@ -288,7 +391,7 @@ const MAX_SAMPLES: usize = 8;
 async fn flood(
     endpoint: Endpoint,
     target: String,
-    victim: Arc<Machine>,
+    victim: HeaderValue,
     total: u64,
     connections: u32,
     done: watch::Sender<bool>,
@@ -298,7 +401,7 @@ async fn flood(
     let started = Instant::now();
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let forger = Forger::new(&endpoint, &target, victim.id().clone());
+        let forger = Forger::new(&endpoint, &target, victim.clone());
         senders.spawn(flood_loop(
             Arc::clone(&endpoint),
             forger,
@@ -715,16 +818,7 @@ impl fmt::Display for AbuseReport {
             x(self.reads_ratio)
         )?;
         if let Some(flood) = &self.flood {
-            writeln!(
-                f,
-                "flood: {} requests on {} connections in {:.1} s ({:.0}/s), {} connects; {:?}",
-                flood.requests,
-                flood.connections,
-                flood.seconds,
-                flood.requests_per_s,
-                flood.connects,
-                flood.statuses
-            )?;
+            writeln!(f, "{flood}")?;
         }
         if let Some(slow) = &self.slow {
             let s = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} s"));

@@ -76,6 +76,30 @@ pub enum Target {
     /// windows, the abuse's own figures and, read through the admin audit
     /// API, how much the audit log grew.
     Abuse(AbuseArgs),
+    /// The flood of `abuse --kind flood` alone, against a running vault:
+    /// what `abuse --flood-via` runs in a process of its own (another
+    /// network namespace, a CPU-limited cgroup). Prints the flood's figures
+    /// (`--json`: one JSON object).
+    Flood(FloodArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloodArgs {
+    /// Vault address (plain `http://`).
+    #[arg(long)]
+    pub vault: String,
+    /// The request target the flood forges reads of.
+    #[arg(long)]
+    pub target: String,
+    /// The machine id the forged signatures claim.
+    #[arg(long)]
+    pub victim: String,
+    /// Requests to send, in four kinds taken in turn.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: u64,
+    /// Connections to send on, one request in flight each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,6 +143,13 @@ pub struct AbuseArgs {
     /// Worker threads of the abuse's own runtime (apart from the readers').
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub abuse_threads: u32,
+    /// Run the flood in a process of its own: this command (split on
+    /// spaces), then this binary's `flood` subcommand and its arguments,
+    /// e.g. a wrapper that enters another network namespace and a
+    /// CPU-limited cgroup (tests/bench/abuse.sh). Without it, the flood
+    /// runs in this process, on threads of its own.
+    #[arg(long)]
+    pub flood_via: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ enum Output {
     Load(Report),
     Init(InitReport),
     Abuse(Box<abuse::AbuseReport>),
+    Flood(abuse::FloodStats),
 }
 
 impl Output {
@@ -47,6 +48,7 @@ impl Output {
             Self::Load(report) => report.failed(),
             Self::Init(report) => report.failed(),
             Self::Abuse(report) => report.failed(),
+            Self::Flood(_) => false,
         }
     }
 
@@ -55,6 +57,7 @@ impl Output {
             Self::Load(report) => serde_json::to_string(report),
             Self::Init(report) => serde_json::to_string(report),
             Self::Abuse(report) => serde_json::to_string(report),
+            Self::Flood(stats) => serde_json::to_string(stats),
         }
     }
 }
@@ -65,6 +68,7 @@ impl std::fmt::Display for Output {
             Self::Load(report) => report.fmt(f),
             Self::Init(report) => report.fmt(f),
             Self::Abuse(report) => report.fmt(f),
+            Self::Flood(stats) => stats.fmt(f),
         }
     }
 }
@@ -173,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<Output> {
             let report = abuse::run(args, clients, identities, threads, plan).await?;
             return Ok(Output::Abuse(Box::new(report)));
         }
+        Target::Flood(args) => return Ok(Output::Flood(abuse::flood_alone(args).await?)),
     };
     Ok(Output::Load(Report::new(run, &outcome)))
 }

@@ -25,7 +25,9 @@ use signet_vault::clock::{Clock as _, ManualClock};
 use signet_vault::crypto::RootKey;
 use signet_vault::ids;
 use signet_vault::store::{Admin, SqliteStore, Store};
-use signet_vault::vault::{Config, Vault};
+use signet_vault::budget::BudgetLimits;
+use signet_vault::settings::Limits;
+use signet_vault::vault::{Config, Settings, Vault};
 use tower::ServiceExt as _;
 
 /// Monday 2024-06-03 10:00:00 UTC, as in the vault's test kit.
@@ -91,7 +93,9 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(START));
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let vault = Arc::new(
-            Vault::open(store, RootKey::generate(), clock.clone(), Config::default()).unwrap(),
+            Vault::open(store, RootKey::generate(), clock.clone(), Config::default())
+                .unwrap()
+                .with_settings(unbudgeted()),
         );
         let key = IdentityKey::generate();
         let (admin_id, public_key) = (ids::new(ids::ADMIN), key.public_key());
@@ -208,6 +212,22 @@ impl Harness {
             );
         }
         (status, bytes)
+    }
+}
+
+/// Default settings without the per-source budget of unverified denials:
+/// every input comes from one address at one instant, and past the budget
+/// each would be refused before it reached what the target explores.
+fn unbudgeted() -> Settings {
+    Settings {
+        limits: Limits {
+            unverified: BudgetLimits {
+                burst: 0,
+                ..BudgetLimits::default()
+            },
+            ..Limits::default()
+        },
+        ..Settings::default()
     }
 }
 

@@ -2,15 +2,29 @@
 # '$VAULT', '$IDENTITY' and '$PID' stay literal until bench() fills them in.
 # shellcheck disable=SC2016
 # Signet under abuse: signed reads (closed loop, 16 reader machines) against
-# a throw-away vault on loopback, first quiet, then while the same host
+# a throw-away vault, first quiet, then while
 #
-#   1. floods it with unauthenticated requests (signet-bench abuse --kind
-#      flood): 100,000 requests on 64 connections as fast as the vault
-#      answers, four kinds in turn (no signature headers, garbage headers,
-#      an unknown key id, a real machine's id with a signature forged by a
-#      random key); the flood's window lasts as long as the flood. The audit
-#      log is read through the admin API before the flood and after the
-#      denial rows are flushed (--denial-flush-seconds, default 10 s).
+#   1. an attacker floods it with unauthenticated requests (signet-bench
+#      abuse --kind flood): 100,000 requests on 64 connections as fast as
+#      the vault answers, four kinds in turn (no signature headers, garbage
+#      headers, an unknown key id, a real machine's id with a signature
+#      forged by a random key); the flood's window lasts as long as the
+#      flood. The audit log is read through the admin API before the flood
+#      and after the denial rows are flushed (--denial-flush-seconds,
+#      default 10 s).
+#
+#      The attacker (--attacker netns, the default; needs root) is another
+#      host as far as this one machine can play it: the flood runs in a
+#      process of its own (signet-bench flood, via --flood-via) inside a
+#      network namespace of its own, joined to this one by a veth pair, so
+#      it comes from a source address of its own (10.231.N.2; the vault
+#      listens on 10.231.N.1, where the readers reach it too, in both
+#      windows), and in a cgroup whose CPU is capped (--attacker-cpu,
+#      default 50% of one core: cgroup v2 cpu.max, else v1
+#      cpu.cfs_quota_us), so that it cannot take the vault's CPU as a
+#      remote attacker could not. --attacker same runs the flood on
+#      threads of the readers' process, on loopback, uncapped (the earlier
+#      setup).
 #   2. holds 500 slow connections (--kind slow): half send a request head a
 #      byte a second, half send nothing; each one the vault closes is opened
 #      again. The vault runs with --header-read-timeout-seconds 3 (default
@@ -28,6 +42,7 @@ usage() {
 usage: tests/bench/abuse.sh [--clients C] [--duration S] [--warmup S] [--flood-requests N]
                             [--flood-connections K] [--slow-connections K] [--slow-interval S]
                             [--header-timeout S] [--only flood,slow] [--out FILE] [--no-build]
+                            [--attacker netns|same] [--attacker-cpu PCT]
 
   --clients C            signed readers, one machine each (default 16)
   --duration S           measured seconds of the quiet window and of the slow window (default 10)
@@ -40,11 +55,15 @@ usage: tests/bench/abuse.sh [--clients C] [--duration S] [--warmup S] [--flood-r
   --only LIST            only these cases, comma-separated: flood, slow
   --out FILE             also write the Markdown report to FILE
   --no-build             use the release binaries already built
+  --attacker MODE        netns: the flood from a network namespace and CPU-capped cgroup of
+                         its own (default; root); same: on loopback, in the readers' process
+  --attacker-cpu PCT     the attacker's CPU cap, percent of one core (default 50; 0: no cap)
 EOF
 }
 
 clients=16 duration=10 warmup=2 flood_requests=100000 flood_connections=64
 slow_connections=500 slow_interval=1 header_timeout=3 only="flood,slow" out="" build=1
+attacker=netns attacker_cpu=50
 original_args=("$@")
 while (($#)); do
   case $1 in
@@ -59,6 +78,8 @@ while (($#)); do
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
     --no-build) build=0 ;;
+    --attacker) attacker=$2; shift ;;
+    --attacker-cpu) attacker_cpu=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -86,6 +107,88 @@ fi
 # shellcheck source=tests/bench/signet-vault.sh
 source tests/bench/signet-vault.sh
 bench_work abuse
+
+# The attacker's network namespace, veth pair and CPU-capped cgroup.
+ns="" veth="" cg_cpu="" cg_acct="" attacker_note="" flood_via=()
+attacker_down() {
+  [ -z "$veth" ] || ip link del "$veth" 2>/dev/null || true
+  [ -z "$ns" ] || ip netns del "$ns" 2>/dev/null || true
+  local cg
+  for cg in "$cg_cpu" "$cg_acct"; do
+    if [ -z "$cg" ] || [ ! -d "$cg" ]; then continue; fi
+    # Whatever is left in it goes back to the root group first.
+    while read -r pid; do echo "$pid" >"${cg%/*}/cgroup.procs" 2>/dev/null || true; done <"$cg/cgroup.procs"
+    rmdir "$cg" 2>/dev/null || true
+  done
+}
+attacker_up() {
+  local octet=$(($$ % 200 + 20)) host_ip ns_ip quota=$((attacker_cpu * 1000)) procs=()
+  [ "$(id -u)" = 0 ] || die "--attacker netns needs root (or use --attacker same)"
+  command -v ip >/dev/null || die "--attacker netns needs ip(8) (iproute2)"
+  ns=signet-abuse-$$ veth=sga$$h
+  host_ip=10.231.$octet.1 ns_ip=10.231.$octet.2
+  ip netns add "$ns"
+  ip link add "$veth" type veth peer name "sga$$n"
+  ip link set "sga$$n" netns "$ns"
+  ip addr add "$host_ip/30" dev "$veth"
+  ip link set "$veth" up
+  ip -n "$ns" addr add "$ns_ip/30" dev "sga$$n"
+  ip -n "$ns" link set "sga$$n" up
+  ip -n "$ns" link set lo up
+  export SIGNET_BENCH_LISTEN=$host_ip:0
+  attacker_note="the flood ran as its own process (\`signet-bench flood\`) in network namespace $ns, source $ns_ip over a veth pair; the vault listened on $host_ip, where the readers reached it too (both windows)"
+  if ((attacker_cpu > 0)); then
+    if grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+      grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+      cg_cpu=/sys/fs/cgroup/signet-abuse-$$
+      mkdir "$cg_cpu"
+      echo "$quota 100000" >"$cg_cpu/cpu.max"
+      attacker_note+="; its CPU capped at $attacker_cpu% of one core by cgroup v2 (\`cpu.max\` = \`$quota 100000\`)"
+    elif [ -d /sys/fs/cgroup/cpu ] && [ -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+      cg_cpu=/sys/fs/cgroup/cpu/signet-abuse-$$
+      mkdir "$cg_cpu"
+      echo 100000 >"$cg_cpu/cpu.cfs_period_us"
+      echo "$quota" >"$cg_cpu/cpu.cfs_quota_us"
+      attacker_note+="; its CPU capped at $attacker_cpu% of one core by cgroup v1 (\`cpu.cfs_quota_us\` = $quota per \`cpu.cfs_period_us\` = 100000)"
+      if [ -d /sys/fs/cgroup/cpuacct ]; then
+        cg_acct=/sys/fs/cgroup/cpuacct/signet-abuse-$$
+        mkdir "$cg_acct"
+      fi
+    else
+      die "no cgroup cpu controller to cap the attacker (use --attacker-cpu 0 or --attacker same)"
+    fi
+    procs+=("$cg_cpu/cgroup.procs")
+    [ -z "$cg_acct" ] || procs+=("$cg_acct/cgroup.procs")
+  else
+    attacker_note+="; its CPU not capped"
+  fi
+  {
+    echo '#!/bin/sh'
+    echo '# Runs its arguments as the attacker: in its cgroup and network namespace.'
+    for p in "${procs[@]}"; do echo "echo \$\$ >$p"; done
+    echo "exec ip netns exec $ns \"\$@\""
+  } >"$work/attacker.sh"
+  chmod +x "$work/attacker.sh"
+  flood_via=(--flood-via "$work/attacker.sh")
+}
+# What the attacker's cgroup counted: CPU seconds and throttling.
+attacker_usage() {
+  local used="" throttled=""
+  if [ -n "$cg_acct" ] && [ -r "$cg_acct/cpuacct.usage" ]; then
+    used=$(awk '{printf "%.1f", $1 / 1e9}' "$cg_acct/cpuacct.usage")
+  elif [ -n "$cg_cpu" ] && [ -r "$cg_cpu/cpu.stat" ]; then
+    used=$(awk '$1 == "usage_usec" {printf "%.1f", $2 / 1e6}' "$cg_cpu/cpu.stat")
+  fi
+  if [ -n "$cg_cpu" ] && [ -r "$cg_cpu/cpu.stat" ]; then
+    throttled=$(awk '$1 == "nr_periods" {p = $2} $1 == "nr_throttled" {t = $2} END {if (p) printf "%d of %d periods throttled", t, p}' "$cg_cpu/cpu.stat")
+  fi
+  echo "the attacker used ${used:-?} CPU-seconds${throttled:+ ($throttled)}"
+}
+case $attacker in
+  netns) wants flood && { trap 'status=$?; attacker_down; (exit $status); bench_cleanup' EXIT; attacker_up; } ;;
+  same) attacker_note="the flood ran on threads of the readers' own process, on loopback, its CPU not capped" ;;
+  *) die "--attacker is netns or same" ;;
+esac
 
 results=$work/results.jsonl
 : >"$results"
@@ -147,7 +250,8 @@ load_first="$(loadavg)$(busy)"
 if wants flood; then
   say "flood: $flood_requests unauthenticated requests on $flood_connections connections"
   bench flood "" "${common[@]}" "${target[@]}" --kind flood \
-    --flood-requests "$flood_requests" --flood-connections "$flood_connections"
+    --flood-requests "$flood_requests" --flood-connections "$flood_connections" "${flood_via[@]}"
+  [ "$attacker" != netns ] || attacker_note+="; $(attacker_usage) during the flood case"
 fi
 if wants slow; then
   say "slow: $slow_connections connections, header timeout $header_timeout s"
@@ -230,6 +334,7 @@ build_of="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
   echo "$report"
   echo
   echo "- command: \`$command_line\`"
+  ! wants flood || echo "- attacker: $attacker_note"
   echo "- machine: $machine; load average at the start: $load_first; at the end: $load_last"
   echo "- versions: $("$bin/signet-vault" --version) at $build_of, $(rustc --version 2>/dev/null || echo 'rustc ?')"
 } | tee ${out:+"$out"}

@@ -3,6 +3,7 @@
 # enroll its first admin.
 #
 #   start_signet_vault BIN_DIR WORK_DIR   # sets vault_addr, vault_pid; writes WORK_DIR/admin.json
+#                                         # (listens on $SIGNET_BENCH_LISTEN, default 127.0.0.1:0)
 #   stop_signet_vault                     # SIGTERM, then SIGKILL after 5 s
 #   bench_work NAME; loadavg; busy         # work dir + cleanup trap; machine load notes
 #
@@ -19,10 +20,10 @@ start_signet_vault() { # bin_dir work_dir
   "$bin_dir/signet-vault" root-key >"$dir/root.key"
   chmod 600 "$dir/root.key"
   "$bin_dir/signet-vault" serve --data-dir "$dir/data" --root-key-file "$dir/root.key" \
-    --listen 127.0.0.1:0 >"$dir/vault.out" 2>"$dir/vault.log" &
+    --listen "${SIGNET_BENCH_LISTEN:-127.0.0.1:0}" >"$dir/vault.out" 2>"$dir/vault.log" &
   vault_pid=$!
   for _ in $(seq 300); do
-    addr=$(grep -ho 'https\?://127\.0\.0\.1:[0-9]*' "$dir/vault.out" "$dir/vault.log" 2>/dev/null | head -n1 || true)
+    addr=$(grep -ho 'https\?://[0-9]*\.[0-9]*\.[0-9]*\.[0-9]*:[0-9]*' "$dir/vault.out" "$dir/vault.log" 2>/dev/null | head -n1 || true)
     token=$(sed -n 's/.*admin enroll --token \([^ ]*\).*/\1/p' "$dir/vault.out" 2>/dev/null | head -n1)
     if [ -z "$token" ] && [ -s "$dir/data/bootstrap-token" ]; then
       token=$(tr -d '[:space:]' <"$dir/data/bootstrap-token")

@@ -169,6 +169,19 @@ pub struct LimitArgs {
     /// share one overflow row.
     #[arg(long, env = "SIGNET_DENIAL_GROUPS_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub denial_groups_max: u64,
+    /// Requests one source (an IPv4 address, an IPv6 /64) may have denied
+    /// before their signature verified, at once; past that, its requests
+    /// get 429 `rate_limited` before their body is read, except those
+    /// signed by a key the vault already verified. 0 turns this off.
+    #[arg(long, env = "SIGNET_UNVERIFIED_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub unverified_burst: u32,
+    /// How many of those a source gets back per second.
+    #[arg(long, env = "SIGNET_UNVERIFIED_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub unverified_per_second: u32,
+    /// Sources whose budget is tracked at once; when every one still owes,
+    /// further sources share one budget.
+    #[arg(long, env = "SIGNET_UNVERIFIED_SOURCES_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub unverified_sources_max: u64,
     /// Days delivered or failed webhook deliveries, and used or expired
     /// co-sign requests, are kept.
     #[arg(long, env = "SIGNET_HISTORY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
@@ -197,6 +210,9 @@ impl LimitArgs {
             waiting_per_machine,
             denial_flush_seconds,
             denial_groups_max,
+            unverified_burst,
+            unverified_per_second,
+            unverified_sources_max,
             history_retention_days,
             webhook_concurrency,
             dns_concurrency,
@@ -212,6 +228,11 @@ impl LimitArgs {
             waiting_per_machine: count(waiting_per_machine),
             // A quarter of the requests in flight at most may be waiting.
             waiting_max: (count(max_in_flight) / 4).max(1),
+            unverified: crate::budget::BudgetLimits {
+                burst: unverified_burst,
+                per_second: unverified_per_second,
+                sources_max: count(unverified_sources_max),
+            },
         };
         settings.denial_flush_interval = Duration::from_secs(denial_flush_seconds);
         settings.denial_groups_max = count(denial_groups_max);

@@ -17,6 +17,7 @@
 //! command.
 
 pub mod audit;
+pub mod budget;
 pub mod changes;
 pub mod cli;
 pub mod clock;

@@ -82,6 +82,9 @@ pub struct Limits {
     /// Requests all machines together may have waiting there; each holds
     /// one of `max_in_flight`, so this stays well below it.
     pub waiting_max: usize,
+    /// What one source may have denied before a signature verified (see
+    /// [`crate::budget`]).
+    pub unverified: crate::budget::BudgetLimits,
 }
 
 impl Default for Limits {
@@ -94,6 +97,7 @@ impl Default for Limits {
             retry_after_seconds: 1,
             waiting_per_machine: 2,
             waiting_max: 256,
+            unverified: crate::budget::BudgetLimits::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ use signet_client::api::{AuditAnchor, ErrorCode, Scope};
 use signet_client::protocol::{ENROLL_KEY_ID, IdentityKey, ParsedHeaders, PublicKey};
 
 use crate::audit::{self, Record};
+use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::crypto::{ChainKey, RootKey};
 use crate::denials::{Denial, Denials};
@@ -94,6 +95,8 @@ pub struct Vault {
     writer: Writer,
     /// Denials of unverified requests, until the worker flushes them.
     denials: Denials,
+    /// How many more each source may have (see [`crate::budget`]).
+    budget: Budget,
     /// Public keys of identities seen by the writer, by id, for verifying
     /// signatures before the writer. Ids are never reused and an identity's
     /// key never changes, so an entry is never wrong, only possibly stale
@@ -200,6 +203,7 @@ impl Vault {
             clock,
             config,
             denials: Denials::new(Settings::default().denial_groups_max),
+            budget: Budget::new(Settings::default().limits.unverified),
             settings: Settings::default(),
             metrics: Metrics::default(),
             nonce_skew,
@@ -214,6 +218,7 @@ impl Vault {
     /// Replaces the access settings (retention, webhook allowlist).
     pub fn with_settings(mut self, settings: Settings) -> Self {
         self.denials = Denials::new(settings.denial_groups_max);
+        self.budget = Budget::new(settings.limits.unverified);
         self.settings = settings;
         self
     }
@@ -314,6 +319,13 @@ impl Vault {
             return Err(error);
         }
         let verified = self.verify_ahead(&request, audience);
+        // From a source over its budget, only what verified ahead may take
+        // the writer's time (see [`crate::budget`]).
+        if verified.is_none() && self.budget.over(&request.source_ip, self.clock.now()) {
+            let error = rate_limited();
+            self.deny_unverified(&request, action, &target, &error);
+            return Err(error);
+        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let vault = Arc::clone(self);
         self.writer
@@ -801,6 +813,24 @@ impl Vault {
             && self.verify_ahead(request, Audience::Enroll(*key)).is_some()
     }
 
+    /// The per-source budget of unverified denials.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Whether `request`'s headers are well formed and fresh and name a key
+    /// whose signature the vault has verified before: a request that may be
+    /// served even from a source over its budget (its signature is checked
+    /// as always). Reads nothing but memory.
+    pub fn known_signer(&self, request: &Request) -> bool {
+        self.fresh_headers(request, self.clock.now())
+            .is_ok_and(|headers| {
+                self.keys
+                    .read()
+                    .is_ok_and(|keys| keys.contains_key(&headers.key_id))
+            })
+    }
+
     /// Denies a request that never reached the pipeline (for example a body
     /// over the size limit). Its signature never verified: the denial is
     /// counted for the next grouped audit row, not written now.
@@ -814,6 +844,11 @@ impl Vault {
         let code = error.code();
         tracing::debug!(action, code = code.as_str(), source = %request.source_ip, "unverified request denied");
         self.metrics.decision(action, "deny", Some(code));
+        // A refusal for the budget takes none of it: a source that keeps
+        // sending gets its refill's worth through, no more.
+        if code != ErrorCode::RateLimited {
+            self.budget.spend(&request.source_ip, self.clock.now());
+        }
         let counted = self.denials.record(
             self.clock.now(),
             Denial {
@@ -1103,6 +1138,17 @@ fn keep_nonces_for(
 /// The key id a request claims, as the audit row's actor until the
 /// signature proves it: `unknown` when it is absent or longer than any id
 /// the protocol accepts, so a client cannot write what it likes into the log.
+/// The refusal of a request from a source over its budget.
+pub fn rate_limited() -> Error {
+    Error::denied(
+        ErrorCode::RateLimited,
+        format!(
+            "too many requests from this address failed before their signature verified; retry in {} s",
+            crate::budget::RETRY_AFTER_SECONDS
+        ),
+    )
+}
+
 fn claimed_actor(request: &Request) -> String {
     request
         .key_id

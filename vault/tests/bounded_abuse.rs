@@ -18,6 +18,7 @@ use kit::{Harness, START, Signer, requests_of};
 use serde_json::json;
 use signet_client::api::AuditEntry;
 use signet_client::protocol::IdentityKey;
+use signet_vault::budget::{Budget, BudgetLimits};
 use signet_vault::clock::Clock as _;
 use signet_vault::dns::{Lookups, Resolve};
 use signet_vault::settings::Limits;
@@ -155,6 +156,181 @@ async fn unverified_denials_are_counted_in_metrics() {
         metrics.contains(r#"signet_unverified_denials_total{code="bad_signature_headers"} 7"#),
         "{metrics}"
     );
+}
+
+/// `request` from `source_ip` through the router: its status, its
+/// `Retry-After` and its error code; `None` when no answer came within 5 s.
+async fn answer_from(
+    h: &Harness,
+    mut request: Request<Body>,
+    source_ip: &str,
+) -> Option<(StatusCode, Option<String>, String)> {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let ip: IpAddr = source_ip.parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(SocketAddr::new(ip, 40_001)));
+    let response = tokio::time::timeout(Duration::from_secs(5), h.app.clone().oneshot(request))
+        .await
+        .ok()?
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+    Some((status, retry_after, code))
+}
+
+#[tokio::test]
+async fn a_source_over_its_budget_is_refused_early_while_signed_reads_go_on() {
+    let h = Harness::with_settings(limits(Limits {
+        unverified: BudgetLimits {
+            burst: 4,
+            per_second: 2,
+            sources_max: 100,
+        },
+        ..Limits::default()
+    }));
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    let neighbour = h.machine("shop", &["api-key"]).await;
+    let attacker = "203.0.113.9";
+    // The machine reads now and then, from the address that will flood.
+    let r = h.read_from(&machine, "shop", "api-key", attacker).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let before = stored_audit(&h).len();
+
+    // Within its budget, a source's garbage is refused as usual...
+    for _ in 0..4 {
+        let r = h.raw_from(bare("/v1/secrets/shop/api-key"), attacker).await;
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+    // ...past it, with 429 and Retry-After, whatever the garbage.
+    let writer = || h.vault.writer_stats().requests.load(Ordering::Relaxed);
+    let writer_before = writer();
+    const FLOOD: u64 = 50;
+    for i in 0..FLOOD {
+        let stranger = Signer {
+            id: format!("m_{i:0>26}"),
+            key: IdentityKey::generate(),
+        };
+        let forger = Signer {
+            id: machine.id.clone(),
+            key: IdentityKey::generate(),
+        };
+        let bare = h.raw_from(bare("/v1/secrets/shop/api-key"), attacker).await;
+        let unknown = h
+            .call_from(&stranger, "GET", "/v1/secrets/shop/api-key", None, attacker)
+            .await;
+        // The machine's id with another key: it gets past the early check
+        // (the id is known), and is refused before the writer.
+        let forged = h
+            .call_from(&forger, "GET", "/v1/secrets/shop/api-key", None, attacker)
+            .await;
+        for r in [bare, unknown, forged] {
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+            assert_eq!(r.code(), "rate_limited");
+        }
+    }
+    assert_eq!(writer(), writer_before, "refused garbage took the writer");
+    let (status, retry_after, code) = answer_from(&h, bare("/v1/machine/grants"), attacker)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, retry_after.as_deref(), code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("1"), "rate_limited")
+    );
+    // Refused before the body is read: one that never ends is answered.
+    let endless = Request::builder()
+        .method("POST")
+        .uri("/v1/projects")
+        .header("content-length", "100")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >()))
+        .unwrap();
+    let answered = answer_from(&h, endless, attacker).await;
+    assert_eq!(
+        answered.map(|(status, _, code)| (status, code)),
+        Some((StatusCode::TOO_MANY_REQUESTS, "rate_limited".into())),
+        "the body of a source over its budget was waited for"
+    );
+    // An enrollment cannot be verified before its token is checked.
+    let token = h
+        .token(
+            json!({"project": "shop", "max_uses": 5, "ttl_seconds": 3600,
+                      "machine_lifetime_seconds": 600, "grants": []}),
+        )
+        .await;
+    let (r, _) = h.enroll(&token, "web-1", json!({}), attacker).await;
+    assert_eq!(r.code(), "rate_limited", "{}", r.body);
+    // Probes and metrics are never refused for the budget.
+    assert_eq!(
+        answer_from(&h, bare("/healthz"), attacker).await.unwrap().0,
+        StatusCode::OK
+    );
+
+    // Signed reads go on: from the same address and from another.
+    for _ in 0..3 {
+        let r = h.read_from(&machine, "shop", "api-key", attacker).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = h.read(&neighbour, "shop", "api-key").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    // So do the first admin's requests, from its own address.
+    let r = h.admin("GET", "/v1/projects", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // A second later the budget has refilled by its rate, no more.
+    h.clock.advance(1);
+    for _ in 0..2 {
+        let r = h.raw_from(bare("/v1/secrets/shop/api-key"), attacker).await;
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+    let r = h.raw_from(bare("/v1/secrets/shop/api-key"), attacker).await;
+    assert_eq!(r.code(), "rate_limited");
+
+    // Every refusal audited, in a few counted rows.
+    let refused = 4 + 3 * FLOOD + 1 + 1 + 1 + 2 + 1;
+    let audit = h.audit();
+    let rows: Vec<&AuditEntry> = audit[before..]
+        .iter()
+        .filter(|e| e.outcome == "deny")
+        .collect();
+    assert!(rows.len() <= 5, "{rows:#?}");
+    assert_eq!(rows.iter().map(|r| requests_of(r)).sum::<u64>(), refused);
+    assert!(rows.iter().all(|r| r.source_ip == attacker), "{rows:#?}");
+    assert_eq!(h.denied_requests("rate_limited"), 3 * FLOOD + 4);
+    let (_, metrics) = h.text("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            r#"signet_unverified_denials_total{{code="rate_limited"}} {}"#,
+            3 * FLOOD + 4
+        )),
+        "{metrics}"
+    );
+    assert_eq!(h.verify_audit().broken, None);
+}
+
+#[test]
+fn a_flood_from_many_addresses_tracks_a_bounded_number_of_sources() {
+    let budget = Budget::new(BudgetLimits {
+        burst: 1,
+        per_second: 1,
+        sources_max: 64,
+    });
+    for i in 0..100_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        budget.spend(&ip, START);
+    }
+    assert_eq!(budget.tracked(), 64);
+    // The sources that found no room share a budget, spent too.
+    assert!(budget.over("192.0.2.200", START));
 }
 
 /// Inserts a delivered, a failed and a pending delivery for a webhook, a
@@ -374,6 +550,49 @@ async fn exchange(addr: SocketAddr, request: &str) -> String {
         .expect("no answer")
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_writes_the_denials_counted_since_the_last_flush() {
+    let h = Harness::new();
+    let listener = signet_vault::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(signet_vault::server::serve_until(
+        Arc::clone(&h.vault),
+        listener,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let before = stored_audit(&h).len();
+    for _ in 0..3 {
+        let answer = exchange(
+            addr,
+            "GET /v1/machine/grants HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    // Well inside the flush interval (10 s): nothing written yet.
+    assert_eq!(stored_audit(&h).len(), before);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+    let rows: Vec<AuditEntry> = stored_audit(&h)
+        .into_iter()
+        .skip(before)
+        .filter(|e| e.outcome == "deny")
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(requests_of(&rows[0]), 3);
+    assert_eq!(rows[0].source_ip, "127.0.0.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

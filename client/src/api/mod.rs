@@ -79,6 +79,10 @@ pub enum ErrorCode {
     /// `GET /v1/machine/changes` as it allows; retry after `Retry-After`
     /// seconds, or poll.
     TooManyWaiting,
+    /// The request's source has had too many requests denied before their
+    /// signature verified; retry after `Retry-After` seconds. A request
+    /// signed by a key the vault already knows is still served.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -127,6 +131,7 @@ impl ErrorCode {
             Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
             Self::TooManyWaiting => "too_many_waiting",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

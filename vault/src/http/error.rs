@@ -46,22 +46,30 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ProjectLocked => StatusCode::LOCKED,
         NotFound => StatusCode::NOT_FOUND,
         Conflict => StatusCode::CONFLICT,
-        TooManyWaiting => StatusCode::TOO_MANY_REQUESTS,
+        TooManyWaiting | RateLimited => StatusCode::TOO_MANY_REQUESTS,
         InvalidRequest | MalformedJson | DestinationNotAllowed => StatusCode::BAD_REQUEST,
         BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// A JSON error body of docs/protocol.md.
+/// A JSON error body of docs/protocol.md; a refusal for the per-source
+/// budget says when to retry.
 pub fn body(code: ErrorCode, message: String) -> Response {
-    (
+    let mut response = (
         status(code),
         Json(ErrorBody {
             error: ErrorDetail { code, message },
         }),
     )
-        .into_response()
+        .into_response();
+    if code == ErrorCode::RateLimited {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(crate::budget::RETRY_AFTER_SECONDS),
+        );
+    }
+    response
 }
 
 impl IntoResponse for Error {

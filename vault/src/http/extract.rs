@@ -30,7 +30,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The request of `parts`, its body not read yet.
-fn unread(parts: &Parts) -> Request {
+pub(super) fn unread(parts: &Parts) -> Request {
     let target = parts
         .uri
         .path_and_query()

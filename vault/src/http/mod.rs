@@ -92,6 +92,11 @@ pub fn router(vault: Arc<Vault>) -> Router {
             limit::InFlight::new(Arc::clone(&vault)),
             limit::limit,
         ))
+        // Outermost: a source over its budget takes no slot in flight.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&vault),
+            limit::budget,
+        ))
         .with_state(vault)
 }
 
@@ -259,7 +264,7 @@ async fn machine_grants(
            ("wait" = Option<u64>, Query, description = "seconds to wait for a change, 0 to 60 (default 30)")),
     responses((status = 200, body = ChangeList, description = "the list and its token: a new token when something changed, the same one when the wait ran out"),
               (status = 400, body = ErrorBody, description = "a wait over 60 or not a number, or an unknown query parameter"),
-              (status = 429, body = ErrorBody, description = "too_many_waiting: this machine (2 by default) or the vault already has as many requests waiting as it allows; poll instead")))]
+              (status = 429, body = ErrorBody, description = "too_many_waiting: this machine (2 by default) or the vault already has as many requests waiting as it allows; poll instead. Or rate_limited (with Retry-After): too many requests from this source were denied before their signature verified")))]
 async fn machine_changes(
     State(vault): AppState,
     Signed(request): Signed,

@@ -4,7 +4,8 @@
 //! refusals of its operation (a bad body or query, something that does not
 //! exist, a conflict). The refusals every route shares are added here, once,
 //! by [`SharedRefusals`]: those of the request pipeline, of reading the body,
-//! of the limit of requests in flight and of decoding path parameters.
+//! of the limit of requests in flight, of the per-source budget of
+//! unverified denials and of decoding path parameters.
 
 use axum::Json;
 use signet_client::api::*;
@@ -150,6 +151,15 @@ const OVERLOADED: Shared = Shared {
     description: "the vault is at its limit of requests in flight; retry after `Retry-After` seconds",
 };
 
+/// Any signed route, from a source over its budget of unverified denials.
+const RATE_LIMITED: Shared = Shared {
+    status: "429",
+    name: "RateLimited",
+    description: "rate_limited: too many requests from this source address (an IPv6 /64) were denied \
+        before their signature verified; retry after `Retry-After` seconds. A request signed by a \
+        key the vault has verified before is still served",
+};
+
 /// A route with path parameters, when one is not percent-encoded UTF-8.
 const BAD_PATH: Shared = Shared {
     status: "400",
@@ -169,17 +179,19 @@ impl Modify for SharedRefusals {
                 .responses
                 .insert(shared.name.into(), RefOr::T(error_response(shared)));
         }
-        let mut overloaded = error_response(&OVERLOADED);
-        overloaded.headers.insert(
-            "Retry-After".into(),
-            HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("seconds to wait before retrying"))
-                .build(),
-        );
-        components
-            .responses
-            .insert(OVERLOADED.name.into(), RefOr::T(overloaded));
+        for retried in [&OVERLOADED, &RATE_LIMITED] {
+            let mut response = error_response(retried);
+            response.headers.insert(
+                "Retry-After".into(),
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("seconds to wait before retrying"))
+                    .build(),
+            );
+            components
+                .responses
+                .insert(retried.name.into(), RefOr::T(response));
+        }
 
         for (path, item) in doc.paths.paths.iter_mut() {
             let signed = !UNSIGNED.contains(&path.as_str());
@@ -188,6 +200,7 @@ impl Modify for SharedRefusals {
                 let mut shared: Vec<&Shared> = Vec::new();
                 if signed {
                     shared.extend(&SIGNED);
+                    shared.push(&RATE_LIMITED);
                 }
                 if limited {
                     shared.push(&OVERLOADED);
@@ -288,6 +301,7 @@ mod tests {
             ErrorCode::RequestTimeout,
             ErrorCode::BodyTooLarge,
             ErrorCode::Internal,
+            ErrorCode::RateLimited,
             ErrorCode::Overloaded,
         ]
         .into_iter()
@@ -365,5 +379,10 @@ mod tests {
             );
         }
         assert!(shared["Overloaded"]["headers"].get("Retry-After").is_some());
+        assert!(
+            shared["RateLimited"]["headers"]
+                .get("Retry-After")
+                .is_some()
+        );
     }
 }

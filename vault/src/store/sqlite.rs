@@ -1466,6 +1466,46 @@ fn json_ids(ids: &[&str]) -> Result<String> {
     json_text(&ids)
 }
 
+/// The conditions of a list query that apply (a filter given, a cursor past
+/// the first page) and their values, in order, with `?` placeholders. One
+/// that does not apply is left out of the statement rather than written as
+/// `?n IS NULL OR ...`, which would keep SQLite from seeking an index.
+#[derive(Default)]
+struct Filter<'a> {
+    conditions: Vec<&'static str>,
+    values: Vec<&'a dyn rusqlite::ToSql>,
+}
+
+impl<'a> Filter<'a> {
+    fn when(
+        mut self,
+        applies: bool,
+        condition: &'static str,
+        values: &[&'a dyn rusqlite::ToSql],
+    ) -> Self {
+        if applies {
+            self.conditions.push(condition);
+            self.values.extend_from_slice(values);
+        }
+        self
+    }
+
+    /// `WHERE ...` (or nothing) for the statement.
+    fn clause(&self) -> String {
+        if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conditions.join(" AND "))
+        }
+    }
+
+    /// The values, then `last` (the page's row count).
+    fn values(mut self, last: &'a dyn rusqlite::ToSql) -> Vec<&'a dyn rusqlite::ToSql> {
+        self.values.push(last);
+        self.values
+    }
+}
+
 impl Read for SqliteTx<'_> {
     fn machine_grants(&mut self, machine_id: &str) -> Result<Vec<GrantDetail>> {
         Tx::grants(self, Some(&Grantee::Machine(machine_id.to_owned())))
@@ -1473,53 +1513,64 @@ impl Read for SqliteTx<'_> {
 
     fn machines_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(Machine, String)>> {
         let (at, id) = page.after.clone().unzip();
+        let fetch = page.fetch();
+        let filter =
+            Filter::default().when(at.is_some(), "(m.created_at, m.id) > (?, ?)", &[&at, &id]);
         self.many(
             &format!(
                 "SELECT {}, COALESCE(p.name, '') FROM machines m
-                 LEFT JOIN projects p ON p.id = m.project_id
-                 WHERE ?1 IS NULL OR (m.created_at, m.id) > (?1, ?2)
-                 ORDER BY m.created_at, m.id LIMIT ?3",
-                qualified(MACHINE_COLS, "m")
+                 LEFT JOIN projects p ON p.id = m.project_id {}
+                 ORDER BY m.created_at, m.id LIMIT ?",
+                qualified(MACHINE_COLS, "m"),
+                filter.clause()
             ),
-            params![at, id, page.fetch()],
+            filter.values(&fetch).as_slice(),
             |r| Ok((machine_row(r)?, r.get(17)?)),
         )
     }
 
     fn tokens_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<(EnrollmentToken, String)>> {
         let (at, id) = page.after.clone().unzip();
+        let fetch = page.fetch();
+        let filter =
+            Filter::default().when(at.is_some(), "(t.created_at, t.id) > (?, ?)", &[&at, &id]);
         self.many(
             &format!(
                 "SELECT {}, COALESCE(p.name, '') FROM enrollment_tokens t
-                 LEFT JOIN projects p ON p.id = t.project_id
-                 WHERE ?1 IS NULL OR (t.created_at, t.id) > (?1, ?2)
-                 ORDER BY t.created_at, t.id LIMIT ?3",
-                qualified(TOKEN_COLS, "t")
+                 LEFT JOIN projects p ON p.id = t.project_id {}
+                 ORDER BY t.created_at, t.id LIMIT ?",
+                qualified(TOKEN_COLS, "t"),
+                filter.clause()
             ),
-            params![at, id, page.fetch()],
+            filter.values(&fetch).as_slice(),
             |r| Ok((token_row(r)?, r.get(18)?)),
         )
     }
 
     fn projects_page(&mut self, page: &Page<NameKey>) -> Result<Vec<Project>> {
+        let fetch = page.fetch();
+        let filter = Filter::default().when(page.after.is_some(), "name > ?", &[&page.after]);
         self.many(
             &format!(
-                "SELECT {PROJECT_COLS} FROM projects WHERE ?1 IS NULL OR name > ?1
-                 ORDER BY name LIMIT ?2"
+                "SELECT {PROJECT_COLS} FROM projects {} ORDER BY name LIMIT ?",
+                filter.clause()
             ),
-            params![page.after, page.fetch()],
+            filter.values(&fetch).as_slice(),
             project_row,
         )
     }
 
     fn secrets_page(&mut self, project_id: &str, page: &Page<NameKey>) -> Result<Vec<Secret>> {
+        let fetch = page.fetch();
+        let filter = Filter::default()
+            .when(true, "project_id = ?", &[&project_id])
+            .when(page.after.is_some(), "name > ?", &[&page.after]);
         self.many(
             &format!(
-                "SELECT {SECRET_COLS} FROM secrets
-                 WHERE project_id = ?1 AND (?2 IS NULL OR name > ?2)
-                 ORDER BY name LIMIT ?3"
+                "SELECT {SECRET_COLS} FROM secrets {} ORDER BY name LIMIT ?",
+                filter.clause()
             ),
-            params![project_id, page.after, page.fetch()],
+            filter.values(&fetch).as_slice(),
             secret_row,
         )
     }
@@ -1537,12 +1588,14 @@ impl Read for SqliteTx<'_> {
     }
 
     fn clusters_page(&mut self, page: &Page<NameKey>) -> Result<Vec<Cluster>> {
+        let fetch = page.fetch();
+        let filter = Filter::default().when(page.after.is_some(), "name > ?", &[&page.after]);
         self.many(
             &format!(
-                "SELECT {CLUSTER_COLS} FROM clusters WHERE ?1 IS NULL OR name > ?1
-                 ORDER BY name LIMIT ?2"
+                "SELECT {CLUSTER_COLS} FROM clusters {} ORDER BY name LIMIT ?",
+                filter.clause()
             ),
-            params![page.after, page.fetch()],
+            filter.values(&fetch).as_slice(),
             cluster_row,
         )
     }
@@ -1556,15 +1609,22 @@ impl Read for SqliteTx<'_> {
             Some((a, p, s, i)) => (Some(a), Some(p), Some(s), Some(i)),
             None => (None, None, None, None),
         };
+        let fetch = page.fetch();
+        let filter = Filter::default()
+            .when(agent_id.is_some(), "d.agent_id = ?", &[&agent_id])
+            .when(
+                agent.is_some(),
+                "(d.agent_id, p.name, s.name, d.id) > (?, ?, ?, ?)",
+                &[&agent, &project, &secret, &id],
+            );
         self.many(
             &format!(
                 "SELECT {DELEGATION_COLS_D}, p.id, p.name, s.name FROM delegations d
-                 JOIN secrets s ON s.id = d.secret_id JOIN projects p ON p.id = s.project_id
-                 WHERE (?1 IS NULL OR d.agent_id = ?1)
-                   AND (?2 IS NULL OR (d.agent_id, p.name, s.name, d.id) > (?2, ?3, ?4, ?5))
-                 ORDER BY d.agent_id, p.name, s.name, d.id LIMIT ?6"
+                 JOIN secrets s ON s.id = d.secret_id JOIN projects p ON p.id = s.project_id {}
+                 ORDER BY d.agent_id, p.name, s.name, d.id LIMIT ?",
+                filter.clause()
             ),
-            params![agent_id, agent, project, secret, id, page.fetch()],
+            filter.values(&fetch).as_slice(),
             |r| {
                 Ok(DelegationDetail {
                     delegation: delegation_row(r)?,
@@ -1590,15 +1650,23 @@ impl Read for SqliteTx<'_> {
             Some((p, s, i)) => (Some(p), Some(s), Some(i)),
             None => (None, None, None),
         };
+        let fetch = page.fetch();
+        let filter = Filter::default()
+            .when(machine.is_some(), "g.machine_id = ?", &[&machine])
+            .when(token.is_some(), "g.token_id = ?", &[&token])
+            .when(
+                project.is_some(),
+                "(p.name, s.name, g.id) > (?, ?, ?)",
+                &[&project, &secret, &id],
+            );
         self.many(
             &format!(
                 "SELECT {GRANT_COLS}, p.name, s.name, s.live_version FROM grants g
-                 JOIN secrets s ON s.id = g.secret_id JOIN projects p ON p.id = s.project_id
-                 WHERE (?1 IS NULL OR g.machine_id = ?1) AND (?2 IS NULL OR g.token_id = ?2)
-                   AND (?3 IS NULL OR (p.name, s.name, g.id) > (?3, ?4, ?5))
-                 ORDER BY p.name, s.name, g.id LIMIT ?6"
+                 JOIN secrets s ON s.id = g.secret_id JOIN projects p ON p.id = s.project_id {}
+                 ORDER BY p.name, s.name, g.id LIMIT ?",
+                filter.clause()
             ),
-            params![machine, token, project, secret, id, page.fetch()],
+            filter.values(&fetch).as_slice(),
             |r| {
                 Ok(GrantDetail {
                     grant: grant_row(r)?,
@@ -1612,17 +1680,20 @@ impl Read for SqliteTx<'_> {
 
     fn cosigns_page(&mut self, now: i64, page: &Page<CreatedKey>) -> Result<Vec<CosignDetail>> {
         let (at, id) = page.after.clone().unzip();
+        let fetch = page.fetch();
+        let filter = Filter::default()
+            .when(true, "c.consumed_at IS NULL AND c.expires_at > ?", &[&now])
+            .when(at.is_some(), "(c.created_at, c.id) > (?, ?)", &[&at, &id]);
         self.many(
             &format!(
                 "SELECT {}, COALESCE(p.name, ''), COALESCE(s.name, '') FROM cosign_requests c
                  LEFT JOIN secrets s ON s.id = c.secret_id
-                 LEFT JOIN projects p ON p.id = s.project_id
-                 WHERE c.consumed_at IS NULL AND c.expires_at > ?1
-                   AND (?2 IS NULL OR (c.created_at, c.id) > (?2, ?3))
-                 ORDER BY c.created_at, c.id LIMIT ?4",
-                qualified(COSIGN_COLS, "c")
+                 LEFT JOIN projects p ON p.id = s.project_id {}
+                 ORDER BY c.created_at, c.id LIMIT ?",
+                qualified(COSIGN_COLS, "c"),
+                filter.clause()
             ),
-            params![now, at, id, page.fetch()],
+            filter.values(&fetch).as_slice(),
             |r| {
                 Ok(CosignDetail {
                     cosign: cosign_row(r)?,
@@ -1635,11 +1706,15 @@ impl Read for SqliteTx<'_> {
 
     fn webhooks_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<Webhook>> {
         let (at, id) = page.after.clone().unzip();
+        let fetch = page.fetch();
+        let filter = Filter::default().when(at.is_some(), "(created_at, id) > (?, ?)", &[&at, &id]);
         self.many(
-            "SELECT id, url, events, sealed_secret, created_at, created_by FROM webhooks
-             WHERE ?1 IS NULL OR (created_at, id) > (?1, ?2)
-             ORDER BY created_at, id LIMIT ?3",
-            params![at, id, page.fetch()],
+            &format!(
+                "SELECT id, url, events, sealed_secret, created_at, created_by FROM webhooks {}
+                 ORDER BY created_at, id LIMIT ?",
+                filter.clause()
+            ),
+            filter.values(&fetch).as_slice(),
             webhook_row,
         )
     }
