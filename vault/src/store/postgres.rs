@@ -28,10 +28,10 @@ mod pool;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use signet_client::api::{AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use signet_client::api::{AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope};
 
 use self::pool::{Pool, Pooled};
 use super::*;
@@ -91,7 +91,10 @@ impl PostgresStore {
     /// in the URL).
     #[doc(hidden)]
     pub fn create_schema(url: &str, name: &str) -> Result<()> {
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             return Err(Error::Corrupt("a schema name of [a-z0-9_] only".into()));
         }
         let pool = Pool::new(url, None, 1)?;
@@ -126,10 +129,7 @@ impl PostgresStore {
     /// change count it read under the lock. Waiting for the lock may time
     /// out (another replica stalled) or, in theory, deadlock: both are
     /// tried again, since nothing ran yet.
-    fn begin_writing<'a>(
-        &'a self,
-        settles: Option<&'a Generation>,
-    ) -> Result<(PgTx<'a>, i64)> {
+    fn begin_writing<'a>(&'a self, settles: Option<&'a Generation>) -> Result<(PgTx<'a>, i64)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -153,7 +153,10 @@ impl PostgresStore {
                 }
                 Ok(None) => return Err(Error::Corrupt("signet_state has no row".into())),
                 Err(error) if attempt < BEGIN_ATTEMPTS && is_transient(&error) => {
-                    tracing::warn!(attempt, "the database's write lock was not granted; trying again");
+                    tracing::warn!(
+                        attempt,
+                        "the database's write lock was not granted; trying again"
+                    );
                 }
                 Err(error) => return Err(error),
             }

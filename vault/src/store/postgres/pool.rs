@@ -73,7 +73,11 @@ impl Conn {
         Ok(statement)
     }
 
-    pub(in crate::store) fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+    pub(in crate::store) fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>> {
         let statement = self.statement(sql)?;
         Ok(block_on(self.client.query_opt(&statement, params))?)
     }
@@ -281,7 +285,8 @@ fn tls(ca_file: Option<&Path>) -> Result<MakeRustlsConnect> {
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_file {
-        let tls_err = |message: String| Error::DatabaseTls(format!("{}: {message}", path.display()));
+        let tls_err =
+            |message: String| Error::DatabaseTls(format!("{}: {message}", path.display()));
         let certs = CertificateDer::pem_file_iter(path).map_err(|e| tls_err(e.to_string()))?;
         for cert in certs {
             roots

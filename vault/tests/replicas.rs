@@ -1,0 +1,523 @@
+//! Several `signet-vault serve` processes on one PostgreSQL database, every
+//! one of them serving, none a leader. Each rule that must be exact holds
+//! under concurrent load spread over the replicas: a nonce is accepted once
+//! whichever replicas see it, a canary read locks its project for every
+//! replica, daily caps and token uses are exact, the audit log is one hash
+//! chain in commit order, a revoked machine is refused by every replica at
+//! once. Then the failures: a replica killed with SIGKILL mid-load, and
+//! PostgreSQL restarted mid-load.
+//!
+//! Needs `SIGNET_TEST_DATABASE_URL` (tests/postgres/start.sh); without it
+//! the tests fail under CI and are skipped elsewhere. The restart test also
+//! needs `SIGNET_PG_DIR` and `SIGNET_PG_BIN` from that script.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod kit;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use signet_client::api::{AccessPolicy, AuditEntry, CreateToken, WriteSecret};
+use signet_client::identity::Identity;
+use signet_client::protocol;
+use signet_client::sdk::{Client, Options};
+
+const VAULT: &str = env!("CARGO_BIN_EXE_signet-vault");
+
+/// One test at a time: the restart test restarts the shared server.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The server's URL, or `None` to skip (never under CI).
+fn database_url() -> Option<String> {
+    match std::env::var("SIGNET_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but SIGNET_TEST_DATABASE_URL is not: run tests/postgres/start.sh")
+        }
+        Err(_) => {
+            eprintln!("SIGNET_TEST_DATABASE_URL is not set: skipping the replica tests");
+            None
+        }
+    }
+}
+
+/// A running vault process.
+struct Replica {
+    child: Child,
+    address: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on `url` with its own data directory (for the first-start
+/// token file only) and waits until it listens.
+fn start_replica(url: &str, root_hex: &str) -> Replica {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(VAULT)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("SIGNET_DATABASE_URL", url)
+        .env("SIGNET_ROOT_KEY", root_hex)
+        .env("SIGNET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    let address = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("the vault exited before listening: {seen}");
+        }
+        seen.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(address) = v["fields"]["address"].as_str()
+        {
+            break address.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never listened: {seen}");
+    };
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    Replica {
+        child,
+        address,
+        data,
+    }
+}
+
+/// `n` replicas on a schema of their own, and their first admin.
+struct Cluster {
+    url: String,
+    root_hex: String,
+    replicas: Vec<Replica>,
+    admin: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(base: &str, n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = kit::schema_url(base, dir.path());
+        let root_hex = signet_vault::crypto::RootKey::generate()
+            .to_hex()
+            .to_string();
+        let mut replicas = vec![start_replica(&url, &root_hex)];
+        for _ in 1..n {
+            replicas.push(start_replica(&url, &root_hex));
+        }
+        let token = std::fs::read_to_string(replicas[0].data.path().join("bootstrap-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut admin = Client::new(
+            &replicas[0].address,
+            Identity::generate(),
+            &Options::default(),
+        )
+        .unwrap();
+        admin.enroll_admin(&token, "ops").await.unwrap();
+        Self {
+            url,
+            root_hex,
+            replicas,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn address(&self, i: usize) -> &str {
+        &self.replicas[i % self.replicas.len()].address
+    }
+
+    /// The same identity, talking to replica `i`.
+    fn on(&self, identity: &Identity, i: usize) -> Client {
+        let copy = Identity {
+            kind: identity.kind,
+            id: identity.id.clone(),
+            vault: identity.vault.clone(),
+            key: protocol::IdentityKey::from_seed(&identity.key.seed()),
+        };
+        Client::new(self.address(i), copy, &Options::default()).unwrap()
+    }
+
+    async fn secret(&self, project: &str, name: &str, policy: Option<AccessPolicy>) {
+        self.admin
+            .write_secret(
+                project,
+                name,
+                &WriteSecret {
+                    value: Some(format!("value of {name}")),
+                    fields: None,
+                },
+            )
+            .await
+            .unwrap();
+        if let Some(policy) = policy {
+            self.admin.set_policy(project, name, &policy).await.unwrap();
+        }
+    }
+
+    async fn token(&self, project: &str, grants: &[&str], max_uses: u32) -> String {
+        let grants: Vec<_> = grants
+            .iter()
+            .map(|s| serde_json::json!({ "secret": s }))
+            .collect();
+        let request: CreateToken = serde_json::from_value(serde_json::json!({
+            "project": project, "name": format!("t-{}", rand_suffix()), "max_uses": max_uses,
+            "ttl_seconds": 3600, "machine_lifetime_seconds": 3600, "grants": grants
+        }))
+        .unwrap();
+        self.admin
+            .create_token(&request)
+            .await
+            .unwrap()
+            .token
+            .unwrap()
+    }
+
+    /// Enrolls one machine on replica `i`.
+    async fn machine(&self, token: &str, i: usize) -> Identity {
+        let (client, _) = Client::enroll(
+            self.address(i),
+            token,
+            "host",
+            BTreeMap::new(),
+            &Options::default(),
+        )
+        .await
+        .unwrap();
+        client.into_identity()
+    }
+
+    /// The whole audit log, read through replica `i`.
+    async fn audit(&self, i: usize) -> Vec<AuditEntry> {
+        let admin = self.on(self.admin.identity(), i);
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |e: &AuditEntry| e.seq);
+            let page = admin.audit(after, 1000).await.unwrap();
+            if page.entries.is_empty() {
+                return out;
+            }
+            out.extend(page.entries);
+        }
+    }
+
+    /// The audit chain checked by every replica and by `audit-verify`, and
+    /// read as one gapless chain: returns it.
+    async fn one_chain(&self) -> Vec<AuditEntry> {
+        let entries = self.audit(0).await;
+        for (prev, next) in entries.iter().zip(entries.iter().skip(1)) {
+            assert_eq!(next.seq, prev.seq + 1, "a gap after {}", prev.seq);
+            assert_eq!(next.prev_hash, prev.hash, "a fork at {}", next.seq);
+        }
+        for i in 0..self.replicas.len() {
+            let report = self
+                .on(self.admin.identity(), i)
+                .verify_audit()
+                .await
+                .unwrap();
+            assert!(report.broken.is_none(), "replica {i}: {report:?}");
+            assert!(report.entries >= entries.len() as u64);
+        }
+        let verify = Command::new(VAULT)
+            .args(["audit-verify", "--data-dir"])
+            .arg(self.replicas[0].data.path())
+            .env("SIGNET_DATABASE_URL", &self.url)
+            .env("SIGNET_ROOT_KEY", &self.root_hex)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain intact"));
+        entries
+    }
+}
+
+fn rand_suffix() -> String {
+    signet_vault::ids::new("")
+}
+
+/// The error code of a failed call, or `ok`.
+fn outcome<T>(result: &Result<T, signet_client::sdk::Error>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => e.code().unwrap_or("transport").to_owned(),
+    }
+}
+
+/// Reads `project/secret` as `identity` round-robin over the replicas
+/// until `stop`, counting successes; any other outcome than `ok` or one of
+/// `allowed` fails the test.
+fn load(
+    cluster: &Cluster,
+    identity: &Identity,
+    project: &'static str,
+    secret: &'static str,
+    allowed: &'static [&'static str],
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinHandle<Vec<String>>, Arc<AtomicU64>) {
+    let clients: Vec<Client> = (0..cluster.replicas.len())
+        .map(|i| cluster.on(identity, i))
+        .collect();
+    let ok = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&ok);
+    let task = tokio::spawn(async move {
+        let mut unexpected = Vec::new();
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let result = clients[i % clients.len()]
+                .read_secret(project, secret, None)
+                .await;
+            let code = outcome(&result);
+            if code == "ok" {
+                counted.fetch_add(1, Ordering::SeqCst);
+            } else if !allowed.contains(&code.as_str()) {
+                unexpected.push(code);
+            }
+            i += 1;
+        }
+        unexpected
+    });
+    (task, ok)
+}
+
+/// Every rule, with `n` replicas.
+async fn every_rule_holds(n: usize) {
+    let Some(base) = database_url() else { return };
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(&base, n).await;
+    let admin = &cluster.admin;
+    admin.create_project("shop").await.unwrap();
+    cluster.secret("shop", "db", None).await;
+    let capped = AccessPolicy {
+        daily_read_cap: Some(7),
+        ..AccessPolicy::default()
+    };
+    cluster.secret("shop", "capped", Some(capped)).await;
+    admin.create_project("trap").await.unwrap();
+    cluster.secret("trap", "app", None).await;
+    let canary = AccessPolicy {
+        canary: true,
+        ..AccessPolicy::default()
+    };
+    cluster.secret("trap", "canary", Some(canary)).await;
+
+    // Token uses: 5 of 15 concurrent enrollments, spread over the replicas.
+    let token = cluster.token("shop", &["db", "capped"], 5).await;
+    let enrollments = (0..15).map(|i| {
+        let (address, token) = (cluster.address(i).to_owned(), token.clone());
+        async move {
+            Client::enroll(
+                &address,
+                &token,
+                "host",
+                BTreeMap::new(),
+                &Options::default(),
+            )
+            .await
+        }
+    });
+    let enrolled = futures::future::join_all(enrollments).await;
+    let outcomes: Vec<String> = enrolled.iter().map(outcome).collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "ok").count(),
+        5,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| o == "ok" || o == "token_exhausted"),
+        "{outcomes:?}"
+    );
+    let machines: Vec<Identity> = enrolled
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .map(|(client, _)| client.into_identity())
+        .collect();
+
+    // Background load on every replica for the rest of the test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = machines[..3]
+        .iter()
+        .map(|m| load(&cluster, m, "shop", "db", &[], Arc::clone(&stop)))
+        .collect();
+
+    // A nonce accepted by one replica is refused by every other: the same
+    // signed request sent to all of them at once.
+    let m = &machines[0];
+    let id = m.id.clone().unwrap();
+    let http = reqwest::Client::new();
+    for round in 0..20 {
+        let target = "/v1/secrets/shop/db";
+        let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap();
+        let headers = protocol::sign(
+            &m.key,
+            &id,
+            "GET",
+            target,
+            b"",
+            now,
+            &protocol::fresh_nonce(),
+        );
+        let sends = (0..n).map(|i| {
+            let mut request = http.get(format!("{}{target}", cluster.address(i + round)));
+            for (name, value) in headers.pairs() {
+                request = request.header(name, value);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                (
+                    status,
+                    body["error"]["code"].as_str().unwrap_or("").to_owned(),
+                )
+            }
+        });
+        let answers = futures::future::join_all(sends).await;
+        assert_eq!(
+            answers.iter().filter(|(s, _)| *s == 200).count(),
+            1,
+            "round {round}: {answers:?}"
+        );
+        assert!(
+            answers
+                .iter()
+                .all(|(s, c)| *s == 200 || c == "nonce_replayed"),
+            "round {round}: {answers:?}"
+        );
+    }
+
+    // A daily cap of 7, exact over 21 concurrent reads on every replica.
+    let reads = (0..21).map(|i| {
+        let client = cluster.on(&machines[i % machines.len()], i);
+        async move { outcome(&client.read_secret("shop", "capped", None).await) }
+    });
+    let capped = futures::future::join_all(reads).await;
+    assert_eq!(
+        capped.iter().filter(|o| *o == "ok").count(),
+        7,
+        "{capped:?}"
+    );
+    assert!(
+        capped.iter().all(|o| o == "ok" || o == "policy_daily_cap"),
+        "{capped:?}"
+    );
+
+    // A canary read on replica 0 locks its project for every replica:
+    // reads of another secret of it run on the others meanwhile, and none
+    // is served after the canary's read committed.
+    let trap_token = cluster.token("trap", &["app", "canary"], 1).await;
+    let intruder = cluster.machine(&trap_token, 1).await;
+    let (trap_load, trap_ok) = load(
+        &cluster,
+        &intruder,
+        "trap",
+        "app",
+        &["project_locked"],
+        Arc::clone(&stop),
+    );
+    while trap_ok.load(Ordering::SeqCst) < 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tripped = cluster
+        .on(&intruder, 0)
+        .read_secret("trap", "canary", None)
+        .await;
+    assert!(tripped.is_err(), "a canary is never served");
+    for i in 0..n {
+        let after = cluster
+            .on(&intruder, i)
+            .read_secret("trap", "app", None)
+            .await;
+        assert_eq!(outcome(&after), "project_locked", "replica {i}");
+    }
+
+    // A revoked machine is refused by every replica at once, while it
+    // reads on all of them.
+    let revoked = &machines[4];
+    let (revoked_load, _) = load(
+        &cluster,
+        revoked,
+        "shop",
+        "db",
+        &["unknown_key"],
+        Arc::clone(&stop),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin
+        .revoke_machine(revoked.id.as_deref().unwrap())
+        .await
+        .unwrap();
+    for i in 0..n {
+        let after = cluster.on(revoked, i).read_secret("shop", "db", None).await;
+        assert_eq!(outcome(&after), "unknown_key", "replica {i}");
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    for (task, ok) in loads {
+        assert_eq!(task.await.unwrap(), Vec::<String>::new());
+        assert!(ok.load(Ordering::SeqCst) > 0);
+    }
+    assert_eq!(trap_load.await.unwrap(), Vec::<String>::new());
+    assert_eq!(revoked_load.await.unwrap(), Vec::<String>::new());
+
+    // One chain, and in it: no read of the trap project allowed after the
+    // canary's denial, no read by the revoked machine after its revocation.
+    let entries = cluster.one_chain().await;
+    let canary_seq = entries
+        .iter()
+        .find(|e| e.outcome == "deny" && e.target.contains("trap/canary"))
+        .map(|e| e.seq)
+        .unwrap();
+    assert!(
+        !entries.iter().any(|e| e.seq > canary_seq
+            && e.outcome == "allow"
+            && e.action == "secret.read"
+            && e.target.contains("trap/")),
+        "a trap read was served after the canary tripped"
+    );
+    let revoked_id = revoked.id.as_deref().unwrap();
+    let revoke_seq = entries
+        .iter()
+        .find(|e| {
+            e.outcome == "allow" && e.target.contains(revoked_id) && e.action != "secret.read"
+        })
+        .map(|e| e.seq)
+        .unwrap();
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.seq > revoke_seq && e.outcome == "allow" && e.actor == revoked_id),
+        "the revoked machine was served after its revocation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_keep_every_rule_exact() {
+    every_rule_holds(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_keep_every_rule_exact() {
+    every_rule_holds(3).await;
+}
