@@ -8,7 +8,9 @@
 # found, creates a cluster in DIR (default: a new directory under /tmp)
 # owned by an unprivileged user (PostgreSQL refuses to run as root), starts
 # it on 127.0.0.1:${SIGNET_PG_PORT:-55432} with its socket in DIR only, and
-# prints `export SIGNET_TEST_DATABASE_URL=...` and `export SIGNET_PG_DIR=...`.
+# prints `export SIGNET_TEST_DATABASE_URL=...`, `SIGNET_PG_DIR` (the
+# cluster's directory), `SIGNET_PG_BIN` (its binaries) and `SIGNET_PG_OPTS`
+# (its server options, for a test that restarts it).
 # The URL is the cluster's maintenance database; each test makes a
 # database of its own from it. Local connections are trusted: the cluster
 # listens on the loopback address only and lives as long as the run.
@@ -62,12 +64,13 @@ start() {
   fi
   # fsync off: a test cluster on a shared disk; a clean stop (as in the
   # restart test) still writes everything.
-  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
-    start >/dev/null
+  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$opts" start >/dev/null
   echo "export SIGNET_TEST_DATABASE_URL='postgres://signet@127.0.0.1:$port/postgres?sslmode=disable'"
   echo "export SIGNET_PG_DIR='$dir'"
   echo "export SIGNET_PG_BIN='$bin'"
+  # For a test that stops and starts the server again (tests/replicas.rs).
+  echo "export SIGNET_PG_OPTS='$opts'"
 }
 
 stop() {

@@ -537,3 +537,238 @@ async fn two_replicas_keep_every_rule_exact() {
 async fn three_replicas_keep_every_rule_exact() {
     every_rule_holds(3).await;
 }
+
+/// One read of a load: the replica it went to, its outcome, and whether
+/// it was sent after `mark` was set.
+type Outcome = (usize, String, bool);
+
+/// Reads `project/secret` as `identity` round-robin over `replicas` until
+/// `stop`, recording every outcome.
+fn recorded_load(
+    cluster: &Cluster,
+    identity: &Identity,
+    mark: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Outcome>> {
+    let clients: Vec<Client> = (0..cluster.replicas.len())
+        .map(|i| cluster.on(identity, i))
+        .collect();
+    tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let replica = i % clients.len();
+            let after = mark.load(Ordering::SeqCst);
+            let result = clients[replica].read_secret("shop", "db", None).await;
+            outcomes.push((replica, outcome(&result), after));
+            i += 1;
+        }
+        outcomes
+    })
+}
+
+/// A shop with one secret and `machines` machines.
+async fn shop(cluster: &Cluster, machines: usize) -> Vec<Identity> {
+    cluster.admin.create_project("shop").await.unwrap();
+    cluster.secret("shop", "db", None).await;
+    let token = cluster
+        .token("shop", &["db"], u32::try_from(machines).unwrap())
+        .await;
+    let mut out = Vec::new();
+    for i in 0..machines {
+        out.push(cluster.machine(&token, i).await);
+    }
+    out
+}
+
+/// Nothing acknowledged is lost: every read a machine was answered 200 has
+/// its allowed audit row and its nonce, and the chain is one.
+async fn nothing_acknowledged_lost(cluster: &Cluster, machines: &[Identity], acked: &[u64]) {
+    let entries = cluster.one_chain().await;
+    for (machine, acked) in machines.iter().zip(acked) {
+        let id = machine.id.as_deref().unwrap();
+        let audited = entries
+            .iter()
+            .filter(|e| e.actor == id && e.action == "secret.read" && e.outcome == "allow")
+            .count() as u64;
+        assert!(
+            audited >= *acked,
+            "{id}: {acked} acknowledged, {audited} audited"
+        );
+        let nonces: u64 = kit::pg_text(
+            &cluster.url,
+            &format!("SELECT COUNT(*)::text FROM nonces WHERE key_id = '{id}'"),
+        )[0]
+        .parse()
+        .unwrap();
+        assert!(
+            nonces >= *acked,
+            "{id}: {acked} acknowledged, {nonces} nonces"
+        );
+    }
+}
+
+/// SIGKILL one of three replicas mid-load: the other two answer every
+/// request, the killed one's fail only as transport errors, and nothing
+/// acknowledged by any of them is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
+    let Some(base) = database_url() else { return };
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(&base, 3).await;
+    let machines = shop(&cluster, 3).await;
+    let (killed, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let loads: Vec<_> = machines
+        .iter()
+        .map(|m| recorded_load(&cluster, m, Arc::clone(&killed), Arc::clone(&stop)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.replicas[2].child.kill().unwrap();
+    cluster.replicas[2].child.wait().unwrap();
+    killed.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for load in loads {
+        let outcomes = load.await.unwrap();
+        for (replica, code, after) in &outcomes {
+            match (replica, after) {
+                (0 | 1, _) => assert_eq!(code, "ok", "replica {replica} failed a request"),
+                (_, true) => assert_eq!(code, "transport", "the killed replica answered"),
+                (_, false) => {}
+            }
+        }
+        let served_after = outcomes
+            .iter()
+            .filter(|(r, code, after)| *r < 2 && *after && code == "ok")
+            .count();
+        assert!(served_after > 0, "the others kept serving");
+        acked.push(outcomes.iter().filter(|(_, code, _)| code == "ok").count() as u64);
+    }
+    cluster.replicas.truncate(2);
+    nothing_acknowledged_lost(&cluster, &machines, &acked).await;
+}
+
+/// Restart PostgreSQL (a fast shutdown) mid-load: requests meanwhile fail
+/// closed (`internal`, never a value), readiness says so, every replica
+/// serves again without being restarted, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_mid_load_loses_nothing_and_service_resumes() {
+    let Some(base) = database_url() else { return };
+    let (Ok(dir), Ok(bin), Ok(opts)) = (
+        std::env::var("SIGNET_PG_DIR"),
+        std::env::var("SIGNET_PG_BIN"),
+        std::env::var("SIGNET_PG_OPTS"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but SIGNET_PG_DIR, SIGNET_PG_BIN or SIGNET_PG_OPTS is not (tests/postgres/start.sh)"
+        );
+        eprintln!("SIGNET_PG_DIR is not set: skipping the restart test");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(&base, 2).await;
+    let machines = shop(&cluster, 2).await;
+    let (restarted, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let loads: Vec<_> = machines
+        .iter()
+        .map(|m| recorded_load(&cluster, m, Arc::clone(&restarted), Arc::clone(&stop)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pg_ctl = format!("{bin}/pg_ctl");
+    let data = format!("{dir}/data");
+    let root = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        == "0";
+    let pg = |args: &[&str]| {
+        let mut command = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let status = command
+            .args(["-D", &data, "-w"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {args:?}");
+    };
+    pg(&["stop", "-m", "fast"]);
+    // While it is down: not ready, and reads fail closed.
+    let http = reqwest::Client::new();
+    for i in 0..2 {
+        let ready = http
+            .get(format!("{}/readyz", cluster.address(i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status().as_u16(),
+            503,
+            "replica {i} ready without its database"
+        );
+        let read = cluster
+            .on(&machines[0], i)
+            .read_secret("shop", "db", None)
+            .await;
+        assert_eq!(outcome(&read), "internal", "replica {i}");
+    }
+    let log = format!("{dir}/server.log");
+    pg(&["start", "-l", &log, "-o", &opts]);
+    restarted.store(true, Ordering::SeqCst);
+    // Every replica serves again by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..2 {
+        loop {
+            let read = cluster
+                .on(&machines[1], i)
+                .read_secret("shop", "db", None)
+                .await;
+            if read.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} never recovered: {}",
+                outcome(&read)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ready = http
+            .get(format!("{}/readyz", cluster.address(i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status().as_u16(), 200, "replica {i}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for load in loads {
+        let outcomes = load.await.unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, code, _)| code == "ok" || code == "internal"),
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .any(|(_, code, after)| *after && code == "ok")
+        );
+        acked.push(outcomes.iter().filter(|(_, code, _)| code == "ok").count() as u64);
+    }
+    nothing_acknowledged_lost(&cluster, &machines, &acked).await;
+}
