@@ -314,7 +314,7 @@ async fn on_postgres_a_wrong_root_key_is_refused_and_writes_nothing() {
 /// On PostgreSQL: a version's ciphertext copied over another secret's row
 /// does not decrypt there (the row's ids are bound into the encryption).
 #[tokio::test]
-async fn on_postgres_a_ciphertext_moved_to_another_row_does_not_decrypt() {
+async fn on_postgres_a_moved_ciphertext_does_not_decrypt() {
     let Some(url) = kit::postgres_url() else {
         return;
     };
