@@ -84,8 +84,10 @@ pub struct DataArgs {
     #[arg(long, env = "SIGNET_DATA_DIR", default_value = "signet-data")]
     pub data_dir: PathBuf,
     /// Keep the data in PostgreSQL instead of the embedded SQLite file:
-    /// `postgres://user:password@host:5432/signet?sslmode=require`. Several
-    /// vaults may serve from one database at once (docs/kubernetes.md).
+    /// `postgres://user:password@host:5432/signet`. TLS is required (the
+    /// certificate and host name checked) unless the URL says
+    /// `sslmode=disable`. Several vaults may serve from one database at
+    /// once (docs/kubernetes.md).
     #[arg(long, env = "SIGNET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
     /// PEM file of CA certificates trusted for the database's TLS, besides

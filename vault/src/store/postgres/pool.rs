@@ -118,8 +118,11 @@ impl Pool {
     /// URL's `sslmode` says (`prefer` by default), verified against the
     /// system's roots and `ca_file`'s certificates.
     pub(in crate::store) fn new(url: &str, ca_file: Option<&Path>, max: usize) -> Result<Self> {
-        // The parse error never quotes the URL: it may hold a password.
-        let mut config: Config = url.parse().map_err(|_| Error::DatabaseUrl)?;
+        let config = config(url)?;
+        Self::with_config(config, ca_file, max)
+    }
+
+    fn with_config(mut config: Config, ca_file: Option<&Path>, max: usize) -> Result<Self> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -274,6 +277,23 @@ impl Drop for Pool {
     }
 }
 
+/// The connection settings of `url`. TLS is required unless the URL says
+/// otherwise (`sslmode=disable` or `prefer`): libpq's default, `prefer`,
+/// would let anyone on the path strip TLS. libpq's `verify-ca` and
+/// `verify-full` are accepted as `require`, which with rustls always
+/// verifies the certificate chain and the host name (verify-full).
+fn config(url: &str) -> Result<Config> {
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    // The parse error never quotes the URL: it may hold a password.
+    let mut config: Config = url.parse().map_err(|_| Error::DatabaseUrl)?;
+    if !url.contains("sslmode=") {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    Ok(config)
+}
+
 /// rustls with the ring provider (as the rest of the vault), trusting the
 /// system's roots and the certificates of `ca_file`.
 fn tls(ca_file: Option<&Path>) -> Result<MakeRustlsConnect> {
@@ -302,4 +322,43 @@ fn tls(ca_file: Option<&Path>) -> Result<MakeRustlsConnect> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio_postgres::config::SslMode;
+
+    use super::config;
+
+    #[test]
+    fn tls_is_required_unless_the_url_says_otherwise() {
+        let mode = |url: &str| config(url).unwrap().get_ssl_mode();
+        assert_eq!(mode("postgres://u:p@db/signet"), SslMode::Require);
+        assert_eq!(
+            mode("postgres://u@db/signet?sslmode=verify-full"),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode("postgres://u@db/signet?sslmode=verify-ca"),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode("postgres://u@db/signet?sslmode=disable"),
+            SslMode::Disable
+        );
+        assert_eq!(
+            mode("postgres://u@db/signet?sslmode=prefer"),
+            SslMode::Prefer
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_echoing_it() {
+        let error = config("postgres://u:hunter2@db/signet?sslmode=bogus")
+            .err()
+            .unwrap();
+        assert!(!error.to_string().contains("hunter2"));
+    }
 }
