@@ -9,8 +9,9 @@
 # owned by an unprivileged user (PostgreSQL refuses to run as root), starts
 # it on 127.0.0.1:${SIGNET_PG_PORT:-55432} with its socket in DIR only, and
 # prints `export SIGNET_TEST_DATABASE_URL=...`, `SIGNET_PG_DIR` (the
-# cluster's directory), `SIGNET_PG_BIN` (its binaries) and `SIGNET_PG_OPTS`
-# (its server options, for a test that restarts it).
+# cluster's directory), `SIGNET_PG_BIN` (its binaries), `SIGNET_PG_OPTS`
+# (its server options, for a test that restarts it) and `SIGNET_PG_CA` (the
+# CA of its TLS certificate, for 127.0.0.1 and localhost).
 # The URL is the cluster's maintenance database; each test makes a
 # database of its own from it. Local connections are trusted: the cluster
 # listens on the loopback address only and lives as long as the run.
@@ -62,13 +63,29 @@ start() {
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_owner "$bin/initdb" -D "$dir/data" -U signet --auth=trust --locale=C --encoding=UTF8 >/dev/null
   fi
+  # TLS too, with a throw-away CA, for the test that connects with
+  # sslmode=require (plain connections stay allowed).
+  if [ ! -f "$dir/tls/server.crt" ]; then
+    mkdir -p "$dir/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+      -subj /CN=signet-test-ca -keyout "$dir/tls/ca.key" -out "$dir/tls/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+      -keyout "$dir/tls/server.key" -out "$dir/tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/tls/ext"
+    openssl x509 -req -in "$dir/tls/server.csr" -CA "$dir/tls/ca.crt" -CAkey "$dir/tls/ca.key" \
+      -CAcreateserial -days 7 -extfile "$dir/tls/ext" -out "$dir/tls/server.crt" 2>/dev/null
+    rm -f "$dir/tls/ca.key" "$dir/tls/server.csr"
+    chmod 600 "$dir/tls/server.key"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$dir/tls"
+  fi
   # fsync off: a test cluster on a shared disk; a clean stop (as in the
   # restart test) still writes everything.
-  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$opts" start >/dev/null
   echo "export SIGNET_TEST_DATABASE_URL='postgres://signet@127.0.0.1:$port/postgres?sslmode=disable'"
   echo "export SIGNET_PG_DIR='$dir'"
   echo "export SIGNET_PG_BIN='$bin'"
+  echo "export SIGNET_PG_CA='$dir/tls/ca.crt'"
   # For a test that stops and starts the server again (tests/replicas.rs).
   echo "export SIGNET_PG_OPTS='$opts'"
 }

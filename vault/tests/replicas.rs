@@ -772,3 +772,73 @@ async fn postgres_restarted_mid_load_loses_nothing_and_service_resumes() {
     }
     nothing_acknowledged_lost(&cluster, &machines, &acked).await;
 }
+
+/// TLS to the database: with `sslmode=require` and the server's CA, the
+/// vault connects over TLS; without the CA it refuses the server's
+/// certificate instead of talking in the clear or trusting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_verified_tls() {
+    let Some(base) = database_url() else { return };
+    let Ok(ca) = std::env::var("SIGNET_PG_CA") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but SIGNET_PG_CA is not (tests/postgres/start.sh)"
+        );
+        eprintln!("SIGNET_PG_CA is not set: skipping the TLS test");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls_url = kit::schema_url(&base, dir.path()).replace("sslmode=disable", "sslmode=require");
+    let refused = tokio::task::spawn_blocking({
+        let url = tls_url.clone();
+        move || signet_vault::store::PostgresStore::connect(&url, None).err()
+    })
+    .await
+    .unwrap();
+    let refused = format!(
+        "{:?}",
+        refused.expect("an untrusted certificate was accepted")
+    );
+    assert!(
+        refused.contains("Tls") || refused.contains("certificate"),
+        "{refused}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let root_hex = signet_vault::crypto::RootKey::generate()
+        .to_hex()
+        .to_string();
+    let mut child = Command::new(VAULT)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("SIGNET_DATABASE_URL", &tls_url)
+        .env("SIGNET_DATABASE_CA_FILE", &ca)
+        .env("SIGNET_ROOT_KEY", &root_hex)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let token = data.path().join("bootstrap-token");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !token.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the vault stopped instead of connecting over TLS"
+        );
+        assert!(Instant::now() < deadline, "no start over TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let over_tls = kit::pg_text(
+        &base,
+        "SELECT COUNT(*)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = 'signet-vault' AND s.ssl",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_ne!(
+        over_tls,
+        vec!["0".to_owned()],
+        "no vault connection uses TLS"
+    );
+}
