@@ -145,7 +145,7 @@ must_fail "no operator identity Secret named" "operator.identity.existingSecret 
   "$HELM" template signet "$CHART" --set vault.rootKey.existingSecret=a --set vault.tls.existingSecret=c
 must_fail "unknown value key" "additional properties 'replicaCount' not allowed" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.replicaCount=2
-must_fail "two vault replicas on the single-writer store" "replicas" \
+must_fail "two vault replicas on the single-writer store" "vault.replicas > 1 needs vault.database.existingSecret" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.replicas=2
 must_fail "webhook URL that is not HTTPS" "url" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set operator.webhook.url=http://127.0.0.1:8443/mutate
@@ -197,6 +197,21 @@ policy() {
     '--geoip-db=/etc/signet/geoip/dbip/country-lite.mmdb' 'claimName: geoip-db' 'mountPath: /etc/signet/geoip'; do
     grep -qF -- "$expect" "$WORK/custom.yaml" || { echo "custom render: missing $expect"; return 1; }
   done
+  # The default (SQLite) render: one replica on a volume, no disruption
+  # budget, no database URL.
+  grep -q '^kind: PodDisruptionBudget$' "$file" && { echo "default render has a PodDisruptionBudget"; return 1; }
+  grep -qF 'SIGNET_DATABASE_URL' "$file" && { echo "default render passes a database URL"; return 1; }
+  grep -q '^  volumeClaimTemplates:$' "$file" || { echo "default render has no data volume"; return 1; }
+  # values-postgres.yaml: three replicas on PostgreSQL, the URL from its
+  # Secret (never a literal), no volume, a PDB, spread over nodes.
+  local pg=$WORK/postgres.yaml
+  for expect in 'replicas: 3' 'podManagementPolicy: Parallel' 'name: SIGNET_DATABASE_URL' \
+    'name: signet-database' 'key: url' '--database-ca-file=/etc/signet/database/ca.crt' \
+    'kind: PodDisruptionBudget' 'maxUnavailable: 1' 'podAntiAffinity:' 'topologyKey: kubernetes.io/hostname'; do
+    grep -qF -- "$expect" "$pg" || { echo "postgres render: missing $expect"; return 1; }
+  done
+  grep -q '^  volumeClaimTemplates:$' "$pg" && { echo "postgres render still claims a volume"; return 1; }
+  grep -q 'postgres://' "$pg" && { echo "postgres render carries a URL literal"; return 1; }
   # tests/e2e's values: processes outside the cluster, webhook called by URL.
   local e2e=$WORK/e2e.yaml
   grep -qF 'url: "https://127.0.0.1:8443/mutate"' "$e2e" || { echo "e2e render lacks the webhook URL"; return 1; }

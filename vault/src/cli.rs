@@ -14,7 +14,7 @@ use crate::clock::SystemClock;
 use crate::crypto::RootKey;
 use crate::server::{self, Tls};
 use crate::service::enroll;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store};
 use crate::vault::{Config, Settings, Vault};
 
 /// Environment variable that may carry the root key; removed once read.
@@ -79,9 +79,67 @@ pub struct RootKeyArgs {
 
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Directory of the embedded store.
+    /// Directory of the embedded store (and of the first-start bootstrap
+    /// token file, whatever the store).
     #[arg(long, env = "SIGNET_DATA_DIR", default_value = "signet-data")]
     pub data_dir: PathBuf,
+    /// Keep the data in PostgreSQL instead of the embedded SQLite file:
+    /// `postgres://user:password@host:5432/signet`. TLS is required (the
+    /// certificate and host name checked) unless the URL says
+    /// `sslmode=disable`. Several vaults may serve from one database at
+    /// once (docs/kubernetes.md).
+    #[arg(long, env = "SIGNET_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+    /// PEM file of CA certificates trusted for the database's TLS, besides
+    /// the system's.
+    #[arg(long, env = "SIGNET_DATABASE_CA_FILE", requires = "database_url")]
+    pub database_ca_file: Option<PathBuf>,
+}
+
+/// A `postgres://` connection string. It may hold a password: never
+/// printed, not even by `Debug`.
+#[derive(Clone)]
+pub struct DatabaseUrl(Zeroizing<String>);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = &'static str;
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self(Zeroizing::new(url.to_owned())))
+        } else {
+            Err("the database URL must start with postgres:// (SQLite needs no URL)")
+        }
+    }
+}
+
+impl DataArgs {
+    /// Opens the store these arguments name: PostgreSQL at the database
+    /// URL, else SQLite in the data directory.
+    pub fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match &self.database_url {
+            Some(url) => Arc::new(
+                PostgresStore::connect(&url.0, self.database_ca_file.as_deref())
+                    .context("cannot open the PostgreSQL store")?,
+            ),
+            None => Arc::new(SqliteStore::open(&self.data_dir).with_context(|| {
+                format!("cannot open the store in {}", self.data_dir.display())
+            })?),
+        })
+    }
+
+    /// What the log says the data lives in.
+    fn describe(&self) -> String {
+        match &self.database_url {
+            Some(_) => "postgresql".to_owned(),
+            None => format!("sqlite in {}", self.data_dir.display()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -313,11 +371,11 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Result<Arc<Vault>> {
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(data_dir)
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
-    );
+fn open_vault(
+    store: Arc<dyn Store>,
+    root: RootKey,
+    listen: &ListenArgs,
+) -> anyhow::Result<Arc<Vault>> {
     let config = Config {
         skew_seconds: listen.skew_seconds,
         max_body_bytes: listen.max_body_bytes,
@@ -343,7 +401,7 @@ fn open_vault(data_dir: &Path, root: RootKey, listen: &ListenArgs) -> anyhow::Re
 
 /// `signet-vault serve`
 pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
-    let vault = open_vault(&args.data.data_dir, root, &args.listen)?;
+    let vault = open_vault(args.data.open_store()?, root, &args.listen)?;
     // Registered before anything announces the address, so a SIGTERM sent
     // as soon as the vault says it listens still drains gracefully.
     let shutdown = signet_client::shutdown::signal();
@@ -380,7 +438,7 @@ pub async fn serve(args: ServeArgs, root: RootKey) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    tracing::info!(%address, data_dir = %args.data.data_dir.display(), "vault listening");
+    tracing::info!(%address, store = %args.data.describe(), "vault listening");
     let tls = args
         .tls_cert
         .zip(args.tls_key)
@@ -430,7 +488,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let root = RootKey::generate();
     let root_hex = root.to_hex();
-    let vault = open_vault(&data_dir, root, &args.listen)?;
+    let store = Arc::new(
+        SqliteStore::open(&data_dir)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    );
+    let vault = open_vault(store, root, &args.listen)?;
     let shutdown = signet_client::shutdown::signal();
     let listener = server::bind(args.listen.listen).await?;
     let address = format!("http://{}", listener.local_addr()?);
@@ -497,7 +559,7 @@ Next, in another shell:
 
 /// `signet-vault bootstrap-token`
 pub fn bootstrap_token(args: &DataArgs) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&args.data_dir)?;
+    let store = args.open_store()?;
     let mut tx = store.begin()?;
     let now = jiff::Timestamp::now().as_second();
     let token = enroll::create_bootstrap_token(tx.as_mut(), now)?;
@@ -509,7 +571,7 @@ pub fn bootstrap_token(args: &DataArgs) -> anyhow::Result<()> {
 /// `signet-vault audit-verify`: checks every entry's hash (HMAC under the
 /// key derived from `root`) and link, as `POST /v1/audit/verify` does.
 pub fn audit_verify(args: &DataArgs, root: &RootKey) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&args.data_dir)?;
+    let store = args.open_store()?;
     {
         let mut tx = store.begin()?;
         if tx
@@ -519,7 +581,7 @@ pub fn audit_verify(args: &DataArgs, root: &RootKey) -> anyhow::Result<()> {
             bail!("the root key does not match this data directory");
         }
     }
-    let report = crate::audit::verify(&store, &root.audit_chain_key())?;
+    let report = crate::audit::verify(store.as_ref(), &root.audit_chain_key())?;
     if let Some(broken) = report.broken {
         bail!(
             "audit chain is broken at entry {}: {}",

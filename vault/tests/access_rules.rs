@@ -805,6 +805,9 @@ async fn audit_retention_keeps_the_chain_verifiable() {
     signet_vault::cli::audit_verify(
         &signet_vault::cli::DataArgs {
             data_dir: h.dir.path().to_owned(),
+            database_url: kit::postgres_url()
+                .map(|url| kit::schema_url(&url, h.dir.path()).parse().unwrap()),
+            database_ca_file: None,
         },
         &signet_vault::crypto::RootKey::parse(h.root_hex.as_bytes()).unwrap(),
     )

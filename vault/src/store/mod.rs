@@ -6,10 +6,12 @@
 //! blocking thread, which suits SQLite's single writer and keeps every
 //! backend free of async lifetimes inside a transaction.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::page::{CreatedKey, DelegationKey, GrantKey, NameKey, Page};
@@ -22,6 +24,16 @@ use signet_client::api::{
 pub enum Error {
     #[error("sqlite")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgresql")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the database URL is not a valid postgres:// connection string")]
+    DatabaseUrl,
+    #[error("cannot set up TLS for the database: {0}")]
+    DatabaseTls(String),
+    #[error("no database connection became free in time")]
+    PoolExhausted,
+    #[error("cannot start the database connections' runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("cannot prepare data directory {path}")]
     DataDir {
         path: std::path::PathBuf,

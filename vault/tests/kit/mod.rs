@@ -24,7 +24,7 @@ use signet_vault::clock::{Clock as _, ManualClock};
 use signet_vault::crypto::RootKey;
 use signet_vault::ids;
 use signet_vault::service::enroll::create_bootstrap_token;
-use signet_vault::store::{Admin, SqliteStore, Store};
+use signet_vault::store::{Admin, PostgresStore, SqliteStore, Store};
 use signet_vault::vault::{Config, OpenError, Settings, Vault};
 use tower::ServiceExt as _;
 
@@ -54,6 +54,42 @@ impl Reply {
     }
 }
 
+/// The backend the kit's vaults run on: SQLite unless
+/// `SIGNET_TEST_BACKEND=postgres`, then PostgreSQL at
+/// `SIGNET_TEST_DATABASE_URL` (tests/postgres/start.sh starts one), each
+/// data directory mapped to a schema of its own. Asking for PostgreSQL
+/// without a URL fails the test rather than quietly testing SQLite.
+pub fn postgres_url() -> Option<String> {
+    if std::env::var("SIGNET_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    Some(std::env::var("SIGNET_TEST_DATABASE_URL").expect(
+        "SIGNET_TEST_BACKEND=postgres needs SIGNET_TEST_DATABASE_URL (tests/postgres/start.sh)",
+    ))
+}
+
+/// `url` with its connections' `search_path` set to a schema of its own
+/// for `dir` (created if missing): the same directory maps to the same
+/// schema, so a reopened vault finds its data.
+pub fn schema_url(url: &str, dir: &Path) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    std::process::id().hash(&mut hasher);
+    let schema = format!("t_{:016x}", hasher.finish());
+    PostgresStore::create_schema(url, &schema).unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// The store of `dir` on the kit's backend (see [`postgres_url`]).
+pub fn open_store(dir: &Path) -> Arc<dyn Store> {
+    match postgres_url() {
+        Some(url) => Arc::new(PostgresStore::connect(&schema_url(&url, dir), None).unwrap()),
+        None => Arc::new(SqliteStore::open(dir).unwrap()),
+    }
+}
+
 /// Opens a vault over `dir` with `root`, as `serve` does at start.
 pub fn open_vault(
     dir: &Path,
@@ -62,7 +98,7 @@ pub fn open_vault(
     config: Config,
     settings: Settings,
 ) -> Result<Vault, OpenError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+    let store = open_store(dir);
     Ok(Vault::open(store, root, clock, config)?.with_settings(settings))
 }
 
@@ -522,9 +558,9 @@ impl Harness {
     /// The vault's own check of the audit chain (every entry's HMAC and
     /// link), over the database file as it is now.
     pub fn verify_audit(&self) -> AuditVerification {
-        let store = SqliteStore::open(self.dir.path()).unwrap();
+        let store = open_store(self.dir.path());
         let root = RootKey::parse(self.root_hex.as_bytes()).unwrap();
-        signet_vault::audit::verify(&store, &root.audit_chain_key()).unwrap()
+        signet_vault::audit::verify(store.as_ref(), &root.audit_chain_key()).unwrap()
     }
 
     /// A connection of its own to the vault's database file, for a test
@@ -555,6 +591,9 @@ impl Harness {
     /// Every row of every table but the audit log and the nonces, as text:
     /// equal snapshots mean a request changed no stored data.
     pub fn snapshot(&self) -> String {
+        if let Some(url) = postgres_url() {
+            return pg_snapshot(&schema_url(&url, self.dir.path()));
+        }
         let conn = rusqlite::Connection::open(self.dir.path().join("signet.db")).unwrap();
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('audit', 'nonces') ORDER BY name")
@@ -586,6 +625,51 @@ impl Harness {
         }
         out
     }
+}
+
+/// Rows of `sql`'s first (text) column on the database at `url`, on a
+/// thread and runtime of their own (the caller may be inside one).
+pub fn pg_text(url: &str, sql: &str) -> Vec<String> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// [`Harness::snapshot`] on PostgreSQL: every row of every table of the
+/// vault's schema but the audit log, the nonces and the change counter.
+fn pg_snapshot(url: &str) -> String {
+    let tables = pg_text(
+        url,
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema()
+           AND table_name NOT IN ('audit', 'nonces', 'signet_state', 'signet_migrations')
+         ORDER BY table_name",
+    );
+    let mut out = String::new();
+    for table in tables {
+        let rows = pg_text(url, &format!("SELECT t::text FROM {table} t ORDER BY 1"));
+        out.push_str(&format!("{table}:\n{}\n", rows.join("\n")));
+    }
+    out
 }
 
 /// How many requests an audit row stands for: the `count N` of a row of
