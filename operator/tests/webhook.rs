@@ -855,7 +855,10 @@ fn reload_signal_shares_the_process_namespace_and_marks_the_target() {
             ("signet.dev/reload-container", "log-shipper"),
             ("signet.dev/reload-signal", "SIGUSR1"),
         ],
-        |doc| doc["spec"]["securityContext"]["runAsUser"] = 1000.into(),
+        |doc| {
+            doc["spec"]["securityContext"]["runAsUser"] = 1000.into();
+            doc["spec"]["securityContext"]["runAsGroup"] = 3000.into();
+        },
     );
     let (pod, _) = admitted_pod(&request, &cluster());
     let spec = pod.spec.as_ref().unwrap();
@@ -865,6 +868,7 @@ fn reload_signal_shares_the_process_namespace_and_marks_the_target() {
     assert_eq!(env(init, "SIGNET_RELOAD_CONTAINER"), Some("log-shipper"));
     let context = init.security_context.as_ref().unwrap();
     assert_eq!(context.run_as_user, Some(1000));
+    assert_eq!(context.run_as_group, Some(3000));
     assert_eq!(
         context.capabilities.as_ref().unwrap().drop,
         Some(vec!["ALL".to_owned()])
@@ -891,7 +895,8 @@ fn reload_signal_defaults_to_sighup_on_the_only_container_and_its_user() {
         "single-container.json",
         &[("signet.dev/reload", "signal")],
         |doc| {
-            doc["spec"]["containers"][0]["securityContext"] = serde_json::json!({"runAsUser": 4242})
+            doc["spec"]["containers"][0]["securityContext"] =
+                serde_json::json!({"runAsUser": 4242, "runAsGroup": 4243})
         },
     );
     let (pod, _) = admitted_pod(&request, &cluster());
@@ -901,6 +906,10 @@ fn reload_signal_defaults_to_sighup_on_the_only_container_and_its_user() {
     assert_eq!(
         init.security_context.as_ref().unwrap().run_as_user,
         Some(4242)
+    );
+    assert_eq!(
+        init.security_context.as_ref().unwrap().run_as_group,
+        Some(4243)
     );
     let api = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(env(api, "SIGNET_RELOAD_TARGET"), Some("api"));
@@ -932,7 +941,10 @@ fn no_reload_annotation_changes_nothing_about_processes() {
 
 #[test]
 fn bad_reload_annotations_are_denied_with_what_to_fix() {
-    let user = |doc: &mut Value| doc["spec"]["securityContext"]["runAsUser"] = 1000.into();
+    let user = |doc: &mut Value| {
+        doc["spec"]["securityContext"]["runAsUser"] = 1000.into();
+        doc["spec"]["securityContext"]["runAsGroup"] = 1000.into();
+    };
     let cases: Vec<(AdmissionRequest<DynamicObject>, &str)> = vec![
         (
             with_annotations(
@@ -986,13 +998,24 @@ fn bad_reload_annotations_are_denied_with_what_to_fix() {
                 &[("signet.dev/reload", "signal")],
                 |_| {},
             ),
-            "needs runAsUser on container api or on the pod",
+            "needs runAsUser and runAsGroup on container api or on the pod",
         ),
         (
             with_annotations(
                 "single-container.json",
                 &[("signet.dev/reload", "signal")],
-                |doc| doc["spec"]["securityContext"]["runAsUser"] = 0.into(),
+                |doc| doc["spec"]["securityContext"]["runAsUser"] = 1000.into(),
+            ),
+            "needs runAsUser and runAsGroup",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "signal")],
+                |doc| {
+                    doc["spec"]["securityContext"]["runAsUser"] = 0.into();
+                    doc["spec"]["securityContext"]["runAsGroup"] = 0.into();
+                },
             ),
             "runs as root",
         ),

@@ -10,10 +10,12 @@
 //! processes started in the same clock tick, the one whose parent is not
 //! marked.
 //!
-//! Reading another process's `/proc/<pid>/environ` and signalling it both
-//! need the same user as that process (or `CAP_SYS_PTRACE` and `CAP_KILL`,
-//! which `signet-init` never has): the webhook runs `signet-init` as the
-//! target container's `runAsUser`. A process that changed its credentials
+//! Reading another process's `/proc/<pid>/environ` needs the same user and
+//! group as that process (real, effective and saved, as the kernel's ptrace
+//! read check compares them), and signalling it the same user (or
+//! `CAP_SYS_PTRACE` and `CAP_KILL`, which `signet-init` never has): the
+//! webhook runs `signet-init` as the target container's `runAsUser` and
+//! `runAsGroup`. A process that changed its credentials
 //! (setuid programs) is not dumpable and stays unreadable even then.
 
 use std::collections::HashMap;
@@ -71,7 +73,7 @@ fn unreadable_hint(unreadable: usize) -> String {
         String::new()
     } else {
         format!(
-            " ({unreadable} process(es) could not be inspected: signet-init must run as the same user as the target container)"
+            " ({unreadable} process(es) could not be inspected: signet-init must run as the same user and group as the target container)"
         )
     }
 }

@@ -20,7 +20,8 @@
 //! - `signet.dev/reload` chooses what happens after the files changed
 //!   (see [`super::reload`]): for `signal` the pod shares its process
 //!   namespace, the target container gets the marker
-//!   `SIGNET_RELOAD_TARGET=<its name>` and `signet-init` runs as its user;
+//!   `SIGNET_RELOAD_TARGET=<its name>` and `signet-init` runs as its user
+//!   and group;
 //!   `restart` is the controller's work and changes nothing here;
 //! - a pod already injected (annotation `signet.dev/injected: "true"`, which
 //!   the patch sets, or a container named `signet-init`) gets no patch, so
@@ -481,14 +482,18 @@ fn init_container(
         container,
         signal,
         user,
+        group,
         ..
     } = reload
     {
         vars.push(env(contract::ENV_RELOAD_SIGNAL, signal.as_str()));
         vars.push(env(contract::ENV_RELOAD_CONTAINER, container));
-        // The same user as the target: reading its /proc/<pid>/environ and
-        // signalling it need nothing more, so no capability is added.
+        // The same user and group as the target: reading its
+        // /proc/<pid>/environ (the kernel's ptrace read check compares
+        // both) and signalling it need nothing more, so no capability is
+        // added.
         security_context.run_as_user = Some(*user);
+        security_context.run_as_group = Some(*group);
     }
     let (restart_policy, startup_probe) = match mode {
         Mode::Init => (None, None),

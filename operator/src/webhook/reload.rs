@@ -8,10 +8,11 @@
 //! | `signet.dev/reload-container` | `signal`: the container whose main process is signalled; defaults to the only container |
 //! | `signet.dev/reload-signal` | `signal`: `SIGHUP` (default), `SIGUSR1`, `SIGUSR2`, `SIGINT`, `SIGQUIT`, `SIGTERM`, `SIGWINCH` |
 //!
-//! `signal` needs the sidecar mode, and a `runAsUser` (on the container or
-//! the pod) other than root for the target: `signet-init` runs as that user,
-//! because reading another process's environment (how it finds the target,
-//! see `signet_init::reload`) and signalling it need the same user.
+//! `signal` needs the sidecar mode, and a `runAsUser` other than root and a
+//! `runAsGroup` (on the container or the pod) for the target: `signet-init`
+//! runs as that user and group, because reading another process's
+//! environment (how it finds the target, see `signet_init::reload`) needs
+//! the same user and group, and signalling it the same user.
 //! `restart` needs a pod created by a Deployment (through its ReplicaSet) or
 //! a StatefulSet: the controller rolls that workload out when a secret the
 //! pod is granted gets a new live version.
@@ -44,6 +45,8 @@ pub enum Reload {
         signal: ReloadSignal,
         /// The container's user, which `signet-init` runs as.
         user: i64,
+        /// The container's group, which `signet-init` runs as.
+        group: i64,
     },
     /// Roll out the owning Deployment or StatefulSet (the controller does).
     Restart,
@@ -77,7 +80,7 @@ pub enum Error {
     )]
     UnknownSignal { given: String },
     #[error(
-        "{RELOAD_ANNOTATION}: signal needs runAsUser on container {0} or on the pod: signet-init runs as the same user so it may find and signal that container's process"
+        "{RELOAD_ANNOTATION}: signal needs runAsUser and runAsGroup on container {0} or on the pod: signet-init runs as the same user and group so it may find and signal that container's process"
     )]
     UserUnknown(String),
     #[error(
@@ -159,7 +162,7 @@ pub fn parse(pod: &Pod, spec: &PodSpec, mode: Mode) -> Result<Reload, Error> {
                     given: name.to_owned(),
                 })?,
             };
-            let user =
+            let (user, group) =
                 user_of(spec, target).ok_or_else(|| Error::UserUnknown(target.name.clone()))?;
             if user == 0 {
                 return Err(Error::RootTarget(target.name.clone()));
@@ -169,18 +172,23 @@ pub fn parse(pod: &Pod, spec: &PodSpec, mode: Mode) -> Result<Reload, Error> {
                 container: target.name.clone(),
                 signal,
                 user,
+                group,
             })
         }
         other => Err(Error::UnknownAction(other.to_owned())),
     }
 }
 
-/// The user a container runs as, when the pod says so (the image's user is
-/// unknown at admission).
-fn user_of(spec: &PodSpec, container: &Container) -> Option<i64> {
-    container
-        .security_context
-        .as_ref()
+/// The user and group a container runs as, when the pod says so (the
+/// image's user is unknown at admission).
+fn user_of(spec: &PodSpec, container: &Container) -> Option<(i64, i64)> {
+    let container = container.security_context.as_ref();
+    let pod = spec.security_context.as_ref();
+    let user = container
         .and_then(|c| c.run_as_user)
-        .or_else(|| spec.security_context.as_ref().and_then(|p| p.run_as_user))
+        .or_else(|| pod.and_then(|p| p.run_as_user))?;
+    let group = container
+        .and_then(|c| c.run_as_group)
+        .or_else(|| pod.and_then(|p| p.run_as_group))?;
+    Some((user, group))
 }
