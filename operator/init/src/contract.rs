@@ -42,8 +42,8 @@
 //! [`ENV_RELOAD_TARGET`]`=<container name>` in the target container and
 //! `shareProcessNamespace: true` on the pod; `signet-init` finds the
 //! target's main process as the earliest-started process whose environment
-//! holds that entry, and runs as the target's user so it may read that
-//! environment and signal it without any capability.
+//! holds that entry, and runs as the target's user and group so it may
+//! read that environment and signal it without any capability.
 //!
 //! Optional knobs of `signet-init` that the webhook does not set (their
 //! defaults are right in a cluster; tests and odd environments change them):
