@@ -67,6 +67,10 @@ pub enum Target {
     /// secrets (plain and structured in turn) and an enrollment token
     /// granting them. The load options (clients, duration, ...) do not apply.
     InitStart(InitStartArgs),
+    /// From a new live version to the file rewritten: one `signet-init`
+    /// sidecar (refresh 300 s) and `--changes` versions written one at a
+    /// time by the admin. The load options do not apply.
+    Push(PushArgs),
     /// Signed reads as in `signet`, first quiet, then under abuse from the
     /// same host: `flood` sends unauthenticated requests as fast as it can
     /// (no or garbage signature headers, unknown key ids, signatures forged
@@ -210,6 +214,18 @@ pub struct InitStartArgs {
     /// Secrets granted and files written per start.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub files: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The `signet-init` binary to run as the sidecar.
+    #[arg(long, default_value = "target/release/signet-init")]
+    pub init_bin: PathBuf,
+    /// New versions written, one after another.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub changes: u32,
 }
 
 #[derive(Debug, Args)]

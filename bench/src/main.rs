@@ -20,6 +20,7 @@ mod init_start;
 mod load;
 mod openbao;
 mod populate;
+mod push;
 mod report;
 mod signet;
 
@@ -38,6 +39,7 @@ use crate::signet::Work;
 enum Output {
     Load(Report),
     Init(InitReport),
+    Push(push::PushReport),
     Abuse(Box<abuse::AbuseReport>),
     Flood(abuse::FloodStats),
 }
@@ -47,6 +49,7 @@ impl Output {
         match self {
             Self::Load(report) => report.failed(),
             Self::Init(report) => report.failed(),
+            Self::Push(report) => report.failed(),
             Self::Abuse(report) => report.failed(),
             Self::Flood(_) => false,
         }
@@ -56,6 +59,7 @@ impl Output {
         match self {
             Self::Load(report) => serde_json::to_string(report),
             Self::Init(report) => serde_json::to_string(report),
+            Self::Push(report) => serde_json::to_string(report),
             Self::Abuse(report) => serde_json::to_string(report),
             Self::Flood(stats) => serde_json::to_string(stats),
         }
@@ -67,6 +71,7 @@ impl std::fmt::Display for Output {
         match self {
             Self::Load(report) => report.fmt(f),
             Self::Init(report) => report.fmt(f),
+            Self::Push(report) => report.fmt(f),
             Self::Abuse(report) => report.fmt(f),
             Self::Flood(stats) => stats.fmt(f),
         }
@@ -173,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<Output> {
             load::run(&setup.endpoint, clients, plan).await?
         }
         Target::InitStart(args) => return Ok(Output::Init(init_start::run(args).await?)),
+        Target::Push(args) => return Ok(Output::Push(push::run(args).await?)),
         Target::Abuse(args) => {
             let report = abuse::run(args, clients, identities, threads, plan).await?;
             return Ok(Output::Abuse(Box::new(report)));

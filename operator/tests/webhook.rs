@@ -858,3 +858,237 @@ async fn health_and_readiness() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
 }
+
+/// `request` with extra annotations and a JSON edit of the pod.
+fn with_annotations(
+    name: &str,
+    annotations: &[(&str, &str)],
+    edit: impl FnOnce(&mut Value),
+) -> AdmissionRequest<DynamicObject> {
+    let mut request = request(name);
+    let mut doc = object_json(&request);
+    for (key, value) in annotations {
+        doc["metadata"]["annotations"][*key] = (*value).into();
+    }
+    edit(&mut doc);
+    request.object = Some(serde_json::from_value(doc).unwrap());
+    request
+}
+
+fn denial(request: &AdmissionRequest<DynamicObject>) -> String {
+    let response = admit(request, &config(), &cluster());
+    assert!(!response.allowed, "admitted");
+    response.result.message
+}
+
+#[test]
+fn reload_signal_shares_the_process_namespace_and_marks_the_target() {
+    let request = with_annotations(
+        "multi-container.json",
+        &[
+            ("signet.dev/reload", "signal"),
+            ("signet.dev/reload-container", "log-shipper"),
+            ("signet.dev/reload-signal", "SIGUSR1"),
+        ],
+        |doc| {
+            doc["spec"]["securityContext"]["runAsUser"] = 1000.into();
+            doc["spec"]["securityContext"]["runAsGroup"] = 3000.into();
+        },
+    );
+    let (pod, _) = admitted_pod(&request, &cluster());
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.share_process_namespace, Some(true));
+    let init = signet_init(&pod);
+    assert_eq!(env(init, "SIGNET_RELOAD_SIGNAL"), Some("SIGUSR1"));
+    assert_eq!(env(init, "SIGNET_RELOAD_CONTAINER"), Some("log-shipper"));
+    let context = init.security_context.as_ref().unwrap();
+    assert_eq!(context.run_as_user, Some(1000));
+    assert_eq!(context.run_as_group, Some(3000));
+    assert_eq!(
+        context.capabilities.as_ref().unwrap().drop,
+        Some(vec!["ALL".to_owned()])
+    );
+    assert!(context.capabilities.as_ref().unwrap().add.is_none());
+    let shipper = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "log-shipper")
+        .unwrap();
+    assert_eq!(env(shipper, "SIGNET_RELOAD_TARGET"), Some("log-shipper"));
+    let api = spec.containers.iter().find(|c| c.name == "api").unwrap();
+    assert_eq!(env(api, "SIGNET_RELOAD_TARGET"), None);
+
+    // Mutating twice equals mutating once.
+    let mut again = request.clone();
+    again.object = Some(serde_json::from_value(serde_json::to_value(&pod).unwrap()).unwrap());
+    assert!(patch_of(&admit(&again, &config(), &cluster())).is_none());
+}
+
+#[test]
+fn reload_signal_defaults_to_sighup_on_the_only_container_and_its_user() {
+    let request = with_annotations(
+        "single-container.json",
+        &[("signet.dev/reload", "signal")],
+        |doc| {
+            doc["spec"]["containers"][0]["securityContext"] =
+                serde_json::json!({"runAsUser": 4242, "runAsGroup": 4243})
+        },
+    );
+    let (pod, _) = admitted_pod(&request, &cluster());
+    let init = signet_init(&pod);
+    assert_eq!(env(init, "SIGNET_RELOAD_SIGNAL"), Some("SIGHUP"));
+    assert_eq!(env(init, "SIGNET_RELOAD_CONTAINER"), Some("api"));
+    assert_eq!(
+        init.security_context.as_ref().unwrap().run_as_user,
+        Some(4242)
+    );
+    assert_eq!(
+        init.security_context.as_ref().unwrap().run_as_group,
+        Some(4243)
+    );
+    let api = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(env(api, "SIGNET_RELOAD_TARGET"), Some("api"));
+}
+
+#[test]
+fn no_reload_annotation_changes_nothing_about_processes() {
+    for value in [None, Some("none"), Some("restart")] {
+        let annotations: Vec<(&str, &str)> = value
+            .map(|v| ("signet.dev/reload", v))
+            .into_iter()
+            .collect();
+        let (pod, _) = admitted_pod(
+            &with_annotations("single-container.json", &annotations, |_| {}),
+            &cluster(),
+        );
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.share_process_namespace, None, "{value:?}");
+        let init = signet_init(&pod);
+        assert_eq!(env(init, "SIGNET_RELOAD_SIGNAL"), None, "{value:?}");
+        assert_eq!(
+            init.security_context.as_ref().unwrap().run_as_user,
+            Some(65532),
+            "{value:?}"
+        );
+        assert_eq!(env(&spec.containers[0], "SIGNET_RELOAD_TARGET"), None);
+    }
+}
+
+#[test]
+fn bad_reload_annotations_are_denied_with_what_to_fix() {
+    let user = |doc: &mut Value| {
+        doc["spec"]["securityContext"]["runAsUser"] = 1000.into();
+        doc["spec"]["securityContext"]["runAsGroup"] = 1000.into();
+    };
+    let cases: Vec<(AdmissionRequest<DynamicObject>, &str)> = vec![
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "hup")],
+                user,
+            ),
+            "\"none\", \"signal\" or \"restart\", not \"hup\"",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload-signal", "SIGHUP")],
+                user,
+            ),
+            "signet.dev/reload-signal only applies with signet.dev/reload: signal",
+        ),
+        (
+            with_annotations(
+                "multi-container.json",
+                &[("signet.dev/reload", "signal")],
+                user,
+            ),
+            "needs signet.dev/reload-container naming one of the pod's containers (api, log-shipper)",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[
+                    ("signet.dev/reload", "signal"),
+                    ("signet.dev/reload-container", "web"),
+                ],
+                user,
+            ),
+            "names \"web\", which is not one of the pod's containers (api)",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[
+                    ("signet.dev/reload", "signal"),
+                    ("signet.dev/reload-signal", "SIGKILL"),
+                ],
+                user,
+            ),
+            "must be one of SIGHUP, SIGUSR1",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "signal")],
+                |_| {},
+            ),
+            "needs runAsUser and runAsGroup on container api or on the pod",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "signal")],
+                |doc| doc["spec"]["securityContext"]["runAsUser"] = 1000.into(),
+            ),
+            "needs runAsUser and runAsGroup",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "signal")],
+                |doc| {
+                    doc["spec"]["securityContext"]["runAsUser"] = 0.into();
+                    doc["spec"]["securityContext"]["runAsGroup"] = 0.into();
+                },
+            ),
+            "runs as root",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "signal"), ("signet.dev/mode", "init")],
+                user,
+            ),
+            "needs signet.dev/mode: sidecar",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "restart")],
+                |doc| {
+                    doc["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("ownerReferences");
+                },
+            ),
+            "restart needs a pod created by a Deployment or a StatefulSet; this pod's controller is none",
+        ),
+        (
+            with_annotations(
+                "single-container.json",
+                &[("signet.dev/reload", "restart")],
+                |doc| {
+                    doc["metadata"]["ownerReferences"][0]["kind"] = "Job".into();
+                    doc["metadata"]["ownerReferences"][0]["apiVersion"] = "batch/v1".into();
+                },
+            ),
+            "this pod's controller is Job shop-api-7d4b9c8f5",
+        ),
+    ];
+    for (request, expected) in cases {
+        let message = denial(&request);
+        assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+    }
+}

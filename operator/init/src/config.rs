@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::contract::{self, FileSpec, Mode};
+use crate::contract::{self, FileSpec, Mode, ReloadSignal};
+use crate::reload::SignalTarget;
 use crate::retry::Retry;
 
 /// What is wrong with the environment.
@@ -118,6 +119,8 @@ pub struct Config {
     pub file_mode: u32,
     pub retry: Retry,
     pub ca: Option<CaSource>,
+    /// `signet.dev/reload: signal`: what to signal after a refresh.
+    pub reload: Option<SignalTarget>,
 }
 
 impl Config {
@@ -221,6 +224,35 @@ impl Config {
             }
             (None, None) => None,
         };
+        let reload = match (
+            optional(contract::ENV_RELOAD_SIGNAL),
+            optional(contract::ENV_RELOAD_CONTAINER),
+        ) {
+            (None, None) => None,
+            (Some(name), Some(container)) => {
+                let signal = ReloadSignal::parse(&name).ok_or_else(|| {
+                    invalid(
+                        contract::ENV_RELOAD_SIGNAL,
+                        format!(
+                            "{name:?} is not one of {}",
+                            ReloadSignal::ALL.map(ReloadSignal::as_str).join(", ")
+                        ),
+                    )
+                })?;
+                if mode != Mode::Sidecar {
+                    return Err(invalid(
+                        contract::ENV_RELOAD_SIGNAL,
+                        "a reload signal needs SIGNET_MODE=sidecar".to_owned(),
+                    ));
+                }
+                Some(SignalTarget {
+                    signal,
+                    container: container.trim().to_owned(),
+                })
+            }
+            (Some(_), None) => return Err(Error::Missing(contract::ENV_RELOAD_CONTAINER)),
+            (None, Some(_)) => return Err(Error::Missing(contract::ENV_RELOAD_SIGNAL)),
+        };
         let credential = credential(&optional)?;
         Ok(Self {
             vault: vault.trim_end_matches('/').to_owned(),
@@ -235,6 +267,7 @@ impl Config {
             file_mode,
             retry,
             ca,
+            reload,
         })
     }
 
@@ -380,6 +413,45 @@ mod tests {
     fn parse(extra: &[(&str, &str)]) -> Result<Config, Error> {
         let map = vars(extra);
         Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_reload_signal_comes_with_its_container_in_sidecar_mode() {
+        assert_eq!(parse(&[]).unwrap().reload, None);
+        let config = parse(&[
+            (contract::ENV_RELOAD_SIGNAL, "SIGUSR1"),
+            (contract::ENV_RELOAD_CONTAINER, "app"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.reload,
+            Some(SignalTarget {
+                signal: ReloadSignal::Usr1,
+                container: "app".into()
+            })
+        );
+        assert!(matches!(
+            parse(&[(contract::ENV_RELOAD_SIGNAL, "SIGHUP")]),
+            Err(Error::Missing(contract::ENV_RELOAD_CONTAINER))
+        ));
+        assert!(matches!(
+            parse(&[(contract::ENV_RELOAD_CONTAINER, "app")]),
+            Err(Error::Missing(contract::ENV_RELOAD_SIGNAL))
+        ));
+        let bad = parse(&[
+            (contract::ENV_RELOAD_SIGNAL, "SIGKILL"),
+            (contract::ENV_RELOAD_CONTAINER, "app"),
+        ])
+        .unwrap_err();
+        assert!(bad.to_string().contains("SIGHUP"), "{bad}");
+        assert!(
+            parse(&[
+                (contract::ENV_MODE, "init"),
+                (contract::ENV_RELOAD_SIGNAL, "SIGHUP"),
+                (contract::ENV_RELOAD_CONTAINER, "app"),
+            ])
+            .is_err()
+        );
     }
 
     #[test]

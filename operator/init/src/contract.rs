@@ -35,6 +35,15 @@
 //! | `SIGNET_FILES` | JSON array of [`FileSpec`] |
 //! | `SIGNET_POD_NAME`, `SIGNET_POD_NAMESPACE`, `SIGNET_POD_UID` | the pod's identity, from the downward API; sent as machine metadata ([`META_POD_NAME`] etc.), which is self-reported and informational only |
 //! | `SIGNET_CA_PEM` | optional: PEM root certificate(s) to trust for the vault's HTTPS; set only when the webhook runs with `--vault-ca-file` |
+//! | `SIGNET_RELOAD_SIGNAL` | optional, sidecar only: the signal ([`ReloadSignal`], e.g. `SIGHUP`) to send to the reload target after each refresh that rewrote files; set by the webhook for `signet.dev/reload: signal` |
+//! | `SIGNET_RELOAD_CONTAINER` | with `SIGNET_RELOAD_SIGNAL`: the name of the container whose main process is signalled |
+//!
+//! For `signet.dev/reload: signal` the webhook also sets
+//! [`ENV_RELOAD_TARGET`]`=<container name>` in the target container and
+//! `shareProcessNamespace: true` on the pod; `signet-init` finds the
+//! target's main process as the earliest-started process whose environment
+//! holds that entry, and runs as the target's user and group so it may
+//! read that environment and signal it without any capability.
 //!
 //! Optional knobs of `signet-init` that the webhook does not set (their
 //! defaults are right in a cluster; tests and odd environments change them):
@@ -94,6 +103,15 @@ pub const ENV_CA_FILE: &str = "SIGNET_CA_FILE";
 pub const ENV_CA_PEM: &str = "SIGNET_CA_PEM";
 /// Optional: log level.
 pub const ENV_LOG: &str = "SIGNET_LOG";
+/// Optional (sidecar): the signal sent to the reload target after a
+/// refresh rewrote files, as [`ReloadSignal::as_str`].
+pub const ENV_RELOAD_SIGNAL: &str = "SIGNET_RELOAD_SIGNAL";
+/// With [`ENV_RELOAD_SIGNAL`]: the container whose main process is
+/// signalled.
+pub const ENV_RELOAD_CONTAINER: &str = "SIGNET_RELOAD_CONTAINER";
+/// Set by the webhook in the reload target container, to that container's
+/// name: the marker `signet-init` looks for in `/proc/<pid>/environ`.
+pub const ENV_RELOAD_TARGET: &str = "SIGNET_RELOAD_TARGET";
 
 /// Path of the `signet-init` binary in its image.
 pub const BINARY: &str = "/signet-init";
@@ -154,6 +172,60 @@ impl Mode {
             Self::Init => "init",
             Self::Sidecar => "sidecar",
         }
+    }
+}
+
+/// The signals a pod may ask for with `signet.dev/reload-signal`: the ones
+/// programs use to reload or stop gracefully. `SIGKILL` and `SIGSTOP` are
+/// not among them (they cannot be handled, so they never mean "reload").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadSignal {
+    /// `SIGHUP`, the default: the conventional "reload your configuration".
+    Hup,
+    /// `SIGUSR1`.
+    Usr1,
+    /// `SIGUSR2`.
+    Usr2,
+    /// `SIGINT`.
+    Int,
+    /// `SIGQUIT`.
+    Quit,
+    /// `SIGTERM`: the container stops and the kubelet restarts it.
+    Term,
+    /// `SIGWINCH` (graceful reload for some servers).
+    Winch,
+}
+
+impl ReloadSignal {
+    /// Every allowed signal, in the order the docs list them.
+    pub const ALL: [Self; 7] = [
+        Self::Hup,
+        Self::Usr1,
+        Self::Usr2,
+        Self::Int,
+        Self::Quit,
+        Self::Term,
+        Self::Winch,
+    ];
+
+    /// The name, as in the annotation and `SIGNET_RELOAD_SIGNAL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hup => "SIGHUP",
+            Self::Usr1 => "SIGUSR1",
+            Self::Usr2 => "SIGUSR2",
+            Self::Int => "SIGINT",
+            Self::Quit => "SIGQUIT",
+            Self::Term => "SIGTERM",
+            Self::Winch => "SIGWINCH",
+        }
+    }
+
+    /// Parses a name: `SIGHUP` or `HUP`, any case. `None` for anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Self::ALL.into_iter().find(|s| &s.as_str()[3..] == bare)
     }
 }
 
@@ -242,6 +314,18 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn reload_signals_parse_by_name_and_refuse_the_rest() {
+        for signal in ReloadSignal::ALL {
+            assert_eq!(ReloadSignal::parse(signal.as_str()), Some(signal));
+        }
+        assert_eq!(ReloadSignal::parse("hup"), Some(ReloadSignal::Hup));
+        assert_eq!(ReloadSignal::parse(" SIGUSR2 "), Some(ReloadSignal::Usr2));
+        for bad in ["", "SIG", "SIGKILL", "KILL", "SIGSTOP", "9", "SIGHUPX"] {
+            assert_eq!(ReloadSignal::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

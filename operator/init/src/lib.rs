@@ -41,6 +41,17 @@
 //!
 //! `probe` exits 0 (ready), 1 (not ready) or 2 (`SIGNET_MOUNT_PATH` unset).
 //!
+//! # Reload by signal
+//!
+//! With `SIGNET_RELOAD_SIGNAL` and `SIGNET_RELOAD_CONTAINER` (set by the
+//! webhook for `signet.dev/reload: signal`), the sidecar sends that signal
+//! to the named container's main process after each refresh that rewrote
+//! at least one file, once every file of that refresh is in place (never
+//! after the first write: the app starts after it). A failure to find or
+//! signal the process is logged with what to fix and does not stop the
+//! sidecar; see [`reload`] for how the process is found and the
+//! permissions it needs.
+//!
 //! # Trusting a private CA
 //!
 //! An `https://` vault is verified against the public web roots plus, when
@@ -63,6 +74,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod error;
+#[cfg(feature = "runtime")]
+pub mod reload;
 #[cfg(feature = "runtime")]
 pub mod render;
 #[cfg(feature = "runtime")]

@@ -11,7 +11,7 @@ use crate::config::{self, Config, Credential};
 use crate::contract::{FileSpec, META_NAMESPACE, META_POD_NAME, META_POD_UID, Mode, READY_MARKER};
 use crate::error::{Error, chain, enrollment_hint};
 use crate::retry::{ATTESTATION_UNAVAILABLE, Failed, Retry, Retryable, jitter};
-use crate::{render, write};
+use crate::{reload, render, write};
 
 /// Per-request timeout: a vault that does not answer within this is treated
 /// like an unreachable one (and retried).
@@ -84,7 +84,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
                             Wake::Changed(grants) => files.refresh(&client, Some(grants)).await,
                             Wake::Period => files.refresh(&client, None).await,
                         }
-                    } => match refreshed {
+                    } => {
+                        // After the whole pass, so the app never reloads
+                        // between two files of one refresh.
+                        if files.take_changed() {
+                            signal_reload(&config);
+                        }
+                        match refreshed {
                         Ok(()) => {}
                         Err(error @ Error::IdentityRefused { .. }) => return Err(error),
                         Err(error @ Error::Write(_)) => {
@@ -98,6 +104,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                                 "refresh failed; keeping the current files and trying again next period"
                             );
                         }
+                        }
                     },
                     signal = signals.recv() => {
                         tracing::info!(%signal, "shutting down");
@@ -107,6 +114,24 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 }
             }
         }
+    }
+}
+
+/// `signet.dev/reload: signal`: signals the target after files changed.
+/// A failure is logged with its fix and does not stop the sidecar: the
+/// files are right, and the next change tries again.
+fn signal_reload(config: &Config) {
+    let Some(target) = &config.reload else {
+        return;
+    };
+    match reload::send(target) {
+        Ok(pid) => tracing::info!(
+            signal = target.signal.as_str(),
+            container = %target.container,
+            pid,
+            "signalled the reload target"
+        ),
+        Err(error) => tracing::error!(error = %chain(&error), "cannot signal the reload target"),
     }
 }
 
@@ -375,6 +400,9 @@ struct Target {
 struct Files<'a> {
     config: &'a Config,
     targets: Vec<Target>,
+    /// A refresh rewrote (or removed) a file since the last
+    /// [`Files::take_changed`].
+    changed: bool,
 }
 
 impl<'a> Files<'a> {
@@ -389,7 +417,16 @@ impl<'a> Files<'a> {
                 written: BTreeSet::new(),
             })
             .collect();
-        Self { config, targets }
+        Self {
+            config,
+            targets,
+            changed: false,
+        }
+    }
+
+    /// Whether a refresh changed any file since the last call.
+    fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     /// The first write: every file, or an error.
@@ -466,7 +503,12 @@ impl<'a> Files<'a> {
             }
             let outcome = match fetch(&mut cache, client, &once, url, &project, &secret).await {
                 Ok(value) if Some(value.version) == target.version => Ok(()),
-                Ok(value) => write_target(self.config, target, value),
+                Ok(value) => {
+                    // Set before writing: a target that failed halfway may
+                    // already have replaced some of its files.
+                    self.changed = true;
+                    write_target(self.config, target, value)
+                }
                 Err(error) => Err(error),
             };
             if let Err(error) = outcome {

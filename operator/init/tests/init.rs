@@ -898,3 +898,116 @@ async fn bench_init_run_with_ten_secrets() {
         println!("{}", line.trim());
     }
 }
+
+/// A marked process that appends `<signal> <contents of api-key>` to `log`
+/// for each SIGHUP/SIGUSR1 it handles, so the test sees which signal came and
+/// what the file held when it came. Its `sleep` children carry the marker
+/// too (as any child of a container's main process would).
+fn recorder(container: &str, mount: &Path, log: &Path) -> Child {
+    let script = format!(
+        "trap 'echo HUP $(cat {file}) >> {log}' HUP; trap 'echo USR1 $(cat {file}) >> {log}' USR1; echo started >> {log}; while :; do sleep 0.05; done",
+        file = mount.join("api-key").display(),
+        log = log.display(),
+    );
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env(contract::ENV_RELOAD_TARGET, container)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The reload signal reaches the target container's main process after each
+/// rewrite, with the new file already in place, and never at the first
+/// write; a later process of the same container (an exec session) is left
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_signals_the_reload_target_after_each_rewrite() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    let token = vault.token(&["api-key"]).await;
+    let mut pod = Pod::new(
+        &vault.url,
+        &token,
+        "sidecar",
+        serde_json::json!([{"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"}]),
+    );
+    let container = format!("app-{}", std::process::id());
+    pod.env
+        .insert(contract::ENV_REFRESH_SECONDS.to_owned(), "300".to_owned());
+    pod.env
+        .insert(contract::ENV_RELOAD_SIGNAL.to_owned(), "SIGHUP".to_owned());
+    pod.env
+        .insert(contract::ENV_RELOAD_CONTAINER.to_owned(), container.clone());
+
+    let main_log = pod.dir.path().join("main.log");
+    let exec_log = pod.dir.path().join("exec.log");
+    let _main = recorder(&container, &pod.mount(), &main_log);
+    wait_for(|| lines(&main_log) == ["started"], "the main process").await;
+    // Started later, like `kubectl exec` into the same container.
+    let _exec = recorder(&container, &pod.mount(), &exec_log);
+    wait_for(|| lines(&exec_log) == ["started"], "the exec session").await;
+
+    let mut sidecar: Child = pod.command("run").spawn().unwrap();
+    wait_for(|| pod.mount().join(READY_MARKER).exists(), "first write").await;
+    // The first write is not a change: the app reads its files at start.
+    vault.plain("api-key", "v2").await;
+    wait_for(|| lines(&main_log).len() == 2, "the first signal").await;
+    vault.plain("api-key", "v3").await;
+    wait_for(|| lines(&main_log).len() == 3, "the second signal").await;
+    assert_eq!(lines(&main_log), ["started", "HUP v2", "HUP v3"]);
+    assert_eq!(lines(&exec_log), ["started"]);
+
+    sidecar.start_kill().unwrap();
+    let output = sidecar.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("signalled the reload target"), "{stderr}");
+}
+
+/// A target that cannot be found is logged with the fix, and the sidecar
+/// keeps the files fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_reload_target_is_logged_with_the_fix_and_files_stay_fresh() {
+    let vault = start_vault().await;
+    vault.plain("api-key", "v1").await;
+    let token = vault.token(&["api-key"]).await;
+    let mut pod = Pod::new(
+        &vault.url,
+        &token,
+        "sidecar",
+        serde_json::json!([{"secret": "api-key", "fields": [], "file": "api-key", "format": "raw"}]),
+    );
+    pod.env
+        .insert(contract::ENV_REFRESH_SECONDS.to_owned(), "300".to_owned());
+    pod.env
+        .insert(contract::ENV_RELOAD_SIGNAL.to_owned(), "SIGUSR1".to_owned());
+    pod.env.insert(
+        contract::ENV_RELOAD_CONTAINER.to_owned(),
+        format!("absent-{}", std::process::id()),
+    );
+    let mut sidecar: Child = pod.command("run").spawn().unwrap();
+    wait_for(|| pod.mount().join(READY_MARKER).exists(), "first write").await;
+    for value in ["v2", "v3"] {
+        vault.plain("api-key", value).await;
+        wait_for(|| pod.read("api-key") == value, value).await;
+    }
+    sidecar.start_kill().unwrap();
+    let output = sidecar.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot signal the reload target"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("shareProcessNamespace"), "{stderr}");
+}

@@ -42,6 +42,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "SIGNET_SWEEP_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
+    /// Period of the check that rolls out Deployments and StatefulSets whose
+    /// pods ask for `signet.dev/reload: restart` after a secret changed.
+    #[arg(long, env = "SIGNET_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
     /// This cluster's name as registered in the vault (`signet cluster add`).
     /// Every policy is bound to it, and only machines the vault attested in
     /// it are revoked when their pod is gone.
@@ -67,6 +72,7 @@ pub(super) async fn run(
         resync,
         waiting_retry,
         sweep_interval,
+        reload_interval,
         cluster_name,
         renewal_grace,
     } = args;
@@ -80,6 +86,7 @@ pub(super) async fn run(
         resync,
         waiting_retry,
         sweep_interval,
+        reload_interval,
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(client, vault, settings));

@@ -168,6 +168,7 @@ mod tests {
             resync,
             waiting_retry,
             sweep_interval,
+            reload_interval,
             cluster_name,
             renewal_grace,
         } = args;
@@ -183,6 +184,7 @@ mod tests {
         assert_eq!(resync, Duration::from_secs(300));
         assert_eq!(waiting_retry, Duration::from_secs(60));
         assert_eq!(sweep_interval, Duration::from_secs(300));
+        assert_eq!(reload_interval, Duration::from_secs(10));
     }
 
     #[test]

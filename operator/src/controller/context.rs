@@ -46,6 +46,9 @@ pub struct Settings {
     pub waiting_retry: Duration,
     /// Period of the sweep that revokes machines whose pod is gone.
     pub sweep_interval: Duration,
+    /// Period of the check that rolls out workloads with
+    /// `signet.dev/reload: restart` after a secret changed.
+    pub reload_interval: Duration,
     /// First error backoff; doubled at each consecutive failure.
     pub backoff_base: Duration,
     /// Longest error backoff.
@@ -60,6 +63,7 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             waiting_retry: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(300),
+            reload_interval: Duration::from_secs(10),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
         }
@@ -75,6 +79,8 @@ pub struct Metrics {
     pub failures: AtomicU64,
     /// Machines revoked because their pod is gone.
     pub machines_revoked: AtomicU64,
+    /// Workloads rolled out for new secret versions.
+    pub restarts: AtomicU64,
 }
 
 /// State shared by every reconcile.

@@ -1,5 +1,6 @@
 //! The controller: reconcilers for EnrollmentToken and SecretGrant, and the
-//! garbage collection of machines whose pod is gone.
+//! garbage collection of machines whose pod is gone, and the rolling
+//! restarts of workloads that ask for them ([`restart`]).
 //!
 //! It talks to the vault as an agent identity (scopes `metadata`, `tokens`,
 //! `grants`, `machines`) through [`vault::VaultApi`], so the reconcile logic
@@ -27,6 +28,7 @@ pub mod context;
 pub mod enrollment_token;
 pub mod grants;
 pub mod pods;
+pub mod restart;
 pub mod secret_grant;
 pub mod vault;
 
@@ -199,9 +201,10 @@ pub async fn run<V: vault::VaultApi>(
             }
         });
 
-    let background = futures::future::join(
+    let background = futures::future::join3(
         pods::watch_deletions(ctx.clone()),
         pods::sweep_forever(ctx.clone()),
+        restart::restart_forever(ctx.clone()),
     );
     tracing::info!("controller started");
     tokio::select! {

@@ -19,12 +19,12 @@ use kube::{Client, client::Body, runtime::controller::Action};
 use serde_json::{Value, json};
 use signet_client::api::{
     CreateGrant, CreateToken, CreatedToken, GrantRecord, KubernetesBinding, MachineKubernetes,
-    MachineView, RenewToken, SecretMeta, TokenConstraints, TokenView,
+    MachineView, RenewToken, SecretMeta, TokenConstraints, TokenView, VersionMeta,
 };
 use signet_init::contract::{META_NAMESPACE, META_POD_NAME, META_POD_UID};
 
 use super::{
-    Context, Settings, enrollment_token, pods, secret_grant,
+    Context, Settings, enrollment_token, pods, restart, secret_grant,
     vault::{self, Grantee, VaultApi},
 };
 use crate::crd::{EnrollmentToken, SecretGrant};
@@ -46,6 +46,8 @@ struct FakeVault {
     grants: Mutex<Vec<GrantRecord>>,
     machines: Mutex<Vec<MachineView>>,
     revoked_machines: Mutex<Vec<String>>,
+    /// Live version and its creation time per secret (default: 1, unknown).
+    live: Mutex<BTreeMap<String, (u32, String)>>,
 }
 
 fn not_found() -> vault::Error {
@@ -167,11 +169,19 @@ impl VaultApi for FakeVault {
 
     async fn secret_meta(&self, project: &str, secret: &str) -> Result<SecretMeta, vault::Error> {
         let fields = self.secrets.get(secret).ok_or_else(not_found)?;
+        let live = self.live.lock().unwrap().get(secret).cloned();
         Ok(SecretMeta {
             project: project.to_owned(),
             name: secret.to_owned(),
-            live_version: 1,
-            versions: vec![],
+            live_version: live.as_ref().map_or(1, |l| l.0),
+            versions: live
+                .map(|(version, created_at)| VersionMeta {
+                    version,
+                    created_at,
+                    created_by: "admin".into(),
+                })
+                .into_iter()
+                .collect(),
             fields: fields.clone(),
             policy: None,
         })
@@ -1406,4 +1416,158 @@ async fn deleted_pod_revokes_its_attested_machine_only() {
         .unwrap();
     assert_eq!(count, 1);
     assert_eq!(*vault.revoked_machines.lock().unwrap(), ["m_1"]);
+}
+
+// ---- reload: restart ----------------------------------------------------------
+
+/// The API server of one namespace with a Deployment `web` (template
+/// annotation `current`), its ReplicaSet, and two injected pods created at
+/// 2030-01-01T00:00:00Z and a minute later, asking for `reload`.
+fn restart_api(reload: &'static str, current: Option<&'static str>) -> Routes {
+    Box::new(move |method, path| {
+        let pod = |name: &str, created: &str| {
+            json!({"metadata": {"name": name, "namespace": "ns", "uid": name,
+                "creationTimestamp": created,
+                "labels": {"signet.dev/inject": "true"},
+                "annotations": {"signet.dev/injected": "true", "signet.dev/reload": reload,
+                                "signet.dev/enrollment-token": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-5d8f", "uid": "rs", "controller": true}]},
+                "spec": {"containers": [{"name": "app"}]}})
+        };
+        match (method, path) {
+            (&Method::GET, "/api/v1/pods") => Some((
+                200,
+                list(
+                    "Pod",
+                    vec![
+                        pod("web-5d8f-b", "2030-01-01T00:01:00Z"),
+                        pod("web-5d8f-a", "2030-01-01T00:00:00Z"),
+                    ],
+                ),
+            )),
+            (&Method::GET, "/apis/apps/v1/namespaces/ns/replicasets/web-5d8f") => Some((
+                200,
+                json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "metadata": {"name": "web-5d8f", "namespace": "ns",
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                            "name": "web", "uid": "d", "controller": true}]}}),
+            )),
+            (&Method::GET, "/apis/apps/v1/namespaces/ns/deployments/web") => {
+                let annotations = current
+                    .map(|c| json!({"signet.dev/secret-versions": c}))
+                    .unwrap_or(json!({}));
+                Some((
+                    200,
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "web", "namespace": "ns"},
+                        "spec": {"selector": {}, "template": {"metadata": {"annotations": annotations},
+                            "spec": {"containers": [{"name": "app"}]}}}}),
+                ))
+            }
+            (&Method::GET, p) if p == format!("{TOKENS}/web") => {
+                Some((200, token_json(true, "24h", json!({}))))
+            }
+            (&Method::GET, GRANTS) => Some((
+                200,
+                list(
+                    "SecretGrant",
+                    vec![
+                        json!({"apiVersion": "signet.dev/v1alpha1", "kind": "SecretGrant",
+                            "metadata": {"name": "web", "namespace": "ns"},
+                            "spec": {"enrollmentToken": "web", "mountPath": "/s",
+                                     "secrets": [{"secret": "db"}, {"secret": "api"}]}}),
+                        json!({"apiVersion": "signet.dev/v1alpha1", "kind": "SecretGrant",
+                            "metadata": {"name": "other", "namespace": "ns"},
+                            "spec": {"enrollmentToken": "other", "mountPath": "/s",
+                                     "secrets": [{"secret": "unrelated"}]}}),
+                    ],
+                ),
+            )),
+            _ => None,
+        }
+    })
+}
+
+fn restart_vault(db: (u32, &str)) -> FakeVault {
+    let vault = FakeVault::default()
+        .with_secret("db", None)
+        .with_secret("api", None)
+        .with_secret("unrelated", None);
+    vault
+        .live
+        .lock()
+        .unwrap()
+        .insert("db".into(), (db.0, db.1.into()));
+    vault
+}
+
+/// The hash of db at `version` and api at 1 (the fake's default), in the
+/// project of `token_json`.
+fn web_hash(version: u32) -> String {
+    let project = token_json(true, "24h", json!({}))["spec"]["project"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    restart::versions_hash(&BTreeMap::from([
+        (format!("{project}/api"), 1),
+        (format!("{project}/db"), version),
+    ]))
+}
+
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/ns/deployments/web";
+
+#[tokio::test]
+async fn a_new_live_version_rolls_out_the_deployment_once() {
+    let old = web_hash(1);
+    let old: &'static str = Box::leak(old.into_boxed_str());
+    let (client, calls) = mock_api(restart_api("restart", Some(old)));
+    let ctx = context(client, restart_vault((2, "2030-01-01T00:05:00Z")));
+    let patched = bounded(restart::pass(&ctx)).await.unwrap();
+    assert_eq!(
+        patched,
+        [restart::Workload::Deployment("ns".into(), "web".into())]
+    );
+    let patches = calls_to(&calls, Method::PATCH, DEPLOYMENT);
+    assert_eq!(patches.len(), 1);
+    assert_eq!(
+        patches[0].body,
+        json!({"spec": {"template": {"metadata": {"annotations":
+            {"signet.dev/secret-versions": web_hash(2)}}}}})
+    );
+}
+
+#[tokio::test]
+async fn unchanged_versions_leave_the_deployment_alone() {
+    let current: &'static str = Box::leak(web_hash(2).into_boxed_str());
+    let (client, calls) = mock_api(restart_api("restart", Some(current)));
+    let ctx = context(client, restart_vault((2, "2030-01-01T00:05:00Z")));
+    assert!(bounded(restart::pass(&ctx)).await.unwrap().is_empty());
+    assert!(calls_to(&calls, Method::PATCH, DEPLOYMENT).is_empty());
+}
+
+#[tokio::test]
+async fn without_a_hash_only_a_version_newer_than_the_oldest_pod_rolls_out() {
+    // Written before the oldest pod started: the pods read it.
+    let (client, calls) = mock_api(restart_api("restart", None));
+    let ctx = context(client, restart_vault((2, "2029-12-31T23:59:59Z")));
+    assert!(bounded(restart::pass(&ctx)).await.unwrap().is_empty());
+    assert!(calls_to(&calls, Method::PATCH, DEPLOYMENT).is_empty());
+
+    // Written after the oldest pod started (though before the newest).
+    let (client, calls) = mock_api(restart_api("restart", None));
+    let ctx = context(client, restart_vault((2, "2030-01-01T00:00:30Z")));
+    assert_eq!(bounded(restart::pass(&ctx)).await.unwrap().len(), 1);
+    assert_eq!(calls_to(&calls, Method::PATCH, DEPLOYMENT).len(), 1);
+}
+
+#[tokio::test]
+async fn pods_without_reload_restart_are_never_rolled_out() {
+    for reload in ["none", "signal"] {
+        let (client, calls) = mock_api(restart_api(reload, Some("stale")));
+        let ctx = context(client, restart_vault((2, "2030-01-01T00:05:00Z")));
+        assert!(bounded(restart::pass(&ctx)).await.unwrap().is_empty());
+        assert!(calls_to(&calls, Method::PATCH, DEPLOYMENT).is_empty());
+        assert!(calls_to(&calls, Method::GET, DEPLOYMENT).is_empty());
+    }
 }

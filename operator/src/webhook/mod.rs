@@ -4,5 +4,6 @@ pub mod certs;
 pub mod contract;
 pub mod lookup;
 pub mod mutate;
+pub mod reload;
 pub mod server;
 pub mod vault_ca;

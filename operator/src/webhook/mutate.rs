@@ -17,6 +17,12 @@
 //!   absent or `sidecar` injects a native sidecar (an init container with
 //!   `restartPolicy: Always`) whose startup probe holds the app containers
 //!   back until the first files are written;
+//! - `signet.dev/reload` chooses what happens after the files changed
+//!   (see [`super::reload`]): for `signal` the pod shares its process
+//!   namespace, the target container gets the marker
+//!   `SIGNET_RELOAD_TARGET=<its name>` and `signet-init` runs as its user
+//!   and group;
+//!   `restart` is the controller's work and changes nothing here;
 //! - a pod already injected (annotation `signet.dev/injected: "true"`, which
 //!   the patch sets, or a container named `signet-init`) gets no patch, so
 //!   mutating twice equals mutating once.
@@ -38,6 +44,7 @@ use crate::{
     webhook::{
         contract::{self, Mode},
         lookup::{self, GrantLookup, Injection},
+        reload::{self, Reload},
     },
 };
 
@@ -136,6 +143,9 @@ pub enum Denial {
         /// The directory it overlaps.
         reserved: &'static str,
     },
+    /// The reload annotations are wrong.
+    #[error(transparent)]
+    Reload(#[from] reload::Error),
     /// Serialising the patch failed.
     #[error("could not encode the patch")]
     Encode(#[from] serde_json::Error),
@@ -173,10 +183,11 @@ pub fn mutate(
         Some(other) => return Err(Denial::UnknownMode(other.to_owned())),
     };
     let spec = pod.spec.as_ref().ok_or(Denial::NoSpec)?;
+    let reload = reload::parse(pod, spec, mode)?;
     let injection = lookup::resolve(lookup, namespace, token)?;
     check_service_account(spec, token, &injection)?;
     check_conflicts(spec, &injection.mount_path)?;
-    build_patch(spec, token, mode, config, &injection).map(Some)
+    build_patch(spec, token, mode, config, &injection, &reload).map(Some)
 }
 
 fn is_injected(pod: &Pod) -> bool {
@@ -256,6 +267,7 @@ fn build_patch(
     mode: Mode,
     config: &InjectConfig,
     injection: &Injection,
+    reload: &Reload,
 ) -> Result<Patch, Denial> {
     let mut ops = Vec::new();
 
@@ -305,8 +317,25 @@ fn build_patch(
         }
     }
 
+    if let Reload::Signal {
+        index, container, ..
+    } = reload
+    {
+        // signet-init must see the target's processes, and find them by
+        // this marker.
+        ops.push(add(&["spec", "shareProcessNamespace"], Value::Bool(true)));
+        let has_env = spec.containers.get(*index).is_some_and(|c| c.env.is_some());
+        let index = index.to_string();
+        append_all(
+            &mut ops,
+            &["spec", "containers", &index, "env"],
+            has_env,
+            &[env(contract::ENV_RELOAD_TARGET, container)],
+        )?;
+    }
+
     // First, so that app init containers already see the secrets.
-    let init = serde_json::to_value(init_container(token, mode, config, injection)?)?;
+    let init = serde_json::to_value(init_container(token, mode, config, injection, reload)?)?;
     match spec.init_containers {
         Some(_) => ops.push(add(&["spec", "initContainers", "0"], init)),
         None => ops.push(add(&["spec", "initContainers"], Value::Array(vec![init]))),
@@ -403,6 +432,7 @@ fn init_container(
     mode: Mode,
     config: &InjectConfig,
     injection: &Injection,
+    reload: &Reload,
 ) -> Result<Container, Denial> {
     let files = serde_json::to_string(&injection.files)?;
     let (credential_env, credential_mount) = if injection.token.raw_token {
@@ -447,6 +477,24 @@ fn init_container(
     if let Some(pem) = &config.vault_ca_pem {
         vars.push(env(contract::ENV_CA_PEM, pem));
     }
+    let mut security_context = restricted_security_context();
+    if let Reload::Signal {
+        container,
+        signal,
+        user,
+        group,
+        ..
+    } = reload
+    {
+        vars.push(env(contract::ENV_RELOAD_SIGNAL, signal.as_str()));
+        vars.push(env(contract::ENV_RELOAD_CONTAINER, container));
+        // The same user and group as the target: reading its
+        // /proc/<pid>/environ (the kernel's ptrace read check compares
+        // both) and signalling it need nothing more, so no capability is
+        // added.
+        security_context.run_as_user = Some(*user);
+        security_context.run_as_group = Some(*group);
+    }
     let (restart_policy, startup_probe) = match mode {
         Mode::Init => (None, None),
         Mode::Sidecar => (
@@ -480,7 +528,7 @@ fn init_container(
             credential_mount,
         ]),
         resources: Some(resources()),
-        security_context: Some(restricted_security_context()),
+        security_context: Some(security_context),
         restart_policy,
         startup_probe,
         // signet-init's last words explain a failure in `kubectl describe`.

@@ -488,6 +488,136 @@ fn injected_pods_on_a_real_node() {
         );
     }
 
+    // ---- 5b. reload actions: a signal, a rolling restart -----------------------------
+    // `signet.dev/reload: signal`: the app's main process gets SIGHUP once
+    // the new file is in place, within a second of the new version.
+    step("pod `signalled`: reload by SIGHUP after a new version");
+    let mut signalled: Value = serde_json::from_str(&sidecar_pod("signalled", &node_name)).unwrap();
+    signalled["metadata"]["annotations"]["signet.dev/reload"] = json!("signal");
+    cluster.create_pod(&signalled.to_string()).unwrap();
+    let pod = cluster.wait_pod("signalled", "Ready", is_ready).unwrap();
+    assert_eq!(pod["spec"]["shareProcessNamespace"], true);
+    let signals = |pod: &str| -> Vec<Value> {
+        cluster
+            .app_reports(pod)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r["event"] == "signal")
+            .collect()
+    };
+    assert!(
+        signals("signalled").is_empty(),
+        "signalled at the first write"
+    );
+    let set_ms = unix_ms();
+    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v3"])
+        .unwrap();
+    let signal = eventually("the app to be signalled", WAIT, || {
+        Ok(signals("signalled").into_iter().next())
+    })
+    .unwrap();
+    assert_eq!(
+        signal["files"]["api-key"]["content"], "key-v3",
+        "signalled before the file was rewritten: {signal}"
+    );
+    let after_ms = u128::from(signal["at_ms"].as_u64().unwrap()).saturating_sub(set_ms);
+    step(&format!(
+        "file rewritten and app signalled {after_ms} ms after `secret set`"
+    ));
+    assert!(
+        after_ms < 1000,
+        "signalled {after_ms} ms after the new version"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(signals("signalled").len(), 1, "one signal per change");
+
+    // `signet.dev/reload: restart`: the controller rolls the Deployment
+    // out, and its new pods start with the new version.
+    step("Deployment `reloaded`: rolled out by the controller after a new version");
+    let template: Value = serde_json::from_str(&sidecar_pod("reloaded", &node_name)).unwrap();
+    let mut metadata = template["metadata"].clone();
+    metadata.as_object_mut().unwrap().remove("name");
+    metadata["labels"]["app"] = json!("reloaded");
+    metadata["annotations"]["signet.dev/reload"] = json!("restart");
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "reloaded"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "reloaded"}},
+            "template": {"metadata": metadata, "spec": template["spec"]},
+        },
+    });
+    let created = plane
+        .kubectl_stdin(
+            &["-n", APP_NS, "create", "-f", "-"],
+            &deployment.to_string(),
+        )
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let ready_pods = || -> Vec<(String, String)> {
+        let list = plane
+            .kubectl_ok(&[
+                "-n",
+                APP_NS,
+                "get",
+                "pods",
+                "-l",
+                "app=reloaded",
+                "-o",
+                "json",
+            ])
+            .unwrap();
+        let list: Value = serde_json::from_str(&list).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    p["metadata"]["uid"].as_str().unwrap().to_owned(),
+                    is_ready(p) && p["metadata"]["deletionTimestamp"].is_null(),
+                )
+            })
+            .filter(|(_, _, ready)| *ready)
+            .map(|(name, uid, _)| (name, uid))
+            .collect()
+    };
+    let before = eventually("the Deployment's pod Ready", WAIT, || {
+        let pods = ready_pods();
+        Ok((pods.len() == 1).then_some(pods))
+    })
+    .unwrap();
+    cli.ok(&["secret", "set", "shop/api-key", "--value", "key-v4"])
+        .unwrap();
+    let after = eventually("the Deployment's pod replaced", WAIT, || {
+        let pods = ready_pods();
+        let replaced = pods.len() == 1 && pods.iter().all(|p| !before.contains(p));
+        Ok(replaced.then_some(pods))
+    })
+    .unwrap();
+    let started = cluster.app_reports(&after[0].0).unwrap();
+    assert_eq!(
+        started[0]["files"]["api-key"]["content"], "key-v4",
+        "the new pod started with the new version"
+    );
+    let rolled = plane
+        .get_json(Some(APP_NS), "deployment", "reloaded")
+        .unwrap()
+        .unwrap();
+    assert!(
+        rolled["spec"]["template"]["metadata"]["annotations"]["signet.dev/secret-versions"]
+            .is_string(),
+        "{rolled}"
+    );
+    step(&format!("pod {} replaced by {}", before[0].0, after[0].0));
+
     // ---- 6. the webhook down: opted-in pods refused, others admitted ---------------
     step("webhook scaled to 0: opted-in pods refused, others admitted");
     plane

@@ -6,7 +6,9 @@
 //! - `signet-node-app pause`: sleeps until SIGTERM or SIGINT, then exits 0.
 //! - `signet-node-app watch DIR`: prints a [report](Report) of DIR as one
 //!   JSON line at start and again whenever it changes, until SIGTERM. The
-//!   first line says what existed when the container started.
+//!   first line says what existed when the container started. A SIGHUP
+//!   prints a report at once, with event `signal` (`signet.dev/reload:
+//!   signal`).
 //! - `signet-node-app once DIR FILE...`: prints one report and exits 0 when
 //!   every FILE could be read in DIR, 3 otherwise (a Job's container).
 //! - `signet-node-app cat FILE...`: prints the files (for `kubectl exec`).
@@ -69,7 +71,10 @@ async fn until_terminated() -> ExitCode {
 }
 
 async fn watch(dir: &Path) -> ExitCode {
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         eprintln!("signet-node-app: cannot handle signals");
         return ExitCode::FAILURE;
     };
@@ -78,6 +83,11 @@ async fn watch(dir: &Path) -> ExitCode {
     loop {
         tokio::select! {
             _ = term.recv() => return ExitCode::SUCCESS,
+            _ = hup.recv() => {
+                // What the app would reload: the files as they are now.
+                Report::of(dir).print("signal");
+                continue;
+            }
             () = tokio::time::sleep(WATCH_EVERY) => {}
         }
         let now = Report::of(dir);
