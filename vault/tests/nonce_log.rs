@@ -182,3 +182,33 @@ async fn spent_nonces_are_forgotten_only_once_expired() {
     assert!(!tx.record_nonce("m_1", "young", now).unwrap());
     assert!(tx.record_nonce("m_1", "old", now + 30).unwrap());
 }
+
+#[tokio::test]
+async fn a_nonce_spent_before_the_upgrade_to_the_log_stays_spent() {
+    // A data directory as the vault left it before migration 0005: nonces
+    // in the keyed table.
+    let dir = tempfile::tempdir().unwrap();
+    let later = kit::START + 60;
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("signet.db")).unwrap();
+        for sql in [
+            include_str!("../migrations/0001_init.sql"),
+            include_str!("../migrations/0002_access.sql"),
+            include_str!("../migrations/0003_attestation.sql"),
+            include_str!("../migrations/0004_keyset_indexes.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 4").unwrap();
+        conn.execute(
+            "INSERT INTO nonces (key_id, nonce, expires_at) VALUES ('m_1', 'before', ?1)",
+            [later],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut tx = store.begin().unwrap();
+    assert!(!tx.record_nonce("m_1", "before", later).unwrap());
+    assert!(tx.record_nonce("m_1", "after", later).unwrap());
+    tx.commit().unwrap();
+}
