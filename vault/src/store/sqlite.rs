@@ -70,8 +70,8 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(256);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Every signed read dirties a few pages (its nonce, the tails of
-        // the audit log and of the nonce expiry index); with the default
+        // Every signed read dirties a few pages (the tails of the audit
+        // log and of the nonce log); with the default
         // 1,000-page interval the writer checkpointed (rewriting those
         // pages into the database file and syncing it) every few dozen
         // milliseconds. A longer interval writes each hot page back once
