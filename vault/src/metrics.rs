@@ -1,10 +1,17 @@
 //! Prometheus metrics, served at `/metrics`.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use signet_client::api::ErrorCode;
+
+use crate::writer::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -73,6 +80,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Also serves the writer's counters (group commit and reads looked up
+    /// ahead), read at each scrape.
+    pub fn with_writer(mut self, stats: Arc<Stats>) -> Self {
+        self.registry
+            .register_collector(Box::new(WriterCollector(stats)));
+        self
+    }
+
     /// Counts one decision.
     pub fn decision(&self, action: &str, outcome: &str, code: Option<ErrorCode>) {
         self.decisions
@@ -113,5 +128,62 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The writer's [`Stats`], as counters (and the queue as a gauge).
+#[derive(Debug)]
+struct WriterCollector(Arc<Stats>);
+
+impl Collector for WriterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.0;
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "writer_batches",
+                "Batches (transactions) the writer committed or rolled back",
+                &stats.batches,
+            ),
+            (
+                "writer_requests",
+                "Signed requests run in the writer's batches",
+                &stats.requests,
+            ),
+            (
+                "writer_reads_ahead",
+                "Secret reads committed as looked up ahead of the writer (only their nonce and audit row written in the batch)",
+                &stats.reads_ahead,
+            ),
+            (
+                "writer_reads_rechecked",
+                "Secret reads looked up ahead and decided again in the batch, because a change ran in between",
+                &stats.reads_rechecked,
+            ),
+            (
+                "writer_busy_nanoseconds",
+                "Time the writer spent running and committing batches",
+                &stats.busy_nanos,
+            ),
+            (
+                "writer_commit_nanoseconds",
+                "Of the writer's busy time, the time in commits (mostly syncing to disk)",
+                &stats.commit_nanos,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let queued = ConstGauge::new(
+            i64::try_from(stats.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        let metric = encoder.encode_descriptor(
+            "writer_queued",
+            "Signed requests waiting for the writer's next batch",
+            None,
+            queued.metric_type(),
+        )?;
+        queued.encode(metric)
     }
 }

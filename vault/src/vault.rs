@@ -194,6 +194,7 @@ impl Vault {
             kept
         };
         let writer = Writer::start(Arc::clone(&store)).map_err(OpenError::Writer)?;
+        let metrics = Metrics::default().with_writer(writer.shared_stats());
         Ok(Self {
             store,
             checkpoint_key: root.audit_checkpoint_key(),
@@ -205,7 +206,7 @@ impl Vault {
             denials: Denials::new(Settings::default().denial_groups_max),
             budget: Budget::new(Settings::default().limits.unverified),
             settings: Settings::default(),
-            metrics: Metrics::default(),
+            metrics,
             nonce_skew,
             timestamp_floor,
             writer,
@@ -274,7 +275,28 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
-        self.submit(request, action, target, audience, op, false)
+        self.submit(request, action, target, audience, op, Effect::Change)
+            .await
+    }
+
+    /// [`Vault::handle`] for a request whose `op` only reads (a list, a
+    /// machine's own grants): it writes nothing but its nonce and audit row
+    /// (or a denial's), which no read looked up ahead depends on, so it is
+    /// not counted as a change ([`crate::store::Generation`]) and the reads
+    /// in flight beside it keep what they looked up. `op` must not write.
+    pub async fn handle_query<T, F>(
+        self: &Arc<Self>,
+        request: Request,
+        action: &'static str,
+        target: String,
+        audience: Audience,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        self.submit(request, action, target, audience, op, Effect::Query)
             .await
     }
 
@@ -295,7 +317,7 @@ impl Vault {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T> + Send + 'static,
     {
-        self.submit(request, action, target, audience, op, true)
+        self.submit(request, action, target, audience, op, Effect::Announced)
             .await
     }
 
@@ -306,7 +328,7 @@ impl Vault {
         target: String,
         audience: Audience,
         op: F,
-        announce: bool,
+        effect: Effect,
     ) -> Result<T>
     where
         T: Send + 'static,
@@ -331,7 +353,7 @@ impl Vault {
         self.writer
             .submit(Box::new(move |tx: &mut dyn Tx| {
                 vault.decide_in_batch(
-                    tx, request, action, target, audience, verified, op, answer, announce,
+                    tx, request, action, target, audience, verified, op, answer, effect,
                 )
             }))
             .map_err(|_| Error::Uncommitted)?;
@@ -423,7 +445,7 @@ impl Vault {
                     Some(key),
                     op,
                     answer,
-                    false,
+                    Effect::Change,
                 )
             }))
             .map_err(|_| Error::Uncommitted)?;
@@ -495,7 +517,7 @@ impl Vault {
         let machine = &ahead.machine;
         let active = machine.disabled_at.is_none() && machine.expires_at > now;
         if !active
-            || self.fresh_headers(request, now).is_err()
+            || self.fresh_timestamp(headers, now).is_err()
             || policy::check_machine(
                 machine,
                 now,
@@ -538,8 +560,9 @@ impl Vault {
 
     /// The full pipeline for one request inside the writer's batch, counted
     /// as a change (see [`crate::store::Generation`]) from before it runs
-    /// until its batch is settled; `answer` hears the outcome after that,
-    /// and when `announce`, waiting machines hear of a committed success
+    /// until its batch is settled unless it is a [`Effect::Query`];
+    /// `answer` hears the outcome after that, and for
+    /// [`Effect::Announced`], waiting machines hear of a committed success
     /// just before (see [`crate::changes`]).
     #[allow(clippy::too_many_arguments)]
     fn decide_in_batch<T, F>(
@@ -552,23 +575,28 @@ impl Vault {
         verified: Option<PublicKey>,
         op: F,
         answer: tokio::sync::oneshot::Sender<Result<T>>,
-        announce: bool,
+        effect: Effect,
     ) -> Done
     where
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>, &mut dyn Tx) -> Result<T>,
     {
-        self.store.generation().start();
+        let counted = effect != Effect::Query;
+        if counted {
+            self.store.generation().start();
+        }
         let (result, broken) =
             self.run_in_batch(tx, request, action, target, audience, verified, op);
         let vault = Arc::clone(self);
         Done {
             broken,
             finish: Box::new(move |committed| {
-                vault.store.generation().settle();
+                if counted {
+                    vault.store.generation().settle();
+                }
                 // After the commit, before the answer: whoever heard the
                 // answer may count on the waiting machines having heard too.
-                if announce && committed && result.is_ok() {
+                if effect == Effect::Announced && committed && result.is_ok() {
                     vault.changes.notify();
                 }
                 // Let go of the vault before answering, so that whoever
@@ -607,7 +635,7 @@ impl Vault {
         R: FnOnce(&mut dyn Read, D) -> Result<T> + Send + 'static,
     {
         let decided = self
-            .handle(request, action, target, audience, decide)
+            .handle_query(request, action, target, audience, decide)
             .await?;
         let vault = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -891,6 +919,12 @@ impl Vault {
             request.signature.as_deref(),
         )
         .map_err(|e| Error::denied(ErrorCode::BadSignatureHeaders, e.to_string()))?;
+        self.fresh_timestamp(&headers, now)?;
+        Ok(headers)
+    }
+
+    /// Check 2 alone, for headers parsed already.
+    fn fresh_timestamp(&self, headers: &ParsedHeaders, now: i64) -> Result<()> {
         let timestamp = i64::try_from(headers.timestamp).unwrap_or(i64::MAX);
         if timestamp < self.timestamp_floor {
             return Err(Error::denied(
@@ -907,7 +941,7 @@ impl Vault {
                 ),
             ));
         }
-        Ok(headers)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1077,6 +1111,19 @@ impl Vault {
             }
         }
     }
+}
+
+/// What a request's work may do to state, as far as the reads looked up
+/// ahead of the writer are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    /// It may change state: counted as a change.
+    Change,
+    /// As [`Effect::Change`], and machines waiting for changes hear of its
+    /// commit.
+    Announced,
+    /// It only reads: not counted.
+    Query,
 }
 
 /// How a request decided ahead fared in its batch.

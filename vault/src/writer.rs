@@ -18,6 +18,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::store::{Store, Tx};
 
@@ -54,6 +55,11 @@ pub struct Stats {
     /// Signed reads looked up ahead that were decided again in the batch,
     /// because something that may change state ran in between.
     pub reads_rechecked: AtomicU64,
+    /// Nanoseconds the writer spent on batches, from taking the first
+    /// request to the commit's return (its busy time).
+    pub busy_nanos: AtomicU64,
+    /// Of those, nanoseconds in the commit itself (mostly the sync to disk).
+    pub commit_nanos: AtomicU64,
 }
 
 /// The handle to the writer thread. Dropping the last handle stops it once
@@ -115,6 +121,11 @@ impl Writer {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// The counters, to be read by someone outliving this borrow (metrics).
+    pub fn shared_stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
 }
 
 impl Drop for Writer {
@@ -152,7 +163,9 @@ fn run(store: &dyn Store, receiver: &mpsc::Receiver<Job>, gate: &Mutex<()>, stat
         stats
             .requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let (committed, finishers) = commit_batch(store, jobs);
+        let started = Instant::now();
+        let (committed, finishers) = commit_batch(store, jobs, stats);
+        add_nanos(&stats.busy_nanos, started);
         for finish in finishers {
             finish(committed);
         }
@@ -161,7 +174,7 @@ fn run(store: &dyn Store, receiver: &mpsc::Receiver<Job>, gate: &Mutex<()>, stat
 
 /// Runs `jobs` in one transaction and commits it; returns whether it
 /// committed and each job's finisher.
-fn commit_batch(store: &dyn Store, jobs: Vec<Job>) -> (bool, Vec<Finish>) {
+fn commit_batch(store: &dyn Store, jobs: Vec<Job>, stats: &Stats) -> (bool, Vec<Finish>) {
     let mut tx = match store.begin_batch() {
         Ok(tx) => tx,
         Err(error) => {
@@ -185,13 +198,21 @@ fn commit_batch(store: &dyn Store, jobs: Vec<Job>) -> (bool, Vec<Finish>) {
         drop(tx);
         return (false, finishers);
     }
-    match tx.commit() {
+    let committing = Instant::now();
+    let committed = tx.commit();
+    add_nanos(&stats.commit_nanos, committing);
+    match committed {
         Ok(()) => (true, finishers),
         Err(error) => {
             tracing::error!(error = ?error, "cannot commit a batch");
             (false, finishers)
         }
     }
+}
+
+fn add_nanos(counter: &AtomicU64, since: Instant) {
+    let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    counter.fetch_add(nanos, Ordering::Relaxed);
 }
 
 /// A job that will not run: its requester hears the batch failed.

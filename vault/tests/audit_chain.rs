@@ -324,3 +324,25 @@ fn a_plain_hash_log_is_bridged_to_the_keyed_chain_once() {
     assert_eq!(store.begin().unwrap().audit(0, 100).unwrap().len(), 4);
     assert_eq!(check(dir.path(), &root_hex).broken.unwrap().seq, 1);
 }
+
+#[test]
+fn an_entry_rolled_back_to_its_savepoint_is_not_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let key = RootKey::generate().audit_chain_key();
+    let record = |action: &str| signet_vault::audit::Record {
+        actor: "adm_1".into(),
+        action: action.into(),
+        allowed: true,
+        ..Default::default()
+    };
+    let mut tx = store.begin_batch().unwrap();
+    let kept = signet_vault::audit::append(tx.as_mut(), &key, START, &record("kept")).unwrap();
+    tx.savepoint().unwrap();
+    signet_vault::audit::append(tx.as_mut(), &key, START, &record("undone")).unwrap();
+    tx.rollback_to_savepoint().unwrap();
+    tx.release_savepoint().unwrap();
+    let next = signet_vault::audit::append(tx.as_mut(), &key, START, &record("next")).unwrap();
+    assert_eq!((next.seq, next.prev_hash), (kept.seq + 1, kept.hash));
+    tx.commit().unwrap();
+}

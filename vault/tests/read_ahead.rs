@@ -361,3 +361,74 @@ async fn what_a_read_looked_up_is_not_reused_after_a_change() {
     let reply = h.read(&machine, "shop", "api-key").await;
     assert_eq!(reply.code(), "identity_disabled", "{:?}", reply.body);
 }
+
+#[tokio::test]
+async fn a_request_that_only_reads_does_not_send_the_reads_beside_it_back() {
+    let h = Harness::new();
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    let before = counts(&h);
+    // signet-init's grant list and an admin's list, each just before a read
+    // in the same batch: neither changes what the reads looked up.
+    let replies = h
+        .in_one_batch(vec![
+            read(&h, &machine, "/v1/machine/grants"),
+            read(&h, &machine, "/v1/secrets/shop/api-key"),
+            as_admin(&h, "GET", "/v1/projects", b""),
+            read(&h, &machine, "/v1/secrets/shop/api-key"),
+        ])
+        .await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    assert_eq!(replies[1].body["value"], "sk_live_plain_value");
+    assert_eq!(
+        counts(&h),
+        (before.0 + 2, before.1),
+        "a read was decided again after a request that only reads"
+    );
+}
+
+#[tokio::test]
+async fn the_writer_counters_are_served_as_metrics() {
+    let h = Harness::new();
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    assert_eq!(
+        h.read(&machine, "shop", "api-key").await.status,
+        StatusCode::OK
+    );
+    let (ahead, rechecked) = counts(&h);
+    let stats = h.vault.writer_stats();
+    let (status, text) = h.text("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for (name, value) in [
+        ("signet_writer_reads_ahead_total", ahead),
+        ("signet_writer_reads_rechecked_total", rechecked),
+        (
+            "signet_writer_batches_total",
+            stats.batches.load(Ordering::SeqCst),
+        ),
+        (
+            "signet_writer_requests_total",
+            stats.requests.load(Ordering::SeqCst),
+        ),
+    ] {
+        assert!(
+            text.lines().any(|line| line == format!("{name} {value}")),
+            "{name} {value} not in:\n{text}"
+        );
+    }
+    assert!(ahead >= 1);
+    let busy = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    let (busy, commit) = (
+        busy("signet_writer_busy_nanoseconds_total"),
+        busy("signet_writer_commit_nanoseconds_total"),
+    );
+    assert!(commit > 0 && commit <= busy, "busy {busy}, commit {commit}");
+}

@@ -237,7 +237,7 @@ async fn machine_grants(
     Signed(request): Signed,
 ) -> Result<Json<GrantList>> {
     vault
-        .handle(
+        .handle_query(
             request,
             "machine.grants",
             "self".into(),
@@ -274,7 +274,7 @@ async fn machine_changes(
     let seen = vault.changes().subscribe();
     let waiters = Arc::clone(vault.changes());
     let (held, slot, wait) = vault
-        .handle(
+        .handle_query(
             request,
             "machine.changes",
             "self".into(),

@@ -6,6 +6,7 @@
 //! blocking thread, which suits SQLite's single writer and keeps every
 //! backend free of async lifetimes inside a transaction.
 
+mod nonces;
 mod postgres;
 mod sqlite;
 

@@ -17,6 +17,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use signet_client::api::{AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope};
 
+use super::nonces::{self, Pending, Spent};
 use super::*;
 
 const MIGRATIONS: &[&str] = &[
@@ -24,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_access.sql"),
     include_str!("../../migrations/0003_attestation.sql"),
     include_str!("../../migrations/0004_keyset_indexes.sql"),
+    include_str!("../../migrations/0005_nonce_log.sql"),
 ];
 
 /// Pages written to the write-ahead log before the writer checkpoints it
@@ -42,9 +44,12 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     path: PathBuf,
     generation: Generation,
-    /// The writer connection's `PRAGMA data_version` at the last batch: it
-    /// moves when another connection commits.
+    /// The writer connection's `PRAGMA data_version` at the last write
+    /// transaction: it moves when another connection commits.
     data_version: AtomicI64,
+    /// The spent nonces of the log (see [`super::nonces`]); locked only
+    /// while holding `conn`.
+    spent: Mutex<Spent>,
 }
 
 impl SqliteStore {
@@ -65,8 +70,8 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(256);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Every signed read dirties a few pages (its nonce, the tails of
-        // the audit log and of the nonce expiry index); with the default
+        // Every signed read dirties a few pages (the tails of the audit
+        // log and of the nonce log); with the default
         // 1,000-page interval the writer checkpointed (rewriting those
         // pages into the database file and syncing it) every few dozen
         // milliseconds. A longer interval writes each hot page back once
@@ -79,6 +84,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
         let data_version = AtomicI64::new(data_version(&conn)?);
+        let spent = Mutex::new(Spent::load(&conn)?);
         let readers = (0..READERS)
             .map(|_| open_reader(&path).map(Mutex::new))
             .collect::<Result<_>>()?;
@@ -89,7 +95,22 @@ impl SqliteStore {
             path,
             generation: Generation::default(),
             data_version,
+            spent,
         })
+    }
+
+    /// Inside a write transaction that holds the lock: when another
+    /// connection committed since the last one, counts that as a change
+    /// (what was looked up before may be stale) and reads the nonces it
+    /// logged.
+    fn observe_others(&self, conn: &Connection) -> Result<()> {
+        let version = data_version(conn)?;
+        if self.data_version.swap(version, Ordering::SeqCst) != version {
+            self.generation.start();
+            self.generation.settle();
+            lock(&self.spent).catch_up(conn)?;
+        }
+        Ok(())
     }
 
     /// The database file.
@@ -209,8 +230,12 @@ impl Store for SqliteStore {
             conn,
             finished: false,
             settles: Some(&self.generation),
+            spent: &self.spent,
+            pending: Pending::default(),
+            audit_head: None,
         };
         tx.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.observe_others(&tx.conn)?;
         Ok(Box::new(tx))
     }
 
@@ -220,15 +245,14 @@ impl Store for SqliteStore {
             conn,
             finished: false,
             settles: None,
+            spent: &self.spent,
+            pending: Pending::default(),
+            audit_head: None,
         };
         tx.conn.execute_batch("BEGIN IMMEDIATE")?;
         // Holding the write lock now: a commit by another connection either
         // shows here or comes after this batch.
-        let version = data_version(&tx.conn)?;
-        if self.data_version.swap(version, Ordering::SeqCst) != version {
-            self.generation.start();
-            self.generation.settle();
-        }
+        self.observe_others(&tx.conn)?;
         Ok(Box::new(tx))
     }
 
@@ -259,6 +283,9 @@ impl Store for SqliteStore {
             conn,
             finished: false,
             settles: None,
+            spent: &self.spent,
+            pending: Pending::default(),
+            audit_head: None,
         }))
     }
 }
@@ -268,6 +295,22 @@ struct SqliteTx<'a> {
     finished: bool,
     /// Settled once this transaction ended (see [`Store::begin`]).
     settles: Option<&'a Generation>,
+    /// The store's spent nonces, and what this transaction adds to them
+    /// once it commits.
+    spent: &'a Mutex<Spent>,
+    pending: Pending,
+    /// The audit entry this transaction appended last, which is the log's
+    /// head until the transaction ends or rolls back to a savepoint: a
+    /// batch reads the head from the table once, not once per request.
+    audit_head: Option<(u64, String)>,
+}
+
+/// The spent nonces, even after a panic elsewhere: each change to them is
+/// one map operation, never left half done.
+fn lock(spent: &Mutex<Spent>) -> MutexGuard<'_, Spent> {
+    spent
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for SqliteTx<'_> {
@@ -594,19 +637,29 @@ impl Tx for SqliteTx<'_> {
     fn commit(mut self: Box<Self>) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
         self.finished = true;
+        if !self.pending.is_empty() {
+            lock(self.spent).apply(&self.pending);
+        }
         Ok(())
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("SAVEPOINT request")?)
+        self.conn.execute_batch("SAVEPOINT request")?;
+        self.pending.savepoint();
+        Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("ROLLBACK TO request")?)
+        self.conn.execute_batch("ROLLBACK TO request")?;
+        self.pending.rollback_to_savepoint();
+        self.audit_head = None;
+        Ok(())
     }
 
     fn release_savepoint(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("RELEASE request")?)
+        self.conn.execute_batch("RELEASE request")?;
+        self.pending.release_savepoint();
+        Ok(())
     }
 
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -623,24 +676,21 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn record_nonce(&mut self, key_id: &str, nonce: &str, expires_at: i64) -> Result<bool> {
-        self.changed(
-            "INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-            params![key_id, nonce, expires_at],
+        let spent = lock(self.spent);
+        nonces::record(
+            &self.conn,
+            &spent,
+            &mut self.pending,
+            (key_id, nonce, expires_at),
         )
     }
 
     fn prune_nonces(&mut self, now: i64) -> Result<u64> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM nonces WHERE expires_at < ?1", [now])? as u64)
+        nonces::prune(&self.conn, &mut self.pending, now)
     }
 
     fn extend_nonces(&mut self, seconds: i64) -> Result<u64> {
-        Ok(self
-            .conn
-            .execute("UPDATE nonces SET expires_at = expires_at + ?1", [seconds])?
-            as u64)
+        nonces::extend(&self.conn, &mut self.pending, seconds)
     }
 
     fn insert_admin(&mut self, a: &Admin) -> Result<()> {
@@ -1133,6 +1183,9 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
+        if let Some(head) = &self.audit_head {
+            return Ok(Some(head.clone()));
+        }
         self.one(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
             [],
@@ -1159,7 +1212,9 @@ impl Tx for SqliteTx<'_> {
                 e.prev_hash,
                 e.hash
             ],
-        )
+        )?;
+        self.audit_head = Some((e.seq, e.hash.clone()));
+        Ok(())
     }
 
     fn audit(&mut self, after: u64, limit: u32) -> Result<Vec<AuditEntry>> {
@@ -1171,6 +1226,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn prune_audit(&mut self, before: i64) -> Result<Option<(u64, String)>> {
+        self.audit_head = None;
         let last: Option<(u64, String)> = self.one(
             "SELECT seq, hash FROM audit
              WHERE at < ?1 AND seq < (SELECT MAX(seq) FROM audit)

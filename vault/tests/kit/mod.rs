@@ -596,7 +596,7 @@ impl Harness {
         }
         let conn = rusqlite::Connection::open(self.dir.path().join("signet.db")).unwrap();
         let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('audit', 'nonces') ORDER BY name")
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('audit', 'nonce_log') ORDER BY name")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
