@@ -160,6 +160,7 @@ mod access;
 mod audit;
 mod enroll;
 mod identities;
+mod rotation;
 mod secrets;
 mod tokens;
 
@@ -167,5 +168,6 @@ pub use access::*;
 pub use audit::*;
 pub use enroll::*;
 pub use identities::*;
+pub use rotation::*;
 pub use secrets::*;
 pub use tokens::*;
