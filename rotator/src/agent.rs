@@ -27,18 +27,20 @@ pub async fn run_once(client: &Client) -> Result<Option<Pass>, Error> {
     let Some(claim) = client.claim_rotation().await? else {
         return Ok(None);
     };
+    let target = &claim.target;
     let (outcome, detail) = match claim.provider {
-        Provider::Postgresql => match provider::postgres::Postgres::new(&claim.target) {
+        Provider::Postgresql => match provider::postgres::Postgres::new(target) {
             Ok(db) => step(&db, &claim).await,
             Err(e) => failed(&claim, &e),
         },
-        Provider::Redis | Provider::Mysql => (
-            failure_of(claim.step),
-            Some(format!(
-                "this agent does not support {}",
-                claim.provider.as_str()
-            )),
-        ),
+        Provider::Redis => match provider::redis::Redis::new(target) {
+            Ok(db) => step(&db, &claim).await,
+            Err(e) => failed(&claim, &e),
+        },
+        Provider::Mysql => match provider::mysql::Mysql::new(target) {
+            Ok(db) => step(&db, &claim).await,
+            Err(e) => failed(&claim, &e),
+        },
     };
     tracing::info!(job = %claim.job_id, step = ?claim.step, outcome = ?outcome, "rotation step done");
     let job = client

@@ -3,7 +3,9 @@
 //! the new one, and removes the old one only at the retire step
 //! (docs/rotation.md).
 
+pub mod mysql;
 pub mod postgres;
+pub mod redis;
 
 use std::future::Future;
 
