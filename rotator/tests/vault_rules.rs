@@ -441,3 +441,26 @@ async fn a_config_is_refused_when_the_admin_credential_is_anyone_elses() {
     let refused = vault.admin.create_rotation(&bad).await.unwrap_err();
     assert_eq!(refused.code(), Some("invalid_request"));
 }
+
+#[tokio::test]
+async fn the_admin_credential_cannot_be_granted_to_anyone_else_later() {
+    let s = setup(0, None).await;
+    let reader_id = s.reader.identity().id.clone().unwrap();
+    let body: CreateGrant = serde_json::from_value(serde_json::json!({
+        "machine_id": reader_id,
+        "project": PROJECT,
+        "secret": ADMIN,
+    }))
+    .unwrap();
+    let refused = s.vault.admin.create_grant(&body).await.unwrap_err();
+    assert_eq!(refused.code(), Some("conflict"));
+    // The agent itself may hold it.
+    let agent_id = s.agent.identity().id.clone().unwrap();
+    let body: CreateGrant = serde_json::from_value(serde_json::json!({
+        "machine_id": agent_id,
+        "project": PROJECT,
+        "secret": ADMIN,
+    }))
+    .unwrap();
+    s.vault.admin.create_grant(&body).await.unwrap();
+}

@@ -29,7 +29,7 @@ use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::outbox;
 use crate::request::Ctx;
-use crate::store::{Project, RotationConfig, RotationJob, Secret, Tx};
+use crate::store::{Grantee, Project, RotationConfig, RotationJob, Secret, Tx};
 
 /// The id prefixes of configs and jobs.
 pub const CONFIG: &str = "rot_";
@@ -94,7 +94,7 @@ pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<RotationView> {
     // each claim, and no grant may hand it to anyone else.
     let others = tx.grants(None)?.into_iter().any(|g| {
         g.grant.secret_id == admin_secret.id
-            && g.grant.grantee != crate::store::Grantee::Machine(agent.id.clone())
+            && g.grant.grantee != Grantee::Machine(agent.id.clone())
     });
     if others {
         return Err(Error::denied(
@@ -126,6 +126,24 @@ pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<RotationView> {
         config.id, project.name, secret.name
     );
     view(tx, &config)
+}
+
+/// Refuses a grant on a rotation's admin credential to anyone but that
+/// rotation's agent machine.
+pub fn check_admin_grant(tx: &mut dyn Tx, secret_id: &str, grantee: &Grantee) -> Result<()> {
+    let held = tx.rotations()?.into_iter().find(|c| {
+        c.admin_secret_id == secret_id && *grantee != Grantee::Machine(c.agent_machine_id.clone())
+    });
+    match held {
+        Some(config) => Err(Error::denied(
+            ErrorCode::Conflict,
+            format!(
+                "this secret is the admin credential of rotation {}: only its agent machine may hold a grant on it",
+                config.id
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `GET /v1/rotations` (admins).
