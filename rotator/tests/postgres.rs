@@ -329,3 +329,40 @@ async fn two_rotations_racing_exactly_one_wins() {
         .unwrap();
     assert_eq!(members.len(), 2);
 }
+
+#[tokio::test]
+async fn the_signet_rotator_process_applies_and_retires() {
+    if !server_up("postgresql", pg_port()).await {
+        return;
+    }
+    let db = database(true).await;
+    let t = target(&db);
+    let s = setup(db, t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("rotator.json");
+    s.agent.identity().save(&identity, false).unwrap();
+    s.vault
+        .admin
+        .trigger_rotation(&s.rotation.id)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_signet-rotator"))
+            .args(["--once", "--vault", &s.vault.url, "--identity"])
+            .arg(&identity)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+    let jobs = s.vault.jobs(&s.rotation.id).await;
+    assert_eq!(jobs[0].state, JobState::Retired);
+    let (version, user, password) = read_credential(&s.reader, APP).await;
+    assert_eq!(version, 2);
+    works(&user, &password, &s.db.database).await.unwrap();
+    assert!(
+        works(&s.db.user, &s.db.password, &s.db.database)
+            .await
+            .is_err()
+    );
+}
