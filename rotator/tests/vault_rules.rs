@@ -464,3 +464,27 @@ async fn the_admin_credential_cannot_be_granted_to_anyone_else_later() {
     .unwrap();
     s.vault.admin.create_grant(&body).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_secret_written_during_the_rotation_fails_it_instead_of_being_overwritten() {
+    let s = setup(0, None).await;
+    s.vault
+        .admin
+        .trigger_rotation(&s.rotation.id)
+        .await
+        .unwrap();
+    let claim = s.agent.claim_rotation().await.unwrap().unwrap();
+    s.vault
+        .credential(APP, "app_manual", "manual-password-1")
+        .await;
+    let refused = s
+        .agent
+        .report_rotation(&claim.job_id, &report(Outcome::Confirmed))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("conflict"));
+    let job = &s.vault.jobs(&s.rotation.id).await[0];
+    assert_eq!(job.state, JobState::Failed);
+    let (version, user, _) = read_credential(&s.reader, APP).await;
+    assert_eq!((version, user.as_str()), (2, "app_manual"));
+}

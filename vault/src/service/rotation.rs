@@ -297,6 +297,25 @@ pub fn report(ctx: &mut Ctx<'_>, tx: &mut dyn Tx, job_id: &str) -> Result<Rotati
                 "the lease of this job ran out: it failed and its credential was discarded",
             ))
         }
+        (JobState::Claimed, Outcome::Confirmed)
+            if secret_of(tx, &job.secret_id)?.1.live_version != job.from_version =>
+        {
+            // Someone wrote the secret meanwhile: promoting would undo that
+            // write, and retiring would remove a credential that is not the
+            // live one.
+            fail(
+                tx,
+                ctx.root,
+                ctx.now,
+                &mut job,
+                "the secret was written during the rotation",
+            )?;
+            ctx.commit_denial = true;
+            Err(Error::denied(
+                ErrorCode::Conflict,
+                "the secret was written during the rotation: it failed and its credential was discarded",
+            ))
+        }
         (JobState::Claimed, Outcome::Confirmed) => {
             let sealed = job
                 .sealed_credential
