@@ -46,7 +46,10 @@ if (( ${#missing[@]} )); then
     if [[ "$(id -u)" != 0 ]]; then log "missing ${missing[*]}; install them (apt-get install ${missing[*]})"; exit 1; fi
     log "installing ${missing[*]}"
     # Debian's maintainer scripts must not start the system-wide services.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    # (an existing policy is left as it is).
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
     pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 fi
