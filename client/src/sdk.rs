@@ -581,6 +581,45 @@ impl Client {
         self.all("/v1/webhooks").await
     }
 
+    /// `POST /v1/rotations`
+    pub async fn create_rotation(&self, body: &CreateRotation) -> Result<RotationView> {
+        self.call(Method::POST, "/v1/rotations", Some(body)).await
+    }
+
+    /// `GET /v1/rotations`
+    pub async fn rotations(&self) -> Result<RotationList> {
+        self.call::<(), _>(Method::GET, "/v1/rotations", None).await
+    }
+
+    /// `POST /v1/rotations/{id}/trigger`
+    pub async fn trigger_rotation(&self, id: &str) -> Result<RotationJobView> {
+        let target = format!("/v1/rotations/{id}/trigger");
+        self.call::<(), _>(Method::POST, &target, None).await
+    }
+
+    /// `GET /v1/rotations/{id}/jobs`: newest first.
+    pub async fn rotation_jobs(&self, id: &str) -> Result<RotationJobList> {
+        let target = format!("/v1/rotations/{id}/jobs");
+        self.call::<(), _>(Method::GET, &target, None).await
+    }
+
+    /// `POST /v1/machine/rotations/claim`: a job for this rotation agent,
+    /// or `None` when there is nothing to do.
+    pub async fn claim_rotation(&self) -> Result<Option<RotationClaim>> {
+        self.call::<(), _>(Method::POST, "/v1/machine/rotations/claim", None)
+            .await
+    }
+
+    /// `POST /v1/machine/rotations/{job}/report`
+    pub async fn report_rotation(
+        &self,
+        job: &str,
+        report: &RotationReport,
+    ) -> Result<RotationJobView> {
+        let target = format!("/v1/machine/rotations/{job}/report");
+        self.call(Method::POST, &target, Some(report)).await
+    }
+
     /// One page of the list route at `path` (which may carry its own
     /// filters): at most `limit` items after `cursor` (the `next_cursor` of
     /// the page before; `None` for the first page).

@@ -23,6 +23,8 @@ use crate::vault::Vault;
 pub const DELIVER_EVERY: Duration = Duration::from_secs(5);
 /// How often the store is swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often rotation leases and schedules are looked at.
+pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
 
 /// The running loops; dropping it stops them.
 pub struct Worker {
@@ -37,6 +39,7 @@ impl Worker {
         let loops = vec![
             every(DELIVER_EVERY, deliver, Arc::clone(&vault)),
             every(SWEEP_EVERY, sweep, Arc::clone(&vault)),
+            every(ROTATE_EVERY, rotate, Arc::clone(&vault)),
             every(flush_every, flush, Arc::clone(&vault)),
         ];
         Self { vault, loops }
@@ -111,6 +114,16 @@ async fn sweep(vault: Arc<Vault>) {
         }
         Ok(Err(error)) => tracing::warn!(error = ?error, "sweep failed"),
         Err(error) => tracing::warn!(error = ?error, "sweep panicked"),
+    }
+}
+
+/// Fails rotation jobs whose lease ran out and starts the scheduled ones.
+async fn rotate(vault: Arc<Vault>) {
+    match tokio::task::spawn_blocking(move || vault.sweep_rotations()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(started)) => tracing::info!(started, "scheduled rotations started"),
+        Ok(Err(error)) => tracing::warn!(error = ?error, "rotation sweep failed"),
+        Err(error) => tracing::warn!(error = ?error, "rotation sweep panicked"),
     }
 }
 

@@ -165,6 +165,7 @@ mod access;
 mod audit;
 mod enroll;
 mod identities;
+mod rotation;
 mod secrets;
 mod tokens;
 
@@ -172,5 +173,6 @@ pub use access::*;
 pub use audit::*;
 pub use enroll::*;
 pub use identities::*;
+pub use rotation::*;
 pub use secrets::*;
 pub use tokens::*;

@@ -16,6 +16,7 @@ mod machine;
 mod mcp;
 mod parse;
 mod project;
+mod rotation;
 mod secret;
 mod token;
 
@@ -38,6 +39,7 @@ pub use machine::{EnrollArgs, MachineCommand, ReadArgs};
 #[cfg(feature = "mcp")]
 pub use mcp::McpArgs;
 pub use project::ProjectCommand;
+pub use rotation::RotationCommand;
 pub use secret::{RollbackArgs, SecretCommand, ValueArgs};
 pub use token::{ConstraintArgs, KubernetesArgs, TokenCommand};
 
@@ -119,6 +121,9 @@ pub enum Command {
     /// Delegations: what an agent may hand out to machines.
     #[command(subcommand)]
     Delegation(DelegationCommand),
+    /// Database credentials rotated with an agent's proof (admins).
+    #[command(subcommand)]
+    Rotation(RotationCommand),
     /// Serves the Model Context Protocol on stdio for an AI assistant,
     /// signing as an agent; no tool reads or writes a secret value.
     #[cfg(feature = "mcp")]
@@ -161,6 +166,7 @@ impl Cli {
             Command::Rollback(args) => args.run(&ctx).await,
             Command::Cluster(command) => command.run(&ctx).await,
             Command::Delegation(command) => command.run(&ctx).await,
+            Command::Rotation(command) => command.run(&ctx).await,
             #[cfg(feature = "mcp")]
             Command::Mcp(args) => args.run(&ctx).await,
         }

@@ -23,7 +23,7 @@ use crate::changes;
 use crate::error::{Error, Result};
 use crate::service::{
     access, attest, canary, clusters, cosign, delegations, enroll, grants, identities, lifecycle,
-    secrets, webhooks,
+    rotation, secrets, webhooks,
 };
 use crate::store::Grantee;
 use crate::vault::{Audience, Vault};
@@ -80,6 +80,11 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/v1/machine/cosign", post(machine_cosign))
         .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
         .route("/v1/webhooks/{id}", delete(delete_webhook))
+        .route("/v1/rotations", get(list_rotations).post(create_rotation))
+        .route("/v1/rotations/{id}/trigger", post(trigger_rotation))
+        .route("/v1/rotations/{id}/jobs", get(rotation_history))
+        .route("/v1/machine/rotations/claim", post(claim_rotation))
+        .route("/v1/machine/rotations/{job}/report", post(report_rotation))
         .route("/v1/agents", post(create_agent))
         .route("/v1/admins", post(create_admin))
         .route("/v1/audit", get(audit))
@@ -1104,4 +1109,123 @@ async fn delete_webhook(
         )
         .await
         .map(no_content)
+}
+
+/// Puts a secret under rotation (admins only): provider, target, admin
+/// credential, agent machine, schedule and password policy.
+#[utoipa::path(post, path = "/v1/rotations", request_body = CreateRotation, responses((status = 201, body = RotationView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON, a bad target, policy, interval, lease or grace, or a secret without `username` and `password` fields"), (status = 404, body = ErrorBody, description = "no such project, secret or agent machine in the project"), (status = 409, body = ErrorBody, description = "the secret already has a rotation config, or the admin credential is granted to someone other than the agent")))]
+async fn create_rotation(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(
+            request,
+            "rotation.create",
+            "rotation".into(),
+            Audience::Management(None),
+            rotation::create,
+        )
+        .await
+        .map(created)
+}
+
+/// Every rotation config (admins only).
+#[utoipa::path(get, path = "/v1/rotations", responses((status = 200, body = RotationList)))]
+async fn list_rotations(
+    State(vault): AppState,
+    Signed(request): Signed,
+) -> Result<Json<RotationList>> {
+    vault
+        .handle(
+            request,
+            "rotation.list",
+            "rotations".into(),
+            Audience::Management(None),
+            |_, tx| rotation::list(tx),
+        )
+        .await
+        .map(Json)
+}
+
+/// Starts a rotation now (admins only): a pending credential no reader
+/// sees until the agent confirmed it.
+#[utoipa::path(post, path = "/v1/rotations/{id}/trigger", params(("id" = String, Path)), responses((status = 201, body = RotationJobView), (status = 404, body = ErrorBody, description = "no such rotation"), (status = 409, body = ErrorBody, description = "a rotation of this secret is already running")))]
+async fn trigger_rotation(
+    State(vault): AppState,
+    Param(id): Param<String>,
+    Signed(request): Signed,
+) -> Result<Response> {
+    let target = format!("rotation:{id}");
+    vault
+        .handle(
+            request,
+            "rotation.trigger",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| rotation::trigger(ctx, tx, &id),
+        )
+        .await
+        .map(created)
+}
+
+/// A rotation's jobs, newest first, at most 100 (admins only). Never a
+/// credential.
+#[utoipa::path(get, path = "/v1/rotations/{id}/jobs", params(("id" = String, Path)), responses((status = 200, body = RotationJobList), (status = 404, body = ErrorBody, description = "no such rotation")))]
+async fn rotation_history(
+    State(vault): AppState,
+    Param(id): Param<String>,
+    Signed(request): Signed,
+) -> Result<Json<RotationJobList>> {
+    let target = format!("rotation:{id}");
+    vault
+        .handle(
+            request,
+            "rotation.history",
+            target,
+            Audience::Management(None),
+            move |ctx, tx| rotation::history(ctx, tx, &id),
+        )
+        .await
+        .map(Json)
+}
+
+/// A rotation agent (a machine named as some config's agent) claims its
+/// oldest job: apply a new credential, or retire the previous one. The
+/// answer carries the admin credential and the new one: only ever to this
+/// agent. `204` when there is nothing to do.
+#[utoipa::path(post, path = "/v1/machine/rotations/claim", responses((status = 200, body = RotationClaim), (status = 204, description = "no job for this agent now"), (status = 403, body = ErrorBody, description = "this machine is no rotation config's agent")))]
+async fn claim_rotation(State(vault): AppState, Signed(request): Signed) -> Result<Response> {
+    vault
+        .handle(
+            request,
+            "rotation.claim",
+            "rotations".into(),
+            Audience::Machine,
+            rotation::claim,
+        )
+        .await
+        .map(|claim| match claim {
+            Some(claim) => Json(claim).into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        })
+}
+
+/// The agent reports its step: `confirmed` promotes the new credential to
+/// the live version (machines waiting on changes hear at once); a failure
+/// discards it and keeps the live one; `retired` ends the job.
+#[utoipa::path(post, path = "/v1/machine/rotations/{job}/report", params(("job" = String, Path)), request_body = RotationReport, responses((status = 200, body = RotationJobView), (status = 400, body = ErrorBody, description = "the body is not the expected JSON"), (status = 403, body = ErrorBody, description = "this machine is not the job's agent"), (status = 404, body = ErrorBody, description = "no such job"), (status = 409, body = ErrorBody, description = "the job's lease ran out (it failed), or the outcome does not fit its state")))]
+async fn report_rotation(
+    State(vault): AppState,
+    Param(job): Param<String>,
+    Signed(request): Signed,
+) -> Result<Json<RotationJobView>> {
+    let target = format!("rotation job:{job}");
+    vault
+        .handle_change(
+            request,
+            "rotation.report",
+            target,
+            Audience::Machine,
+            move |ctx, tx| rotation::report(ctx, tx, &job),
+        )
+        .await
+        .map(Json)
 }

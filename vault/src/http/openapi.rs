@@ -74,6 +74,12 @@ use utoipa::{Modify, OpenApi};
         super::list_webhooks,
         super::create_webhook,
         super::delete_webhook,
+        super::create_rotation,
+        super::list_rotations,
+        super::trigger_rotation,
+        super::rotation_history,
+        super::claim_rotation,
+        super::report_rotation,
     ),
     components(schemas(
         ErrorBody,
@@ -92,7 +98,14 @@ use utoipa::{Modify, OpenApi};
         Attestation,
         KubernetesBinding,
         MachineKubernetes,
-        NamespaceRef
+        NamespaceRef,
+        Provider,
+        RotationTarget,
+        Alphabet,
+        PasswordPolicy,
+        JobState,
+        Step,
+        Outcome
     )),
     modifiers(&SharedRefusals)
 )]

@@ -47,6 +47,7 @@ pub fn insert(
             )));
         }
     }
+    super::rotation::check_admin_grant(tx, &secret.id, &grantee)?;
     let grant = Grant {
         id: ids::new(ids::GRANT),
         grantee,

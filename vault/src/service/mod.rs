@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod grants;
 pub mod identities;
 pub mod lifecycle;
+pub mod rotation;
 pub mod secrets;
 pub mod webhooks;
 

@@ -129,6 +129,33 @@ pub fn write(
             secret
         }
     };
+    let version = add_live_version(
+        tx,
+        ctx.root,
+        (&project, &secret),
+        stored,
+        (ctx.now, &ctx.caller.id()),
+    )?;
+    ctx.audit.target = format!("secret:{project_name}/{name}@{version}");
+    meta(
+        tx,
+        &project,
+        &Secret {
+            live_version: version,
+            ..secret
+        },
+    )
+}
+
+/// Seals `stored` as the next version of `secret` under a fresh data key
+/// and makes it live; returns its number.
+fn add_live_version(
+    tx: &mut dyn Tx,
+    root: &RootKey,
+    (project, secret): (&Project, &Secret),
+    stored: Stored,
+    (now, by): (i64, &str),
+) -> Result<u32> {
     let version = tx.versions(&secret.id)?.last().map_or(1, |v| v.version + 1);
     let field_names = match &stored {
         Stored::Plain(_) => None,
@@ -137,13 +164,13 @@ pub fn write(
     let plaintext = Zeroizing::new(
         serde_json::to_vec(&stored).map_err(|_| invalid("value cannot be encoded"))?,
     );
-    drop(stored);
+    zeroize_stored(stored);
     let data_key = Key::generate();
     let ciphertext = data_key.seal(
         &plaintext,
         &crypto::value_aad(&project.id, &secret.id, version),
     )?;
-    let wrapped_data_key = project_key(ctx.root, &project)?.wrap(
+    let wrapped_data_key = project_key(root, project)?.wrap(
         &data_key,
         &crypto::data_key_aad(&project.id, &secret.id, version),
     )?;
@@ -153,18 +180,68 @@ pub fn write(
         wrapped_data_key,
         ciphertext,
         field_names,
-        created_at: ctx.now,
-        created_by: ctx.caller.id(),
+        created_at: now,
+        created_by: by.to_owned(),
     })?;
     tx.set_live_version(&secret.id, version)?;
-    ctx.audit.target = format!("secret:{project_name}/{name}@{version}");
-    meta(
+    Ok(version)
+}
+
+fn zeroize_stored(stored: Stored) {
+    use zeroize::Zeroize as _;
+    match stored {
+        Stored::Plain(mut value) => value.zeroize(),
+        Stored::Fields(mut fields) => fields.values_mut().for_each(|v| v.zeroize()),
+    }
+}
+
+/// A structured secret's fields, their values zeroized on drop.
+pub(crate) struct Fields(pub BTreeMap<String, String>);
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.0.values_mut().for_each(|v| v.zeroize());
+    }
+}
+
+/// The fields of version `version` of a structured secret (rotation's
+/// credentials); `None` for a plain value or a missing version.
+pub(crate) fn version_fields(
+    tx: &mut dyn Tx,
+    root: &RootKey,
+    project: &Project,
+    secret_id: &str,
+    version: u32,
+) -> Result<Option<Fields>> {
+    let Some(version) = tx.version(secret_id, version)? else {
+        return Ok(None);
+    };
+    Ok(match decrypt(root, project, &version)? {
+        Stored::Fields(fields) => Some(Fields(fields)),
+        plain @ Stored::Plain(_) => {
+            zeroize_stored(plain);
+            None
+        }
+    })
+}
+
+/// Makes `fields` the next, live version of `secret` (a confirmed
+/// rotation); returns its number.
+pub(crate) fn promote_fields(
+    tx: &mut dyn Tx,
+    root: &RootKey,
+    (project, secret): (&Project, &Secret),
+    mut fields: Fields,
+    (now, by): (i64, &str),
+) -> Result<u32> {
+    let fields = std::mem::take(&mut fields.0);
+    add_live_version(
         tx,
-        &project,
-        &Secret {
-            live_version: version,
-            ..secret
-        },
+        root,
+        (project, secret),
+        Stored::Fields(fields),
+        (now, by),
     )
 }
 

@@ -17,8 +17,8 @@ pub use sqlite::SqliteStore;
 
 use crate::page::{CreatedKey, DelegationKey, GrantKey, NameKey, Page};
 use signet_client::api::{
-    AccessPolicy, AuditEntry, KubernetesBinding, MachineKubernetes, NamespaceRef, Scope,
-    TimeWindow, TokenConstraints,
+    AccessPolicy, AuditEntry, JobState, KubernetesBinding, MachineKubernetes, NamespaceRef,
+    PasswordPolicy, Provider, RotationTarget, Scope, TimeWindow, TokenConstraints,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +361,43 @@ pub struct CosignDetail {
     pub secret: String,
 }
 
+/// A rotation config: how one secret is rotated, and by which agent.
+#[derive(Clone, Debug)]
+pub struct RotationConfig {
+    pub id: String,
+    pub secret_id: String,
+    pub provider: Provider,
+    pub target: RotationTarget,
+    pub admin_secret_id: String,
+    pub agent_machine_id: String,
+    pub interval_seconds: Option<i64>,
+    pub next_due_at: Option<i64>,
+    pub policy: PasswordPolicy,
+    pub lease_seconds: i64,
+    pub grace_seconds: i64,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// One rotation of a secret. `sealed_credential` holds the new credential,
+/// sealed under the root key, until it is promoted or discarded.
+#[derive(Clone, Debug)]
+pub struct RotationJob {
+    pub id: String,
+    pub config_id: String,
+    pub secret_id: String,
+    pub state: JobState,
+    pub sealed_credential: Option<Vec<u8>>,
+    pub from_version: u32,
+    pub to_version: Option<u32>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub lease_until: Option<i64>,
+    pub retire_after: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
 /// A read-only snapshot: the pages of the list routes, each read in the
 /// order of its sort key (see [`crate::page`]) with at most
 /// [`Page::fetch`] rows, names joined in the same query.
@@ -587,4 +624,26 @@ pub trait Tx {
     /// Deletes deliveries delivered or given up before `before`; returns
     /// how many.
     fn prune_deliveries(&mut self, before: i64) -> Result<u64>;
+
+    // Rotation.
+    fn insert_rotation(&mut self, config: &RotationConfig) -> Result<()>;
+    fn rotation(&mut self, id: &str) -> Result<Option<RotationConfig>>;
+    /// Every config, oldest first.
+    fn rotations(&mut self) -> Result<Vec<RotationConfig>>;
+    /// Configs whose schedule is due at `now`.
+    fn rotations_due(&mut self, now: i64) -> Result<Vec<RotationConfig>>;
+    fn set_rotation_due(&mut self, id: &str, next_due_at: Option<i64>) -> Result<()>;
+    /// Inserts a job; [`Error::Duplicate`] when a job of the same secret is
+    /// still running (pending, claimed or promoted).
+    fn insert_rotation_job(&mut self, job: &RotationJob) -> Result<()>;
+    fn rotation_job(&mut self, id: &str) -> Result<Option<RotationJob>>;
+    /// Writes the job's state, credential, versions, times and reason.
+    fn update_rotation_job(&mut self, job: &RotationJob) -> Result<()>;
+    /// A config's jobs, newest first, at most `limit`.
+    fn rotation_jobs(&mut self, config_id: &str, limit: u32) -> Result<Vec<RotationJob>>;
+    /// Claimed jobs whose lease ended at or before `now`.
+    fn rotation_jobs_expired(&mut self, now: i64) -> Result<Vec<RotationJob>>;
+    /// The oldest job agent `machine_id` may claim at `now`: a pending one,
+    /// or a promoted one past its grace whose retire lease is not held.
+    fn rotation_job_to_claim(&mut self, machine_id: &str, now: i64) -> Result<Option<RotationJob>>;
 }

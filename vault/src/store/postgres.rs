@@ -41,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_access.sql"),
     include_str!("../../migrations/postgres/0003_attestation.sql"),
     include_str!("../../migrations/postgres/0004_keyset_indexes.sql"),
+    include_str!("../../migrations/postgres/0005_nonce_log.sql"),
+    include_str!("../../migrations/postgres/0006_rotation.sql"),
 ];
 
 /// The session lock replicas take to migrate one at a time.
@@ -548,6 +550,54 @@ fn cosign_row(r: &Row) -> Result<Cosign> {
         approved_by: r.try_get(6)?,
         approved_at: r.try_get(7)?,
         consumed_at: r.try_get(8)?,
+    })
+}
+
+const ROTATION_COLS: &str = "id, secret_id, provider, target, admin_secret_id, agent_machine_id, interval_seconds, next_due_at, policy, lease_seconds, grace_seconds, created_at, created_by";
+
+/// A unit enum stored as its serde name (`"postgresql"`, `"claimed"`).
+fn parse_name<T: serde::de::DeserializeOwned>(name: String) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(name))
+        .map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn rotation_row(r: &Row) -> Result<RotationConfig> {
+    Ok(RotationConfig {
+        id: r.try_get(0)?,
+        secret_id: r.try_get(1)?,
+        provider: parse_name(r.try_get(2)?)?,
+        target: parse_json(r.try_get(3)?)?
+            .ok_or_else(|| Error::Corrupt("rotation config without a target".into()))?,
+        admin_secret_id: r.try_get(4)?,
+        agent_machine_id: r.try_get(5)?,
+        interval_seconds: r.try_get(6)?,
+        next_due_at: r.try_get(7)?,
+        policy: parse_json(r.try_get(8)?)?
+            .ok_or_else(|| Error::Corrupt("rotation config without a policy".into()))?,
+        lease_seconds: r.try_get(9)?,
+        grace_seconds: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+        created_by: r.try_get(12)?,
+    })
+}
+
+const JOB_COLS: &str = "id, config_id, secret_id, state, sealed_credential, from_version, to_version, created_at, created_by, lease_until, retire_after, finished_at, reason";
+
+fn job_row(r: &Row) -> Result<RotationJob> {
+    Ok(RotationJob {
+        id: r.try_get(0)?,
+        config_id: r.try_get(1)?,
+        secret_id: r.try_get(2)?,
+        state: parse_name(r.try_get(3)?)?,
+        sealed_credential: r.try_get(4)?,
+        from_version: u32_at(r, 5)?,
+        to_version: opt_u32_at(r, 6)?,
+        created_at: r.try_get(7)?,
+        created_by: r.try_get(8)?,
+        lease_until: r.try_get(9)?,
+        retire_after: r.try_get(10)?,
+        finished_at: r.try_get(11)?,
+        reason: r.try_get(12)?,
     })
 }
 
@@ -1339,6 +1389,157 @@ impl Tx for PgTx<'_> {
 
     fn prune_read_counts(&mut self, day: &str) -> Result<u64> {
         self.change("DELETE FROM read_counts WHERE day < $1", &[&day])
+    }
+
+    fn insert_rotation(&mut self, c: &RotationConfig) -> Result<()> {
+        self.insert(
+            "rotation config for this secret",
+            &format!(
+                "INSERT INTO rotation_configs ({ROTATION_COLS}) VALUES ({})",
+                placeholders(13)
+            ),
+            &[
+                &c.id,
+                &c.secret_id,
+                &c.provider.as_str(),
+                &json_text(&c.target)?,
+                &c.admin_secret_id,
+                &c.agent_machine_id,
+                &c.interval_seconds,
+                &c.next_due_at,
+                &json_text(&c.policy)?,
+                &c.lease_seconds,
+                &c.grace_seconds,
+                &c.created_at,
+                &c.created_by,
+            ],
+        )
+    }
+
+    fn rotation(&mut self, id: &str) -> Result<Option<RotationConfig>> {
+        self.one(
+            &format!("SELECT {ROTATION_COLS} FROM rotation_configs WHERE id = $1"),
+            &[&id],
+            rotation_row,
+        )
+    }
+
+    fn rotations(&mut self) -> Result<Vec<RotationConfig>> {
+        self.many(
+            &format!("SELECT {ROTATION_COLS} FROM rotation_configs ORDER BY created_at, id"),
+            &[],
+            rotation_row,
+        )
+    }
+
+    fn rotations_due(&mut self, now: i64) -> Result<Vec<RotationConfig>> {
+        self.many(
+            &format!(
+                "SELECT {ROTATION_COLS} FROM rotation_configs
+                 WHERE next_due_at IS NOT NULL AND next_due_at <= $1 ORDER BY next_due_at, id"
+            ),
+            &[&now],
+            rotation_row,
+        )
+    }
+
+    fn set_rotation_due(&mut self, id: &str, next_due_at: Option<i64>) -> Result<()> {
+        self.change(
+            "UPDATE rotation_configs SET next_due_at = $2 WHERE id = $1",
+            &[&id, &next_due_at],
+        )
+        .map(drop)
+    }
+
+    fn insert_rotation_job(&mut self, j: &RotationJob) -> Result<()> {
+        self.insert(
+            "running rotation of this secret",
+            &format!(
+                "INSERT INTO rotation_jobs ({JOB_COLS}) VALUES ({})",
+                placeholders(13)
+            ),
+            &[
+                &j.id,
+                &j.config_id,
+                &j.secret_id,
+                &j.state.as_str(),
+                &j.sealed_credential,
+                &int(j.from_version),
+                &j.to_version.map(int),
+                &j.created_at,
+                &j.created_by,
+                &j.lease_until,
+                &j.retire_after,
+                &j.finished_at,
+                &j.reason,
+            ],
+        )
+    }
+
+    fn rotation_job(&mut self, id: &str) -> Result<Option<RotationJob>> {
+        self.one(
+            &format!("SELECT {JOB_COLS} FROM rotation_jobs WHERE id = $1"),
+            &[&id],
+            job_row,
+        )
+    }
+
+    fn update_rotation_job(&mut self, j: &RotationJob) -> Result<()> {
+        // Through `insert`: the only way the update can fail on a
+        // constraint is a second running rotation of the secret.
+        self.insert(
+            "running rotation of this secret",
+            "UPDATE rotation_jobs SET state = $2, sealed_credential = $3, to_version = $4,
+             lease_until = $5, retire_after = $6, finished_at = $7, reason = $8 WHERE id = $1",
+            &[
+                &j.id,
+                &j.state.as_str(),
+                &j.sealed_credential,
+                &j.to_version.map(int),
+                &j.lease_until,
+                &j.retire_after,
+                &j.finished_at,
+                &j.reason,
+            ],
+        )
+    }
+
+    fn rotation_jobs(&mut self, config_id: &str, limit: u32) -> Result<Vec<RotationJob>> {
+        self.many(
+            &format!(
+                "SELECT {JOB_COLS} FROM rotation_jobs WHERE config_id = $1
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
+            ),
+            &[&config_id, &int(limit)],
+            job_row,
+        )
+    }
+
+    fn rotation_jobs_expired(&mut self, now: i64) -> Result<Vec<RotationJob>> {
+        self.many(
+            &format!(
+                "SELECT {JOB_COLS} FROM rotation_jobs
+                 WHERE state = 'claimed' AND lease_until <= $1 ORDER BY lease_until, id"
+            ),
+            &[&now],
+            job_row,
+        )
+    }
+
+    fn rotation_job_to_claim(&mut self, machine_id: &str, now: i64) -> Result<Option<RotationJob>> {
+        self.one(
+            &format!(
+                "SELECT {} FROM rotation_jobs j JOIN rotation_configs c ON c.id = j.config_id
+                 WHERE c.agent_machine_id = $1
+                   AND (j.state = 'pending'
+                        OR (j.state = 'promoted' AND j.retire_after <= $2
+                            AND (j.lease_until IS NULL OR j.lease_until <= $2)))
+                 ORDER BY j.created_at, j.id LIMIT 1",
+                qualified(JOB_COLS, "j")
+            ),
+            &[&machine_id, &now],
+            job_row,
+        )
     }
 
     fn insert_cosign(&mut self, c: &Cosign) -> Result<()> {

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_attestation.sql"),
     include_str!("../../migrations/0004_keyset_indexes.sql"),
     include_str!("../../migrations/0005_nonce_log.sql"),
+    include_str!("../../migrations/0006_rotation.sql"),
 ];
 
 /// Pages written to the write-ahead log before the writer checkpoints it
@@ -1326,6 +1327,160 @@ impl Tx for SqliteTx<'_> {
             .execute([before])? as u64)
     }
 
+    fn insert_rotation(&mut self, c: &RotationConfig) -> Result<()> {
+        insert(
+            &self.conn,
+            "rotation config for this secret",
+            &format!(
+                "INSERT INTO rotation_configs ({ROTATION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ),
+            params![
+                c.id,
+                c.secret_id,
+                c.provider.as_str(),
+                json_text(&c.target)?,
+                c.admin_secret_id,
+                c.agent_machine_id,
+                c.interval_seconds,
+                c.next_due_at,
+                json_text(&c.policy)?,
+                c.lease_seconds,
+                c.grace_seconds,
+                c.created_at,
+                c.created_by
+            ],
+        )
+    }
+
+    fn rotation(&mut self, id: &str) -> Result<Option<RotationConfig>> {
+        self.one(
+            &format!("SELECT {ROTATION_COLS} FROM rotation_configs WHERE id = ?1"),
+            [id],
+            rotation_row,
+        )
+    }
+
+    fn rotations(&mut self) -> Result<Vec<RotationConfig>> {
+        self.many(
+            &format!("SELECT {ROTATION_COLS} FROM rotation_configs ORDER BY created_at, id"),
+            [],
+            rotation_row,
+        )
+    }
+
+    fn rotations_due(&mut self, now: i64) -> Result<Vec<RotationConfig>> {
+        self.many(
+            &format!(
+                "SELECT {ROTATION_COLS} FROM rotation_configs
+                 WHERE next_due_at IS NOT NULL AND next_due_at <= ?1 ORDER BY next_due_at, id"
+            ),
+            [now],
+            rotation_row,
+        )
+    }
+
+    fn set_rotation_due(&mut self, id: &str, next_due_at: Option<i64>) -> Result<()> {
+        self.changed(
+            "UPDATE rotation_configs SET next_due_at = ?2 WHERE id = ?1",
+            params![id, next_due_at],
+        )
+        .map(drop)
+    }
+
+    fn insert_rotation_job(&mut self, j: &RotationJob) -> Result<()> {
+        insert(
+            &self.conn,
+            "running rotation of this secret",
+            &format!(
+                "INSERT INTO rotation_jobs ({JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ),
+            params![
+                j.id,
+                j.config_id,
+                j.secret_id,
+                j.state.as_str(),
+                j.sealed_credential,
+                j.from_version,
+                j.to_version,
+                j.created_at,
+                j.created_by,
+                j.lease_until,
+                j.retire_after,
+                j.finished_at,
+                j.reason
+            ],
+        )
+    }
+
+    fn rotation_job(&mut self, id: &str) -> Result<Option<RotationJob>> {
+        self.one(
+            &format!("SELECT {JOB_COLS} FROM rotation_jobs WHERE id = ?1"),
+            [id],
+            job_row,
+        )
+    }
+
+    fn update_rotation_job(&mut self, j: &RotationJob) -> Result<()> {
+        let sql = "UPDATE rotation_jobs SET state = ?2, sealed_credential = ?3, to_version = ?4,
+                   lease_until = ?5, retire_after = ?6, finished_at = ?7, reason = ?8 WHERE id = ?1";
+        match self.conn.prepare_cached(sql).and_then(|mut stmt| {
+            stmt.execute(params![
+                j.id,
+                j.state.as_str(),
+                j.sealed_credential,
+                j.to_version,
+                j.lease_until,
+                j.retire_after,
+                j.finished_at,
+                j.reason
+            ])
+        }) {
+            Ok(_) => Ok(()),
+            Err(e) if unique_violation(&e) => {
+                Err(Error::Duplicate("running rotation of this secret"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn rotation_jobs(&mut self, config_id: &str, limit: u32) -> Result<Vec<RotationJob>> {
+        self.many(
+            &format!(
+                "SELECT {JOB_COLS} FROM rotation_jobs WHERE config_id = ?1
+                 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            ),
+            params![config_id, limit],
+            job_row,
+        )
+    }
+
+    fn rotation_jobs_expired(&mut self, now: i64) -> Result<Vec<RotationJob>> {
+        self.many(
+            &format!(
+                "SELECT {JOB_COLS} FROM rotation_jobs
+                 WHERE state = 'claimed' AND lease_until <= ?1 ORDER BY lease_until, id"
+            ),
+            [now],
+            job_row,
+        )
+    }
+
+    fn rotation_job_to_claim(&mut self, machine_id: &str, now: i64) -> Result<Option<RotationJob>> {
+        self.one(
+            &format!(
+                "SELECT {} FROM rotation_jobs j JOIN rotation_configs c ON c.id = j.config_id
+                 WHERE c.agent_machine_id = ?1
+                   AND (j.state = 'pending'
+                        OR (j.state = 'promoted' AND j.retire_after <= ?2
+                            AND (j.lease_until IS NULL OR j.lease_until <= ?2)))
+                 ORDER BY j.created_at, j.id LIMIT 1",
+                qualified(JOB_COLS, "j")
+            ),
+            params![machine_id, now],
+            job_row,
+        )
+    }
+
     fn insert_cosign(&mut self, c: &Cosign) -> Result<()> {
         insert(
             &self.conn,
@@ -1505,6 +1660,9 @@ impl Tx for SqliteTx<'_> {
         )
     }
 }
+
+const ROTATION_COLS: &str = "id, secret_id, provider, target, admin_secret_id, agent_machine_id, interval_seconds, next_due_at, policy, lease_seconds, grace_seconds, created_at, created_by";
+const JOB_COLS: &str = "id, config_id, secret_id, state, sealed_credential, from_version, to_version, created_at, created_by, lease_until, retire_after, finished_at, reason";
 
 const COSIGN_COLS: &str = "id, secret_id, machine_id, requested_by, created_at, expires_at, approved_by, approved_at, consumed_at";
 
@@ -1888,5 +2046,55 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         delivered_at: r.get(7)?,
         failed_at: r.get(8)?,
         last_error: r.get(9)?,
+    })
+}
+
+fn rotation_row(r: &Row<'_>) -> rusqlite::Result<RotationConfig> {
+    let provider: String = r.get(2)?;
+    Ok(RotationConfig {
+        id: r.get(0)?,
+        secret_id: r.get(1)?,
+        provider: parse_json(2, Some(format!("{provider:?}")))?.ok_or(
+            rusqlite::Error::InvalidColumnType(2, "provider".into(), rusqlite::types::Type::Text),
+        )?,
+        target: parse_json(3, r.get(3)?)?.ok_or(rusqlite::Error::InvalidColumnType(
+            3,
+            "target".into(),
+            rusqlite::types::Type::Null,
+        ))?,
+        admin_secret_id: r.get(4)?,
+        agent_machine_id: r.get(5)?,
+        interval_seconds: r.get(6)?,
+        next_due_at: r.get(7)?,
+        policy: parse_json(8, r.get(8)?)?.ok_or(rusqlite::Error::InvalidColumnType(
+            8,
+            "policy".into(),
+            rusqlite::types::Type::Null,
+        ))?,
+        lease_seconds: r.get(9)?,
+        grace_seconds: r.get(10)?,
+        created_at: r.get(11)?,
+        created_by: r.get(12)?,
+    })
+}
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<RotationJob> {
+    let state: String = r.get(3)?;
+    Ok(RotationJob {
+        id: r.get(0)?,
+        config_id: r.get(1)?,
+        secret_id: r.get(2)?,
+        state: parse_json(3, Some(format!("{state:?}")))?.ok_or(
+            rusqlite::Error::InvalidColumnType(3, "state".into(), rusqlite::types::Type::Text),
+        )?,
+        sealed_credential: r.get(4)?,
+        from_version: r.get(5)?,
+        to_version: r.get(6)?,
+        created_at: r.get(7)?,
+        created_by: r.get(8)?,
+        lease_until: r.get(9)?,
+        retire_after: r.get(10)?,
+        finished_at: r.get(11)?,
+        reason: r.get(12)?,
     })
 }
