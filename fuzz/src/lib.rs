@@ -21,12 +21,12 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use signet_client::protocol::{self, IdentityKey};
+use signet_vault::budget::BudgetLimits;
 use signet_vault::clock::{Clock as _, ManualClock};
 use signet_vault::crypto::RootKey;
 use signet_vault::ids;
-use signet_vault::store::{Admin, SqliteStore, Store};
-use signet_vault::budget::BudgetLimits;
 use signet_vault::settings::Limits;
+use signet_vault::store::{Admin, SqliteStore, Store};
 use signet_vault::vault::{Config, Settings, Vault};
 use tower::ServiceExt as _;
 

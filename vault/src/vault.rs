@@ -390,6 +390,16 @@ impl Vault {
                 return Err(error);
             }
         };
+        // From a source over its budget, a signature that does not verify
+        // against a key already known is refused here, after one
+        // verification and before any lookup (see [`crate::budget`]).
+        if self.budget.over(&request.source_ip, self.clock.now())
+            && self.verify_ahead(&request, Audience::Machine).is_none()
+        {
+            let error = rate_limited();
+            self.deny_unverified(&request, action, &target, &error);
+            return Err(error);
+        }
         let Some((seen, key, ahead)) = self.look_ahead(&request, &headers, look) else {
             return self
                 .handle(request, action, target, Audience::Machine, op)
