@@ -8,6 +8,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../../vault/tests/kit/backend.rs"]
+mod backend;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +22,6 @@ use signet_client::sdk::{Client, Options};
 use signet_vault::clock::ManualClock;
 use signet_vault::crypto::RootKey;
 use signet_vault::service::enroll::create_bootstrap_token;
-use signet_vault::store::SqliteStore;
 use signet_vault::{Config, Vault};
 use tempfile::TempDir;
 
@@ -97,7 +99,7 @@ pub fn now() -> i64 {
 
 pub async fn start_vault() -> TestVault {
     let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(data.path()).unwrap());
+    let store = backend::open_store(data.path());
     // The clock starts at the wall clock (requests are signed with it) and
     // moves only when a test moves it.
     let clock = Arc::new(ManualClock::new(now()));
