@@ -909,8 +909,11 @@ fn recorder(container: &str, mount: &Path, log: &Path) -> Child {
         file = mount.join("api-key").display(),
         log = log.display(),
     );
-    Command::new("/bin/sh")
-        .arg("-c")
+    // Whoever started the tests may ignore SIGHUP (nohup, a background
+    // job), and a shell cannot trap a signal ignored when it started: start
+    // the recorder with both signals at their defaults.
+    Command::new("/usr/bin/env")
+        .args(["--default-signal=HUP,USR1", "/bin/sh", "-c"])
         .arg(script)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
