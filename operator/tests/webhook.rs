@@ -611,6 +611,33 @@ fn already_mutated_pod_gets_no_patch() {
     assert_eq!(serde_json::to_value(&pod).unwrap(), object_json(&request));
 }
 
+#[test]
+fn signet_init_runs_its_run_command_pulled_as_configured_and_probed_every_second() {
+    let request = request("single-container.json");
+    let (pod, _) = admitted_pod(&request, &cluster());
+    let init = signet_init(&pod);
+    // Without `run`, the binary prints its usage and the pod never starts.
+    assert_eq!(
+        init.command.as_deref(),
+        Some(&["/signet-init".to_owned()][..])
+    );
+    assert_eq!(init.args.as_deref(), Some(&["run".to_owned()][..]));
+    assert_eq!(init.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    // The app starts within a second of the files being there, and a
+    // signet-init still retrying its vault is given two minutes.
+    let probe = init.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        (
+            probe.period_seconds,
+            probe.failure_threshold,
+            probe.timeout_seconds
+        ),
+        (Some(1), Some(120), Some(2))
+    );
+    let exec = probe.exec.as_ref().unwrap().command.as_deref().unwrap();
+    assert_eq!(exec, ["/signet-init", "probe"]);
+}
+
 /// `name`'s review with its pod changed by `edit` first.
 fn edited_request(name: &str, edit: impl FnOnce(&mut Value)) -> AdmissionRequest<DynamicObject> {
     let mut review: Value = serde_json::from_str(&fixture(name)).unwrap();
