@@ -332,7 +332,12 @@ mod tests {
         };
         assert!(parse(&[]).is_empty());
         assert_eq!(
-            parse(&["--replica", "http://127.0.0.1:2", "--replica", "http://127.0.0.1:3"]),
+            parse(&[
+                "--replica",
+                "http://127.0.0.1:2",
+                "--replica",
+                "http://127.0.0.1:3"
+            ]),
             ["http://127.0.0.1:2", "http://127.0.0.1:3"]
         );
     }

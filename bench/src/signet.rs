@@ -24,7 +24,7 @@ use signet_client::sdk::{Client, Options};
 
 use crate::cli::{AdminArgs, SignetArgs};
 use crate::enroll::SignedEnroll;
-use crate::load::{self, Endpoint, MakeRequest, Req};
+use crate::load::{Endpoint, MakeRequest, Req};
 use crate::populate;
 
 /// An enrolled machine: the id the vault issued and its private key.
@@ -294,7 +294,7 @@ pub fn reads(
         .collect()
 }
 
-/// The endpoint client `i` uses: the same round-robin as [`load::run_spread`].
+/// The endpoint client `i` uses: the same round-robin as [`crate::load::run_spread`].
 fn spread(endpoints: &[Endpoint], i: usize) -> &Endpoint {
     &endpoints[i % endpoints.len()]
 }

@@ -141,15 +141,17 @@ start_replicas() {
   chmod 600 "$dir/root.key"
   replica_pids=() replica_urls=()
   for i in $(seq "$n"); do
-    mkdir -p "$dir/v$i"
+    mkdir -p "$dir/v$i/data"
     SIGNET_DATABASE_URL=$url "$bin/signet-vault" serve --data-dir "$dir/v$i/data" \
       --root-key-file "$dir/root.key" --listen 127.0.0.1:0 \
       >"$dir/v$i/vault.out" 2>"$dir/v$i/vault.log" &
     pids+=("$!")
     replica_pids+=("$!")
-    listening() { grep -m1 'vault listening' "$dir/v$i/vault.log"; }
-    wait_for 60 listening || die "replica $i of $n did not start"
-    addr=$(listening | grep -o 'http://[0-9.]*:[0-9]*' | head -n1)
+    listening() { # pid log
+      grep -q 'vault listening' "$2" || { kill -0 "$1" 2>/dev/null || die "replica exited at start"; false; }
+    }
+    wait_for 60 listening "$!" "$dir/v$i/vault.log" || die "replica $i of $n did not start"
+    addr=$(grep -m1 'vault listening' "$dir/v$i/vault.log" | grep -o 'http://[0-9.]*:[0-9]*' | head -n1)
     [ -n "$addr" ] || die "replica $i of $n logged no address"
     replica_urls+=("$addr")
   done
