@@ -91,6 +91,7 @@ pub async fn run(
         extra_machines: 0,
         setup_concurrency: 32,
         enroll: false,
+        replicas: Vec::new(),
     };
     let setup = signet::setup(&signet_args, identities).await?;
     let Work::Reads { target, machines } = &setup.work else {

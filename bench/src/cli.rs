@@ -185,6 +185,13 @@ pub struct SignetArgs {
     /// does not apply).
     #[arg(long)]
     pub enroll: bool,
+    /// Another vault process serving the same database (a replica), its
+    /// address with the same path prefix as `--vault`'s. The measured
+    /// clients are spread round-robin over `--vault` and these, client i on
+    /// the (i mod N)th; the setup goes through `--vault` alone, its
+    /// machines enrolled once for all (the replicas share the database).
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
 }
 
 /// The vault and the admin that sets it up.
@@ -304,5 +311,34 @@ mod tests {
         assert_eq!(cli.load.clients, 4);
         assert_eq!(cli.load.duration, Duration::from_secs(3));
         assert_eq!(cli.load.identities, Some(2));
+    }
+
+    #[test]
+    fn replicas_repeat_and_default_to_none() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "signet-bench",
+                "signet",
+                "--vault",
+                "http://127.0.0.1:1",
+                "--identity",
+                "admin.json",
+            ];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().target {
+                Target::Signet(args) => args.replicas,
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        assert!(parse(&[]).is_empty());
+        assert_eq!(
+            parse(&[
+                "--replica",
+                "http://127.0.0.1:2",
+                "--replica",
+                "http://127.0.0.1:3"
+            ]),
+            ["http://127.0.0.1:2", "http://127.0.0.1:3"]
+        );
     }
 }

@@ -117,10 +117,34 @@ pub async fn run_until<M: MakeRequest>(
     plan: Plan,
     close: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
+    run_over(std::slice::from_ref(endpoint), makers, plan, close).await
+}
+
+/// [`run`] with the clients spread over several endpoints (vault replicas
+/// on one database): client i connects, and reconnects, to the
+/// (i mod N)th. Its maker must address that endpoint (`Host`, prefix).
+pub async fn run_spread<M: MakeRequest>(
+    endpoints: &[Endpoint],
+    makers: Vec<M>,
+    plan: Plan,
+) -> anyhow::Result<Outcome> {
+    run_over(endpoints, makers, plan, std::future::pending()).await
+}
+
+async fn run_over<M: MakeRequest>(
+    endpoints: &[Endpoint],
+    makers: Vec<M>,
+    plan: Plan,
+    close: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
+    if endpoints.is_empty() {
+        bail!("no endpoint to send the requests to");
+    }
     // Connect everyone first, so the warm-up starts with every client ready.
     let mut connections = Vec::with_capacity(makers.len());
-    for _ in &makers {
-        connections.push(connect(endpoint.addr).await?);
+    for i in 0..makers.len() {
+        let endpoint = &endpoints[i % endpoints.len()];
+        connections.push((endpoint.addr, connect(endpoint.addr).await?));
     }
     let ticks = cpu::ticks_per_second();
     let start = Instant::now();
@@ -129,15 +153,9 @@ pub async fn run_until<M: MakeRequest>(
         end: start + plan.warmup + plan.duration,
         closed: Arc::new(AtomicBool::new(false)),
     };
-    let endpoint = Arc::new(endpoint.clone());
     let mut workers = tokio::task::JoinSet::new();
-    for (maker, sender) in makers.into_iter().zip(connections) {
-        workers.spawn(client_loop(
-            Arc::clone(&endpoint),
-            sender,
-            maker,
-            window.clone(),
-        ));
+    for (maker, (addr, sender)) in makers.into_iter().zip(connections) {
+        workers.spawn(client_loop(addr, sender, maker, window.clone()));
     }
 
     tokio::time::sleep_until(window.warm_end).await;
@@ -221,7 +239,7 @@ impl Tally {
 }
 
 async fn client_loop<M: MakeRequest>(
-    endpoint: Arc<Endpoint>,
+    addr: SocketAddr,
     mut sender: SendRequest<Full<Bytes>>,
     mut maker: M,
     window: Window,
@@ -263,7 +281,7 @@ async fn client_loop<M: MakeRequest>(
                     if window.is_over(Instant::now()) {
                         return tally;
                     }
-                    match connect(endpoint.addr).await {
+                    match connect(addr).await {
                         Ok(fresh) => {
                             sender = fresh;
                             break;
@@ -342,5 +360,73 @@ mod tests {
         assert_eq!(e.host, "127.0.0.1");
         assert_eq!(e.path_prefix, "/vault");
         assert!(Endpoint::resolve("https://127.0.0.1:8200").await.is_err());
+    }
+
+    /// A plain GET of `/`.
+    struct Get;
+    impl MakeRequest for Get {
+        fn request(&mut self) -> anyhow::Result<Req> {
+            Ok(Request::get("/")
+                .header(http::header::HOST, "test")
+                .body(Full::default())?)
+        }
+    }
+
+    /// A listener answering every request head with an empty 200, counting
+    /// the connections it accepts and the requests it answers.
+    async fn server() -> (Endpoint, Arc<[std::sync::atomic::AtomicU64; 2]>) {
+        use std::sync::atomic::AtomicU64;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let seen = Arc::clone(&counts);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                seen[0].fetch_add(1, Ordering::SeqCst);
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            seen[1].fetch_add(1, Ordering::SeqCst);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if stream.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let endpoint = Endpoint::resolve(&format!("http://{addr}")).await.unwrap();
+        (endpoint, counts)
+    }
+
+    #[tokio::test]
+    async fn spread_clients_go_round_robin_over_the_endpoints() {
+        let (a, a_counts) = server().await;
+        let (b, b_counts) = server().await;
+        let plan = Plan {
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+            server_pid: None,
+        };
+        let outcome = run_spread(&[a, b], vec![Get, Get, Get], plan)
+            .await
+            .unwrap();
+        assert_eq!(outcome.errors, 0, "{:?}", outcome.error_samples);
+        // Clients 0 and 2 on the first endpoint, client 1 on the second.
+        assert_eq!(a_counts[0].load(Ordering::SeqCst), 2);
+        assert_eq!(b_counts[0].load(Ordering::SeqCst), 1);
+        assert!(a_counts[1].load(Ordering::SeqCst) > 0);
+        assert!(b_counts[1].load(Ordering::SeqCst) > 0);
+        assert!(run_spread(&[], vec![Get], plan).await.is_err());
     }
 }

@@ -4,7 +4,9 @@
 //! (`init-start`), and signed reads under abuse (`abuse`).
 //! `tests/bench/run.sh` runs the reads side by side;
 //! `tests/bench/scale.sh` runs reads against more data, enrollments and
-//! cold starts; `tests/bench/abuse.sh` runs the abuse cases.
+//! cold starts; `tests/bench/abuse.sh` runs the abuse cases;
+//! `tests/bench/replicas.sh` runs reads spread over vault replicas on one
+//! PostgreSQL (`signet --replica`) beside OpenBao.
 //!
 //! Exit codes: 0 every request answered as it should (200, or 201 for an
 //! enrollment) and every start succeeded; 1 the run completed but some
@@ -142,22 +144,14 @@ async fn run(cli: Cli) -> anyhow::Result<Output> {
             run.setup_s = Some(setup.setup_time.as_secs_f64());
             match &setup.work {
                 Work::Reads { target, machines } => {
-                    let clients = (0..clients as usize)
-                        .map(|i| {
-                            signet::SignedRead::new(
-                                machines[i % machines.len()].clone(),
-                                setup.endpoint.host.clone(),
-                                target,
-                            )
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let clients = signet::reads(&setup, target, machines, clients)?;
                     run.identities = u32::try_from(machines.len()).unwrap_or(u32::MAX);
-                    load::run(&setup.endpoint, clients, plan).await?
+                    load::run_spread(&setup.endpoints, clients, plan).await?
                 }
                 Work::Enrollments { token } => {
                     run.operation = "enroll";
                     let clients = signet::enrollers(&setup, token, clients)?;
-                    load::run(&setup.endpoint, clients, plan).await?
+                    load::run_spread(&setup.endpoints, clients, plan).await?
                 }
             }
         }

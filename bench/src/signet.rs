@@ -123,7 +123,11 @@ pub enum Work {
 
 /// Everything the clients need.
 pub struct Setup {
+    /// `--vault`'s endpoint, the admin's.
     pub endpoint: Endpoint,
+    /// Where the measured clients go, in turn: `--vault`'s endpoint, then
+    /// the replicas'.
+    pub endpoints: Vec<Endpoint>,
     pub work: Work,
     /// Extra data actually added before measuring.
     pub extra_secrets: u32,
@@ -145,9 +149,23 @@ pub async fn setup(args: &SignetArgs, machines: u32) -> anyhow::Result<Setup> {
         extra_machines,
         setup_concurrency,
         enroll,
+        replicas,
     } = args;
     let started = std::time::Instant::now();
     let admin = Admin::create_project(admin).await?;
+    let mut endpoints = vec![admin.endpoint.clone()];
+    for replica in replicas {
+        let endpoint = Endpoint::resolve(replica).await?;
+        // The signed target carries the path prefix: one for all.
+        if endpoint.path_prefix != admin.endpoint.path_prefix {
+            bail!(
+                "replica {replica}: its path prefix {:?} is not --vault's {:?}",
+                endpoint.path_prefix,
+                admin.endpoint.path_prefix
+            );
+        }
+        endpoints.push(endpoint);
+    }
     let project = admin.project.clone();
     let value = format!(
         "bench-value-{}",
@@ -185,6 +203,7 @@ pub async fn setup(args: &SignetArgs, machines: u32) -> anyhow::Result<Setup> {
     };
     Ok(Setup {
         endpoint: admin.endpoint.clone(),
+        endpoints,
         work,
         extra_secrets: *extra_secrets,
         extra_machines: *extra_machines,
@@ -237,18 +256,47 @@ async fn readers(
     Ok(enrolled)
 }
 
-/// The enrollment load's clients, one [`SignedEnroll`] each.
+/// The enrollment load's clients, one [`SignedEnroll`] each, client i
+/// addressed to the (i mod N)th of `setup.endpoints`.
 pub fn enrollers(setup: &Setup, token: &str, clients: u32) -> anyhow::Result<Vec<SignedEnroll>> {
     (0..clients)
         .map(|client| {
+            let endpoint = spread(&setup.endpoints, client as usize);
             SignedEnroll::new(
                 token,
-                setup.endpoint.host.clone(),
-                &setup.endpoint.path_prefix,
+                endpoint.host.clone(),
+                &endpoint.path_prefix,
                 format!("signet-bench-enroll-{client}"),
             )
         })
         .collect()
+}
+
+/// The readers' clients, client i reading as machine i mod M from the
+/// (i mod N)th of `setup.endpoints`.
+pub fn reads(
+    setup: &Setup,
+    target: &str,
+    machines: &[Arc<Machine>],
+    clients: u32,
+) -> anyhow::Result<Vec<SignedRead>> {
+    if machines.is_empty() {
+        bail!("no machine to read as");
+    }
+    (0..clients as usize)
+        .map(|i| {
+            SignedRead::new(
+                Arc::clone(&machines[i % machines.len()]),
+                spread(&setup.endpoints, i).host.clone(),
+                target,
+            )
+        })
+        .collect()
+}
+
+/// The endpoint client `i` uses: the same round-robin as [`crate::load::run_spread`].
+fn spread(endpoints: &[Endpoint], i: usize) -> &Endpoint {
+    &endpoints[i % endpoints.len()]
 }
 
 /// One client's signed read. The canonical message's first four lines

