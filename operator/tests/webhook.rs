@@ -636,6 +636,16 @@ fn signet_init_runs_its_run_command_pulled_as_configured_and_probed_every_second
     );
     let exec = probe.exec.as_ref().unwrap().command.as_deref().unwrap();
     assert_eq!(exec, ["/signet-init", "probe"]);
+    // Its last words explain a failure in `kubectl describe pod`.
+    assert_eq!(
+        init.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    // Bounded memory, and a group of its own, not the image's root group.
+    let limits = init.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["memory"].0, "32Mi");
+    let context = init.security_context.as_ref().unwrap();
+    assert_eq!(context.run_as_group, Some(65532));
 }
 
 /// `name`'s review with its pod changed by `edit` first.
