@@ -31,6 +31,14 @@ export CARGO_TARGET_DIR=${SIGNET_MUTANTS_TARGET_DIR:-$PWD/target/mutants}
 # about 6 s instead of 11 (measured), and nothing here reads a backtrace.
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
 
+# The client's CLI tests run the real `signet-vault` from beside `signet`;
+# testing signet-client's mutants alone does not build it (and no client
+# mutant touches it), so it is built here once, unmutated.
+vault_for_client_tests() {
+  echo "==> building signet-vault for the client's CLI tests" >&2
+  cargo build --locked --quiet -p signet-vault --bin signet-vault
+}
+
 started=$(date +%s)
 status=0
 if [[ $# -eq 0 ]]; then
@@ -39,6 +47,7 @@ if [[ $# -eq 0 ]]; then
   rm -rf mutants.out.all && mkdir -p mutants.out.all
   for package in signet-vault signet-client signet-operator signet-init; do
     package_status=0
+    if [[ $package == signet-client ]]; then vault_for_client_tests; fi
     cargo mutants --no-shuffle --timeout-multiplier 3 --minimum-test-timeout 60 \
       -p "$package" --test-package "$package" || package_status=$?
     cp -r mutants.out "mutants.out.all/$package"
@@ -46,6 +55,17 @@ if [[ $# -eq 0 ]]; then
   done
   cat mutants.out.all/*/missed.txt > mutants.out/missed.txt 2>/dev/null || true
 else
+  # A package (-p signet-client) or a diff (--in-diff FILE) that reaches
+  # the client.
+  reaches_client=0 previous=""
+  for arg in "$@"; do
+    if [[ $previous == -p && $arg == signet-client ]]; then reaches_client=1; fi
+    if [[ $previous == --in-diff ]] && grep -q '^+++ b/client/' "$arg" 2>/dev/null; then
+      reaches_client=1
+    fi
+    previous=$arg
+  done
+  if ((reaches_client)); then vault_for_client_tests; fi
   cargo mutants --no-shuffle --timeout-multiplier 3 --minimum-test-timeout 60 "$@" || status=$?
 fi
 echo "==> cargo mutants finished in $(( $(date +%s) - started )) s with status $status" >&2

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::settings::Limits;
 use crate::store::Store;
+use crate::writer::Durability;
 
 /// The longest `wait` a request may ask for, in seconds.
 pub const WAIT_MAX_SECONDS: u64 = 60;
@@ -181,6 +182,7 @@ pub fn list(grants: Vec<GrantView>) -> Result<ChangeList> {
 /// `held` unchanged; at shutdown, `held` at once.
 pub async fn wait(
     store: Arc<dyn Store>,
+    durability: Arc<Durability>,
     mut seen: watch::Receiver<u64>,
     slot: Slot,
     held: ChangeList,
@@ -201,23 +203,30 @@ pub async fn wait(
         if slot.changes.closed() {
             return Ok(held);
         }
-        let now = current(Arc::clone(&store), slot.machine_id.clone()).await?;
+        let now = current(Arc::clone(&store), &durability, slot.machine_id.clone()).await?;
         if !woken || now.token != held.token {
             return Ok(now);
         }
     }
 }
 
-/// A machine's list now, on a snapshot of its own.
-async fn current(store: Arc<dyn Store>, machine_id: String) -> Result<ChangeList> {
-    tokio::task::spawn_blocking(move || {
+/// A machine's list now, on a snapshot of its own, once what the snapshot
+/// saw is on disk.
+async fn current(
+    store: Arc<dyn Store>,
+    durability: &Durability,
+    machine_id: String,
+) -> Result<ChangeList> {
+    let now = tokio::task::spawn_blocking(move || {
         let mut snapshot = store.read()?;
         list(crate::service::grants::read_views(
             snapshot.as_mut(),
             &machine_id,
         )?)
     })
-    .await?
+    .await??;
+    durability.wait().await.map_err(|_| Error::Uncommitted)?;
+    Ok(now)
 }
 
 #[cfg(test)]

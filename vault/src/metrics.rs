@@ -138,7 +138,7 @@ struct WriterCollector(Arc<Stats>);
 impl Collector for WriterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = &self.0;
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 8] = [
             (
                 "writer_batches",
                 "Batches (transactions) the writer committed or rolled back",
@@ -166,8 +166,18 @@ impl Collector for WriterCollector {
             ),
             (
                 "writer_commit_nanoseconds",
-                "Of the writer's busy time, the time in commits (mostly syncing to disk)",
+                "Of the writer's busy time, the time in commits",
                 &stats.commit_nanos,
+            ),
+            (
+                "writer_syncs",
+                "Syncs of the store to disk, each covering every batch committed before it",
+                &stats.syncs,
+            ),
+            (
+                "writer_sync_nanoseconds",
+                "Time the syncer spent syncing the store to disk (while the writer runs the next batch)",
+                &stats.sync_nanos,
             ),
         ];
         for (name, help, value) in counters {

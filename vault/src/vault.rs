@@ -648,11 +648,18 @@ impl Vault {
             .handle_query(request, action, target, audience, decide)
             .await?;
         let vault = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        let page = tokio::task::spawn_blocking(move || {
             let mut snapshot = vault.store.read()?;
             read(snapshot.as_mut(), decided)
         })
-        .await?
+        .await??;
+        // The snapshot may have seen a batch that is not on disk yet.
+        self.writer
+            .durability()
+            .wait()
+            .await
+            .map_err(|_| Error::Uncommitted)?;
+        Ok(page)
     }
 
     /// Whether `request` passes checks 1 to 4 and the route's authorization
@@ -695,6 +702,11 @@ impl Vault {
     }
 
     /// The writer's counters (queue, batches, requests).
+    /// How far the writer's batches are on disk.
+    pub fn durability(&self) -> Arc<crate::writer::Durability> {
+        self.writer.durability()
+    }
+
     pub fn writer_stats(&self) -> &crate::writer::Stats {
         self.writer.stats()
     }

@@ -10,15 +10,30 @@
 //! sees exactly what it would see with one transaction per request; the
 //! audit chain's order is the commit order.
 //!
-//! Nobody is answered before the batch's commit returned: with
-//! `synchronous=FULL`, an acknowledged request's nonce and audit row are on
-//! disk. If the commit fails, every request of the batch gets an internal
-//! error and nothing of the batch is kept.
+//! Nobody is answered before the batch is on disk. The writer commits a
+//! batch (visible to the next batch and to snapshots at once) and hands it
+//! to the syncer thread, which makes every batch committed so far durable
+//! with one [`Store::sync`] and only then answers their requests; meanwhile
+//! the writer already runs the next batch. So the work of batch N+1
+//! overlaps the sync of batch N, and a sync covers every batch committed
+//! while the one before it ran. An acknowledged request's nonce and audit
+//! row are on disk, as with one fsync per commit. If a commit fails, every
+//! request of the batch gets an internal error and nothing of the batch is
+//! kept; if a sync fails, nothing committed after the last good sync is
+//! acknowledged, and the writer refuses every later batch (the kernel may
+//! have dropped what it could not write, so no later sync proves anything):
+//! the vault answers errors until it is restarted.
+//!
+//! What a snapshot reads may come from a batch not yet on disk. A route that
+//! answers from a snapshot without a batch of its own after it (a list's
+//! page, a machine's change list) first waits for [`Durability::wait`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+
+use tokio::sync::watch;
 
 use crate::store::{Store, Tx};
 
@@ -58,8 +73,52 @@ pub struct Stats {
     /// Nanoseconds the writer spent on batches, from taking the first
     /// request to the commit's return (its busy time).
     pub busy_nanos: AtomicU64,
-    /// Of those, nanoseconds in the commit itself (mostly the sync to disk).
+    /// Of those, nanoseconds in the commit itself.
     pub commit_nanos: AtomicU64,
+    /// Syncs to disk, each covering every batch committed before it.
+    pub syncs: AtomicU64,
+    /// Nanoseconds the syncer spent syncing.
+    pub sync_nanos: AtomicU64,
+}
+
+/// How far the writer's batches are on disk.
+#[derive(Debug)]
+pub struct Durability {
+    /// The number of batches whose commit has begun (so any state a
+    /// snapshot sees comes from a batch counted here).
+    begun: AtomicU64,
+    /// The number of batches on disk (or given up).
+    synced: watch::Sender<u64>,
+    /// A sync failed: nothing committed since is durable, ever.
+    failed: AtomicBool,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self {
+            begun: AtomicU64::new(0),
+            synced: watch::channel(0).0,
+            failed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Durability {
+    /// Returns once every batch that had begun to commit when it was called
+    /// is on disk, so whatever a snapshot read before the call can be
+    /// answered; [`Stopped`] when that can no longer happen.
+    pub async fn wait(&self) -> Result<(), Stopped> {
+        let through = self.begun.load(Ordering::SeqCst);
+        let mut synced = self.synced.subscribe();
+        synced
+            .wait_for(|synced| *synced >= through)
+            .await
+            .map_err(|_| Stopped)?;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Stopped);
+        }
+        Ok(())
+    }
 }
 
 /// The handle to the writer thread. Dropping the last handle stops it once
@@ -68,7 +127,9 @@ pub struct Writer {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     gate: Arc<Mutex<()>>,
     stats: Arc<Stats>,
+    durability: Arc<Durability>,
     thread: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Keeps the writer from starting its next batch while held (tests use it
@@ -81,20 +142,39 @@ pub struct Hold<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
 pub struct Stopped;
 
 impl Writer {
-    /// Starts the writer thread over `store`.
+    /// Starts the writer and syncer threads over `store`.
     pub fn start(store: Arc<dyn Store>) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel::<Job>();
+        let (to_syncer, committed) = mpsc::channel::<Committed>();
         let gate = Arc::new(Mutex::new(()));
         let stats = Arc::new(Stats::default());
-        let (thread_gate, thread_stats) = (Arc::clone(&gate), Arc::clone(&stats));
+        let durability = Arc::new(Durability::default());
+        let syncer = {
+            let (store, stats, durability) = (
+                Arc::clone(&store),
+                Arc::clone(&stats),
+                Arc::clone(&durability),
+            );
+            std::thread::Builder::new()
+                .name("signet-syncer".into())
+                .spawn(move || sync(store.as_ref(), &committed, &stats, &durability))?
+        };
+        let writer = Batches {
+            gate: Arc::clone(&gate),
+            stats: Arc::clone(&stats),
+            durability: Arc::clone(&durability),
+            to_syncer,
+        };
         let thread = std::thread::Builder::new()
             .name("signet-writer".into())
-            .spawn(move || run(store.as_ref(), &receiver, &thread_gate, &thread_stats))?;
+            .spawn(move || writer.run(store.as_ref(), &receiver))?;
         Ok(Self {
             jobs: Mutex::new(Some(sender)),
             gate,
             stats,
+            durability,
             thread: Some(thread),
+            syncer: Some(syncer),
         })
     }
 
@@ -126,49 +206,150 @@ impl Writer {
     pub fn shared_stats(&self) -> Arc<Stats> {
         Arc::clone(&self.stats)
     }
+
+    /// How far the batches are on disk, for routes that answer from a
+    /// snapshot.
+    pub fn durability(&self) -> Arc<Durability> {
+        Arc::clone(&self.durability)
+    }
 }
 
 impl Drop for Writer {
-    /// Stops the thread once the queue is drained and waits for it, so the
-    /// store is closed when the vault is (a restart can reopen it at once).
-    /// When the last reference to the vault goes away on the writer thread
-    /// itself (inside a finished request), it is not waited for: it stops
-    /// right after.
+    /// Stops the threads once the queue is drained and waits for them, so
+    /// the store is closed when the vault is (a restart can reopen it at
+    /// once). When the last reference to the vault goes away on the writer
+    /// or the syncer thread itself (inside a finished request), neither is
+    /// waited for: they stop right after.
     fn drop(&mut self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
-        if let Some(thread) = self.thread.take()
-            && thread.thread().id() != std::thread::current().id()
-            && thread.join().is_err()
-        {
-            tracing::error!("the writer thread panicked");
+        let current = std::thread::current().id();
+        let ours = [&self.thread, &self.syncer]
+            .iter()
+            .any(|thread| thread.as_ref().is_some_and(|t| t.thread().id() == current));
+        if ours {
+            return;
+        }
+        // The writer first: it hands its last batch to the syncer, then
+        // lets it go.
+        for (thread, name) in [
+            (self.thread.take(), "writer"),
+            (self.syncer.take(), "syncer"),
+        ] {
+            if let Some(thread) = thread
+                && thread.join().is_err()
+            {
+                tracing::error!(thread = name, "a thread of the writer panicked");
+            }
         }
     }
 }
 
-fn run(store: &dyn Store, receiver: &mpsc::Receiver<Job>, gate: &Mutex<()>, stats: &Stats) {
-    while let Ok(first) = receiver.recv() {
-        // Wait here while a test holds the gate; requests keep queueing.
-        drop(gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// A batch committed (or not) and waiting for the syncer to answer it.
+struct Committed {
+    /// Its place in [`Durability::begun`].
+    number: u64,
+    committed: bool,
+    finishers: Vec<Finish>,
+}
+
+/// What the writer thread owns.
+struct Batches {
+    gate: Arc<Mutex<()>>,
+    stats: Arc<Stats>,
+    durability: Arc<Durability>,
+    to_syncer: mpsc::Sender<Committed>,
+}
+
+impl Batches {
+    fn run(self, store: &dyn Store, receiver: &mpsc::Receiver<Job>) {
+        let stats = self.stats.as_ref();
+        while let Ok(first) = receiver.recv() {
+            // Wait here while a test holds the gate; requests keep queueing.
+            drop(
+                self.gate
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            stats.queued.fetch_sub(jobs.len(), Ordering::SeqCst);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .requests
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            let started = Instant::now();
+            // Counted before anything of the batch can be seen.
+            let number = self.durability.begun.fetch_add(1, Ordering::SeqCst) + 1;
+            let (committed, finishers) = if self.durability.failed.load(Ordering::SeqCst) {
+                (false, jobs.into_iter().map(refuse).collect())
+            } else {
+                commit_batch(store, jobs, stats)
+            };
+            add_nanos(&stats.busy_nanos, started);
+            let batch = Committed {
+                number,
+                committed,
+                finishers,
+            };
+            if let Err(mpsc::SendError(batch)) = self.to_syncer.send(batch) {
+                // The syncer is gone (it panicked): nothing is acknowledged.
+                for finish in batch.finishers {
+                    finish(false);
+                }
             }
         }
-        stats.queued.fetch_sub(jobs.len(), Ordering::SeqCst);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let started = Instant::now();
-        let (committed, finishers) = commit_batch(store, jobs, stats);
-        add_nanos(&stats.busy_nanos, started);
-        for finish in finishers {
-            finish(committed);
+    }
+}
+
+/// The syncer thread: takes every batch committed so far, makes them all
+/// durable with one sync, then answers their requests in commit order.
+fn sync(
+    store: &dyn Store,
+    batches: &mpsc::Receiver<Committed>,
+    stats: &Stats,
+    durability: &Durability,
+) {
+    while let Ok(first) = batches.recv() {
+        let mut ready = vec![first];
+        while let Ok(batch) = batches.try_recv() {
+            ready.push(batch);
         }
+        let durable = if !ready.iter().any(|batch| batch.committed) {
+            true
+        } else if durability.failed.load(Ordering::SeqCst) {
+            false
+        } else {
+            let started = Instant::now();
+            let synced = store.sync();
+            add_nanos(&stats.sync_nanos, started);
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            match synced {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(
+                        error = ?error,
+                        "cannot sync the store to disk: refusing every request until the vault is restarted"
+                    );
+                    durability.failed.store(true, Ordering::SeqCst);
+                    false
+                }
+            }
+        };
+        let mut last = 0;
+        for batch in ready {
+            last = batch.number;
+            for finish in batch.finishers {
+                finish(batch.committed && durable);
+            }
+        }
+        durability.synced.send_replace(last);
     }
 }
 
@@ -219,4 +400,140 @@ fn add_nanos(counter: &AtomicU64, since: Instant) {
 fn refuse(job: Job) -> Finish {
     drop(job);
     Box::new(|_| {})
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc::{Receiver, channel};
+
+    use super::*;
+    use crate::store::{Generation, Read, Result as StoreResult, SqliteStore};
+
+    /// SQLite whose syncs wait while a test holds `gate`, and fail on
+    /// demand: the disk under the writer, slowed or broken at will.
+    struct Disk {
+        sqlite: SqliteStore,
+        gate: Mutex<()>,
+        broken: AtomicBool,
+    }
+
+    impl Store for Disk {
+        fn begin(&self) -> StoreResult<Box<dyn Tx + '_>> {
+            self.sqlite.begin()
+        }
+        fn begin_batch(&self) -> StoreResult<Box<dyn Tx + '_>> {
+            self.sqlite.begin_batch()
+        }
+        fn read(&self) -> StoreResult<Box<dyn Read + '_>> {
+            self.sqlite.read()
+        }
+        fn generation(&self) -> &Generation {
+            self.sqlite.generation()
+        }
+        fn sync(&self) -> StoreResult<()> {
+            let _held = self.gate.lock().unwrap();
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(crate::store::Error::Sync(std::io::Error::other(
+                    "disk gone",
+                )));
+            }
+            self.sqlite.sync()
+        }
+    }
+
+    fn disk() -> (tempfile::TempDir, Arc<Disk>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(dir.path()).unwrap();
+        let disk = Arc::new(Disk {
+            sqlite,
+            gate: Mutex::new(()),
+            broken: AtomicBool::new(false),
+        });
+        (dir, disk)
+    }
+
+    /// Submits a job that writes `key`; returns (ran in the writer, answered
+    /// with whether it is durable).
+    fn write(writer: &Writer, key: &'static str) -> (Receiver<()>, Receiver<bool>) {
+        let (ran, ran_rx) = channel();
+        let (answer, answer_rx) = channel();
+        writer
+            .submit(Box::new(move |tx: &mut dyn Tx| {
+                tx.set_meta(key, b"x").unwrap();
+                ran.send(()).unwrap();
+                Done {
+                    broken: false,
+                    finish: Box::new(move |durable| answer.send(durable).unwrap()),
+                }
+            }))
+            .unwrap();
+        (ran_rx, answer_rx)
+    }
+
+    #[test]
+    fn nobody_is_answered_before_the_sync_and_the_next_batch_runs_meanwhile() {
+        let (_dir, disk) = disk();
+        let writer = Writer::start(Arc::clone(&disk) as Arc<dyn Store>).unwrap();
+        let durability = writer.durability();
+        let syncing = disk.gate.lock().unwrap();
+        let (first_ran, first) = write(&writer, "first");
+        first_ran.recv().unwrap();
+        // The first batch committed; its sync waits on the disk. The next
+        // batch runs all the same, and sees the first one's write.
+        let (second_ran, second) = write(&writer, "second");
+        second_ran.recv().unwrap();
+        assert_eq!(
+            disk.sqlite
+                .read()
+                .unwrap()
+                .meta("first")
+                .unwrap()
+                .as_deref(),
+            Some(&b"x"[..])
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let waited = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(50), durability.wait()).await
+        });
+        assert!(waited.is_err(), "durable before the sync");
+        assert!(first.try_recv().is_err(), "answered before the sync");
+        assert!(second.try_recv().is_err(), "answered before the sync");
+        drop(syncing);
+        assert!(first.recv().unwrap(), "the first batch is durable");
+        assert!(second.recv().unwrap(), "the second batch is durable");
+        runtime.block_on(durability.wait()).unwrap();
+        assert!(writer.stats().syncs.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_is_acknowledged_until_a_restart() {
+        let (_dir, disk) = disk();
+        let writer = Writer::start(Arc::clone(&disk) as Arc<dyn Store>).unwrap();
+        disk.broken.store(true, Ordering::SeqCst);
+        let (ran, answer) = write(&writer, "lost");
+        ran.recv().unwrap();
+        assert!(!answer.recv().unwrap(), "acknowledged without a sync");
+        // The disk comes back, but what the kernel could not write may be
+        // gone: no later batch runs, none is acknowledged.
+        disk.broken.store(false, Ordering::SeqCst);
+        let (ran, answer) = write(&writer, "later");
+        // Refused unrun: its answer is dropped, which its requester hears
+        // as a failure.
+        assert!(
+            !matches!(answer.recv(), Ok(true)),
+            "acknowledged after a failed sync"
+        );
+        assert!(ran.try_recv().is_err(), "a batch ran after a failed sync");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(runtime.block_on(writer.durability().wait()).is_err());
+    }
 }

@@ -420,15 +420,21 @@ async fn the_writer_counters_are_served_as_metrics() {
         );
     }
     assert!(ahead >= 1);
-    let busy = |name: &str| {
+    let counter = |name: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(&format!("{name} ")))
             .and_then(|value| value.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
     };
     let (busy, commit) = (
-        busy("signet_writer_busy_nanoseconds_total"),
-        busy("signet_writer_commit_nanoseconds_total"),
+        counter("signet_writer_busy_nanoseconds_total"),
+        counter("signet_writer_commit_nanoseconds_total"),
     );
     assert!(commit > 0 && commit <= busy, "busy {busy}, commit {commit}");
+    // Every answered read waited for a sync of its batch.
+    let (syncs, synced) = (
+        counter("signet_writer_syncs_total"),
+        counter("signet_writer_sync_nanoseconds_total"),
+    );
+    assert!(syncs >= 1 && synced > 0, "syncs {syncs}, {synced} ns");
 }

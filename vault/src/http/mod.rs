@@ -304,9 +304,16 @@ async fn machine_changes(
     let Some(slot) = slot else {
         return Ok(Json(held));
     };
-    changes::wait(Arc::clone(&vault.store), seen, slot, held, wait)
-        .await
-        .map(Json)
+    changes::wait(
+        Arc::clone(&vault.store),
+        vault.durability(),
+        seen,
+        slot,
+        held,
+        wait,
+    )
+    .await
+    .map(Json)
 }
 
 /// A machine revokes itself (on shutdown).

@@ -51,6 +51,8 @@ pub enum Error {
     Duplicate(&'static str),
     #[error("the store's lock was poisoned by a panic")]
     Poisoned,
+    #[error("cannot sync the database's write-ahead log to disk")]
+    Sync(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The count of changes, for what is looked up ahead of the writer.
     fn generation(&self) -> &Generation;
+
+    /// Makes every batch committed so far durable. A batch's
+    /// [`Tx::commit`] makes it visible but need not wait for the disk, so
+    /// the writer can run the next batch while this runs on another
+    /// thread; every other transaction is durable when its commit returns.
+    fn sync(&self) -> Result<()>;
 }
 
 /// Counts the transactions that may change state, so that what a request

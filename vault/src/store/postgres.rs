@@ -250,6 +250,11 @@ impl Store for PostgresStore {
     fn generation(&self) -> &Generation {
         &self.generation
     }
+
+    /// A PostgreSQL commit returns once the server has it on disk.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 struct PgTx<'a> {
