@@ -586,9 +586,9 @@ impl Client {
         self.call(Method::POST, "/v1/rotations", Some(body)).await
     }
 
-    /// `GET /v1/rotations`
+    /// `GET /v1/rotations`, every page.
     pub async fn rotations(&self) -> Result<RotationList> {
-        self.call::<(), _>(Method::GET, "/v1/rotations", None).await
+        self.all("/v1/rotations").await
     }
 
     /// `POST /v1/rotations/{id}/trigger`
@@ -707,6 +707,7 @@ paged! {
     DelegationList => delegations,
     ClusterList => clusters,
     WebhookList => webhooks,
+    RotationList => rotations,
     CosignList => requests,
     ProjectList => projects,
     SecretList => secrets,

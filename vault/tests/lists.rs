@@ -112,6 +112,53 @@ async fn every_list_pages_through_every_item_once_in_order() {
 }
 
 #[tokio::test]
+async fn rotation_configs_page_in_creation_order_with_their_names() {
+    let h = Harness::new();
+    h.project("p0").await;
+    let credential = json!({"username": "app", "password": "pw"});
+    h.write_fields("p0", "admin", credential.clone()).await;
+    // (Granting it `admin` through its token would make the token a second
+    // holder of the admin credential, which a rotation refuses.)
+    h.write("p0", "other", "value").await;
+    let agent = h.machine("p0", &["other"]).await;
+    let mut created = Vec::new();
+    for secret in ["r3", "r0", "r4", "r1", "r2"] {
+        h.write_fields("p0", secret, credential.clone()).await;
+        let reply = h
+            .admin(
+                "POST",
+                "/v1/rotations",
+                Some(json!({
+                    "project": "p0", "secret": secret, "provider": "postgresql",
+                    "target": {"host": "db", "port": 5432, "role": "app", "database": "app"},
+                    "admin_secret": "admin", "agent_machine_id": agent.id,
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        created.push(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    for limit in [1, 2, 3, 1000] {
+        let (items, pages) = h.pages("/v1/rotations", "rotations", limit).await;
+        assert_eq!(keys(&items, "id"), created, "by {limit}");
+        assert_eq!(pages, 5_usize.div_ceil(limit as usize), "by {limit}");
+        // Each shown by the names of its project, secret and admin secret.
+        assert_eq!(
+            keys(&items, "secret"),
+            ["r3", "r0", "r4", "r1", "r2"],
+            "by {limit}"
+        );
+        assert!(
+            items
+                .iter()
+                .all(|r| r["project"] == "p0" && r["admin_secret"] == "admin")
+        );
+    }
+    let reply = h.admin("GET", "/v1/rotations?limit=1001", None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+}
+
+#[tokio::test]
 async fn the_default_page_is_a_hundred_and_an_exact_page_ends_with_a_null_cursor() {
     let h = Harness::new();
     for i in 0..101 {

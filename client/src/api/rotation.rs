@@ -149,6 +149,9 @@ pub struct RotationView {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RotationList {
     pub rotations: Vec<RotationView>,
+    /// Where the next page starts (`?cursor=`); null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// Where a rotation job is.

@@ -1134,19 +1134,20 @@ async fn create_rotation(State(vault): AppState, Signed(request): Signed) -> Res
         .map(created)
 }
 
-/// Every rotation config (admins only).
-#[utoipa::path(get, path = "/v1/rotations", responses((status = 200, body = RotationList)))]
+/// Rotation configs by creation, a page at a time (admins only).
+#[utoipa::path(get, path = "/v1/rotations", params(("limit" = Option<u32>, Query, description = "items per page, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the page before")), responses((status = 200, body = RotationList), (status = 400, body = ErrorBody, description = "a bad limit or cursor")))]
 async fn list_rotations(
     State(vault): AppState,
     Signed(request): Signed,
 ) -> Result<Json<RotationList>> {
     vault
-        .handle(
+        .list(
             request,
             "rotation.list",
             "rotations".into(),
             Audience::Management(None),
-            |_, tx| rotation::list(tx),
+            |ctx, _| ctx.page(),
+            |r, page| rotation::list(r, &page),
         )
         .await
         .map(Json)

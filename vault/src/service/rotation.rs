@@ -28,8 +28,9 @@ use crate::crypto::RootKey;
 use crate::error::{Error, Result, invalid, not_found};
 use crate::ids;
 use crate::outbox;
+use crate::page::{CreatedKey, Page};
 use crate::request::Ctx;
-use crate::store::{Grantee, Project, RotationConfig, RotationJob, Secret, Tx};
+use crate::store::{Grantee, Project, Read, RotationConfig, RotationJob, Secret, Tx};
 
 /// The id prefixes of configs and jobs.
 pub const CONFIG: &str = "rot_";
@@ -125,7 +126,7 @@ pub fn create(ctx: &mut Ctx<'_>, tx: &mut dyn Tx) -> Result<RotationView> {
         "rotation:{} secret:{}/{}",
         config.id, project.name, secret.name
     );
-    view(tx, &config)
+    Ok(view(&config, project.name, secret.name, admin_secret.name))
 }
 
 /// Refuses a grant on a rotation's admin credential to anyone but that
@@ -147,13 +148,17 @@ pub fn check_admin_grant(tx: &mut dyn Tx, secret_id: &str, grantee: &Grantee) ->
 }
 
 /// `GET /v1/rotations` (admins).
-pub fn list(tx: &mut dyn Tx) -> Result<RotationList> {
-    let rotations = tx
-        .rotations()?
-        .iter()
-        .map(|c| view(tx, c))
-        .collect::<Result<_>>()?;
-    Ok(RotationList { rotations })
+pub fn list(r: &mut dyn Read, page: &Page<CreatedKey>) -> Result<RotationList> {
+    let (listed, next_cursor) = page.finish(r.rotations_page(page)?, |l| {
+        (l.config.created_at, l.config.id.clone())
+    });
+    Ok(RotationList {
+        rotations: listed
+            .into_iter()
+            .map(|l| view(&l.config, l.project, l.secret, l.admin_secret))
+            .collect(),
+        next_cursor,
+    })
 }
 
 /// `GET /v1/rotations/{id}/jobs` (admins): newest first.
@@ -626,18 +631,16 @@ fn corrupt(what: &str) -> Error {
     crate::store::Error::Corrupt(what.into()).into()
 }
 
-fn view(tx: &mut dyn Tx, c: &RotationConfig) -> Result<RotationView> {
-    let (project, secret) = secret_of(tx, &c.secret_id)?;
-    let admin = tx
-        .secret(&c.admin_secret_id)?
-        .ok_or_else(|| corrupt("a rotation's missing admin secret"))?;
-    Ok(RotationView {
+/// What a config is shown as, by the names of its project, secret and
+/// admin secret.
+fn view(c: &RotationConfig, project: String, secret: String, admin_secret: String) -> RotationView {
+    RotationView {
         id: c.id.clone(),
-        project: project.name,
-        secret: secret.name,
+        project,
+        secret,
         provider: c.provider,
         target: c.target.clone(),
-        admin_secret: admin.name,
+        admin_secret,
         agent_machine_id: c.agent_machine_id.clone(),
         interval_seconds: c.interval_seconds.map(|i| i.unsigned_abs()),
         next_due_at: c.next_due_at.map(rfc3339),
@@ -646,7 +649,7 @@ fn view(tx: &mut dyn Tx, c: &RotationConfig) -> Result<RotationView> {
         grace_seconds: c.grace_seconds.unsigned_abs(),
         created_at: rfc3339(c.created_at),
         created_by: c.created_by.clone(),
-    })
+    }
 }
 
 fn job_view(j: &RotationJob) -> RotationJobView {

@@ -387,6 +387,15 @@ pub struct RotationConfig {
     pub created_by: String,
 }
 
+/// A rotation config with the names a list shows it by.
+#[derive(Clone, Debug)]
+pub struct ListedRotation {
+    pub config: RotationConfig,
+    pub project: String,
+    pub secret: String,
+    pub admin_secret: String,
+}
+
 /// One rotation of a secret. `sealed_credential` holds the new credential,
 /// sealed under the root key, until it is promoted or discarded.
 #[derive(Clone, Debug)]
@@ -434,6 +443,9 @@ pub trait Read {
     /// Co-sign requests not consumed and not expired at `now`.
     fn cosigns_page(&mut self, now: i64, page: &Page<CreatedKey>) -> Result<Vec<CosignDetail>>;
     fn webhooks_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<Webhook>>;
+    /// Rotation configs by `(created_at, id)`, each with the names it is
+    /// shown with.
+    fn rotations_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<ListedRotation>>;
     /// Delivery counts of each of `webhook_ids` that has deliveries.
     fn delivery_counts_of(&mut self, webhook_ids: &[&str])
     -> Result<Vec<(String, DeliveryCounts)>>;

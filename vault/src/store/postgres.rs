@@ -1910,6 +1910,30 @@ impl Read for PgTx<'_> {
         )
     }
 
+    fn rotations_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<ListedRotation>> {
+        let (at, id) = page.after.clone().unzip();
+        self.many(
+            &format!(
+                "SELECT {}, p.name, s.name, a.name FROM rotation_configs c
+                 JOIN secrets s ON s.id = c.secret_id
+                 JOIN projects p ON p.id = s.project_id
+                 JOIN secrets a ON a.id = c.admin_secret_id
+                 WHERE $1::BIGINT IS NULL OR (c.created_at, c.id) > ($1::BIGINT, $2::TEXT)
+                 ORDER BY c.created_at, c.id LIMIT $3",
+                qualified(ROTATION_COLS, "c")
+            ),
+            &[&at, &id, &int(page.fetch())],
+            |r| {
+                Ok(ListedRotation {
+                    config: rotation_row(r)?,
+                    project: r.try_get(13)?,
+                    secret: r.try_get(14)?,
+                    admin_secret: r.try_get(15)?,
+                })
+            },
+        )
+    }
+
     fn delivery_counts_of(
         &mut self,
         webhook_ids: &[&str],

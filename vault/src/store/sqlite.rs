@@ -1972,6 +1972,33 @@ impl Read for SqliteTx<'_> {
         )
     }
 
+    fn rotations_page(&mut self, page: &Page<CreatedKey>) -> Result<Vec<ListedRotation>> {
+        let (at, id) = page.after.clone().unzip();
+        let fetch = page.fetch();
+        let filter =
+            Filter::default().when(at.is_some(), "(c.created_at, c.id) > (?, ?)", &[&at, &id]);
+        self.many(
+            &format!(
+                "SELECT {}, p.name, s.name, a.name FROM rotation_configs c
+                 JOIN secrets s ON s.id = c.secret_id
+                 JOIN projects p ON p.id = s.project_id
+                 JOIN secrets a ON a.id = c.admin_secret_id {}
+                 ORDER BY c.created_at, c.id LIMIT ?",
+                qualified(ROTATION_COLS, "c"),
+                filter.clause()
+            ),
+            filter.values(&fetch).as_slice(),
+            |r| {
+                Ok(ListedRotation {
+                    config: rotation_row(r)?,
+                    project: r.get(13)?,
+                    secret: r.get(14)?,
+                    admin_secret: r.get(15)?,
+                })
+            },
+        )
+    }
+
     fn delivery_counts_of(
         &mut self,
         webhook_ids: &[&str],
