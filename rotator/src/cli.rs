@@ -24,8 +24,9 @@ pub struct Args {
     /// A PEM CA certificate to trust for the vault.
     #[arg(long, env = "SIGNET_CA")]
     pub ca: Option<PathBuf>,
-    /// Seconds between claims when there was nothing to do.
-    #[arg(long, env = "SIGNET_ROTATOR_INTERVAL", default_value_t = 5)]
+    /// Seconds between claims when there was nothing to do (1 to 3600).
+    #[arg(long, env = "SIGNET_ROTATOR_INTERVAL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
     /// Claim and do at most one job, then exit.
     #[arg(long)]
