@@ -275,8 +275,9 @@ impl Cluster {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success() {
                 Ok(Some(()))
-            } else if stderr.contains(&format!("EnrollmentToken {namespace}/shop does not exist"))
-                || stderr.contains("references EnrollmentToken shop")
+            } else if (stderr.contains(&format!("EnrollmentToken {namespace}/"))
+                && stderr.contains("does not exist"))
+                || stderr.contains("references EnrollmentToken ")
                 || stderr.contains("still loading EnrollmentTokens")
             {
                 Ok(None)

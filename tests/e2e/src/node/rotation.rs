@@ -113,7 +113,7 @@ impl Postgres {
                 Err(error) => return Ok(Err(format!("{error:#}"))),
             };
             let row = client.query_one("SELECT current_user::text", &[]).await?;
-            Ok(Ok(row.try_get::<_, String>(0)?))
+            anyhow::Ok(Ok(row.try_get::<_, String>(0)?))
         })?
     }
 
