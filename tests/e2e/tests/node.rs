@@ -719,7 +719,9 @@ spec:
 /// that server the step is skipped, except under `CI`, where it fails.
 fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(&str)) {
     let Some(pg) = Postgres::find().unwrap_or_else(|e| panic!("{e:#}")) else {
-        step("SKIPPED rotation: PostgreSQL does not answer (tests/rotation/start-servers.sh starts it)");
+        step(
+            "SKIPPED rotation: PostgreSQL does not answer (tests/rotation/start-servers.sh starts it)",
+        );
         return;
     };
     step("rotation: a PostgreSQL credential, the chart's rotation agent, a signalled pod");
@@ -829,7 +831,10 @@ fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(env_value(&first, "username").as_deref(), Some(db.user.as_str()));
+    assert_eq!(
+        env_value(&first, "username").as_deref(),
+        Some(db.user.as_str())
+    );
     plane
         .kubectl_ok(&[
             "-n",
@@ -853,16 +858,21 @@ fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(
             .filter(|r| r["event"] == "signal")
             .collect()
     };
-    let signal = eventually("the app signalled with the rotated credential", WAIT, || {
-        Ok(signals().into_iter().next())
-    })
+    let signal = eventually(
+        "the app signalled with the rotated credential",
+        WAIT,
+        || Ok(signals().into_iter().next()),
+    )
     .unwrap();
     let file = signal["files"]["pg.env"]["content"].as_str().unwrap();
     let (user, password) = (
         env_value(file, "username").unwrap(),
         env_value(file, "password").unwrap(),
     );
-    assert_ne!(user, db.user, "signalled before the file was rewritten: {signal}");
+    assert_ne!(
+        user, db.user,
+        "signalled before the file was rewritten: {signal}"
+    );
 
     // The agent's history: promoted to version 2, then the old login retired.
     let history = eventually("the rotation's job retired", WAIT, || {
@@ -872,7 +882,13 @@ fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(
     })
     .unwrap_or_else(|e| panic!("{e:#}: {}", rotator_log(cluster)));
     assert_eq!(history["id"], job.as_str());
-    assert_eq!((history["from_version"].as_u64(), history["to_version"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (
+            history["from_version"].as_u64(),
+            history["to_version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
 
     // When the agent logged its confirmed step, before it reported it: the
     // promotion came after that, so this overstates promotion to signal.
@@ -887,13 +903,20 @@ fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(
          ({} ms after `rotation trigger` returned)",
         signal_ms.saturating_sub(triggered_ms)
     ));
-    assert!(after_ms < 1000, "signalled {after_ms} ms after the promotion");
+    assert!(
+        after_ms < 1000,
+        "signalled {after_ms} ms after the promotion"
+    );
 
     // The database: the new login works, the old one is gone.
-    assert_eq!(pg.login(&user, &password, &db.name).unwrap(), Ok(user.clone()));
+    assert_eq!(
+        pg.login(&user, &password, &db.name).unwrap(),
+        Ok(user.clone())
+    );
     let old = pg.login(&db.user, &db.password, &db.name).unwrap();
     assert!(
-        old.as_ref().is_err_and(|e| e.contains("password authentication failed")),
+        old.as_ref()
+            .is_err_and(|e| e.contains("password authentication failed")),
         "the old login still works: {old:?}"
     );
     assert_eq!(signals().len(), 1, "one signal per change");

@@ -88,7 +88,9 @@ impl Postgres {
             group,
         };
         block_on(async {
-            let admin = self.connect(ADMIN_USER, &self.admin_password, "postgres").await?;
+            let admin = self
+                .connect(ADMIN_USER, &self.admin_password, "postgres")
+                .await?;
             admin
                 .batch_execute(&format!(
                     "CREATE ROLE {g} NOLOGIN; CREATE ROLE {u} LOGIN PASSWORD '{p}' IN ROLE {g}; \
@@ -106,7 +108,12 @@ impl Postgres {
 
     /// Logs in as `user` to `database` with a fresh connection: the
     /// server's `current_user`, or why it refused.
-    pub fn login(&self, user: &str, password: &str, database: &str) -> anyhow::Result<Result<String, String>> {
+    pub fn login(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> anyhow::Result<Result<String, String>> {
         block_on(async {
             let client = match self.connect(user, password, database).await {
                 Ok(client) => client,
@@ -240,6 +247,10 @@ pub fn step_logged_ms(log: &str, job: &str, outcome: &str) -> anyhow::Result<Opt
 /// the rotated passwords are alphanumeric, so never escaped).
 pub fn env_value(file: &str, name: &str) -> Option<String> {
     file.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix("='")?.strip_suffix('\''))
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix("='")?
+                .strip_suffix('\'')
+        })
         .map(str::to_owned)
 }
