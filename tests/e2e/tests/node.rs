@@ -861,9 +861,23 @@ fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(
     let signal = eventually(
         "the app signalled with the rotated credential",
         WAIT,
-        || Ok(signals().into_iter().next()),
+        || {
+            if let Some(signal) = signals().into_iter().next() {
+                return Ok(Some(signal));
+            }
+            // A failed job ends the wait with its reason.
+            let jobs = cli.json(&["rotation", "history", &rotation])?;
+            if jobs["jobs"][0]["state"] == "failed" {
+                anyhow::bail!(
+                    "the rotation failed: {}\n{}",
+                    jobs["jobs"][0],
+                    rotator_log(cluster)
+                );
+            }
+            Ok(None)
+        },
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let file = signal["files"]["pg.env"]["content"].as_str().unwrap();
     let (user, password) = (
         env_value(file, "username").unwrap(),
