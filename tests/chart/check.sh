@@ -331,13 +331,14 @@ if [[ $control_plane == true && -n $kubeconfig ]]; then
     done
   }
   check "every pod template meets Pod Security 'restricted' (no warnings)" pod_security
-  check "helm install signet (CRDs + chart)" \
-    "$HELM" --kubeconfig "$kubeconfig" install signet "$CHART" -n "$NS" -f "$HERE/values-required.yaml"
+  # The required values and the rotation agent.
+  check "helm install signet (CRDs + chart, with the rotation agent)" \
+    "$HELM" --kubeconfig "$kubeconfig" install signet "$CHART" -n "$NS" -f "$HERE/values-rotator.yaml"
   check "CRDs established" k wait --for=condition=Established --timeout=30s \
     crd/enrollmenttokens.signet.dev crd/secretgrants.signet.dev
   check "objects stored" k -n "$NS" get statefulset/signet-vault deployment/signet-controller \
     deployment/signet-webhook service/signet-vault service/signet-webhook networkpolicy/signet-vault \
-    serviceaccount/signet-vault
+    serviceaccount/signet-vault deployment/signet-rotator serviceaccount/signet-rotator networkpolicy/signet-rotator
   check "MutatingWebhookConfiguration stored" k get mutatingwebhookconfiguration signet
   # can SA VERB RESOURCE: the API server's own RBAC answer for that account.
   can() { [[ $(k auth can-i "$2" "$3" --as "system:serviceaccount:$NS:$1" 2>/dev/null) == yes ]]; }
@@ -348,6 +349,9 @@ if [[ $control_plane == true && -n $kubeconfig ]]; then
   done
   for what in "get secrets" "create secrets" "create serviceaccounts/token" "create tokenreviews.authentication.k8s.io"; do
     check "the controller may not $what (raw tokens off)" cannot signet-controller $what
+  done
+  for what in "get secrets" "list pods" "create serviceaccounts/token" "get enrollmenttokens.signet.dev"; do
+    check "the rotation agent may not $what" cannot signet-rotator $what
   done
 
   section "CRs and webhook scoping against the installed chart"
