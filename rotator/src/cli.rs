@@ -117,3 +117,32 @@ fn client(
     };
     Ok(Client::new(vault, identity, &options)?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+
+    use super::Args;
+
+    fn parse(interval: &str) -> Result<Args, clap::Error> {
+        Args::try_parse_from([
+            "signet-rotator",
+            "--vault=https://vault.example:8200",
+            "--identity=/etc/signet/identity/identity.json",
+            "--interval",
+            interval,
+        ])
+    }
+
+    /// The chart passes `--interval`; 0 would claim in a busy loop.
+    #[test]
+    fn the_interval_is_one_second_to_an_hour() {
+        assert_eq!(parse("1").unwrap().interval, 1);
+        assert_eq!(parse("3600").unwrap().interval, 3600);
+        for refused in ["0", "3601"] {
+            assert!(parse(refused).is_err(), "--interval {refused} accepted");
+        }
+    }
+}
