@@ -24,8 +24,9 @@ pub struct Args {
     /// A PEM CA certificate to trust for the vault.
     #[arg(long, env = "SIGNET_CA")]
     pub ca: Option<PathBuf>,
-    /// Seconds between claims when there was nothing to do.
-    #[arg(long, env = "SIGNET_ROTATOR_INTERVAL", default_value_t = 5)]
+    /// Seconds between claims when there was nothing to do (1 to 3600).
+    #[arg(long, env = "SIGNET_ROTATOR_INTERVAL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
     /// Claim and do at most one job, then exit.
     #[arg(long)]
@@ -115,4 +116,33 @@ fn client(
         ..Options::default()
     };
     Ok(Client::new(vault, identity, &options)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+
+    use super::Args;
+
+    fn parse(interval: &str) -> Result<Args, clap::Error> {
+        Args::try_parse_from([
+            "signet-rotator",
+            "--vault=https://vault.example:8200",
+            "--identity=/etc/signet/identity/identity.json",
+            "--interval",
+            interval,
+        ])
+    }
+
+    /// The chart passes `--interval`; 0 would claim in a busy loop.
+    #[test]
+    fn the_interval_is_one_second_to_an_hour() {
+        assert_eq!(parse("1").unwrap().interval, 1);
+        assert_eq!(parse("3600").unwrap().interval, 3600);
+        for refused in ["0", "3601"] {
+            assert!(parse(refused).is_err(), "--interval {refused} accepted");
+        }
+    }
 }

@@ -9,7 +9,8 @@
 #     against the Kubernetes 1.34 schemas prepared by tests/control-plane/build.sh,
 #     plus a few policy assertions on the output (restricted pods, webhook
 #     scoping, the vault bound to system:auth-delegator only, no Secrets access
-#     for the controller unless operator.rawTokens, never serviceaccounts/token);
+#     for the controller unless operator.rawTokens, never serviceaccounts/token,
+#     the rotation agent of values-rotator.yaml);
 #   - with a kubeconfig (--kubeconfig FILE or $KUBECONFIG): kubectl apply
 #     --dry-run=server of the CRDs and the rendered manifests (changes nothing);
 #   - with --control-plane: starts a throw-away etcd + kube-apiserver
@@ -39,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --control-plane) control_plane=true ;;
     --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
     --kubeconfig=*) kubeconfig=${1#--kubeconfig=} ;;
-    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -155,6 +156,10 @@ must_fail "bad image pull policy" "pullPolicy" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set vault.image.pullPolicy=Sometimes
 must_fail "cluster name the vault would refuse" "/cluster/name" \
   "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set cluster.name=Prod
+must_fail "rotation agent without its identity Secret" "rotator.identity.existingSecret is required" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-required.yaml" --set rotator.enabled=true
+must_fail "rotation agent claiming in a busy loop" "/rotator/interval" \
+  "$HELM" template signet "$CHART" -f "$HERE/values-rotator.yaml" --set rotator.interval=0
 
 section "helm template + kubeconform -strict (Kubernetes $K8S_VERSION schemas)"
 render() { # NAME VALUES NAMESPACE
@@ -249,12 +254,42 @@ policy() {
   grep -qF 'name: signet-controller-raw-tokens' "$WORK/raw-all.yaml" &&
     [[ $(grep -c '^kind: Role$' "$WORK/raw-all.yaml") -eq 0 ]] ||
     { echo "raw tokens in every namespace: expected a ClusterRole, no Role"; return 1; }
+  # The rotation agent: off by default; on, a hardened pod with no
+  # Kubernetes API token, its identity and the vault's CA from Secrets,
+  # and egress to the vault, DNS and the listed database ports only.
+  grep -q 'signet-rotator' "$file" && { echo "default render runs a rotation agent"; return 1; }
+  local rot=$WORK/rotator.yaml
+  images=$(grep -c '^ *image: ' "$rot")
+  [[ $images -eq 4 ]] || { echo "rotator render: expected 4 containers, found $images"; return 1; }
+  for expect in 'readOnlyRootFilesystem: true' 'allowPrivilegeEscalation: false' 'runAsNonRoot: true' \
+    'runAsUser: 65532' '- ALL' 'type: RuntimeDefault'; do
+    [[ $(grep -cF -- "$expect" "$rot") -ge $images ]] || { echo "rotator render: not every container has $expect"; return 1; }
+  done
+  for expect in 'image: signet-rotator:0.1.0' '--vault=https://signet-vault.signet-system.svc:8200' \
+    '--identity=/etc/signet/identity/identity.json' '--interval=10' '--ca=/etc/signet/vault-ca/ca.crt' \
+    'secretName: signet-rotator-identity' 'key: rotator.json' 'value: "info,signet_rotator=debug"' \
+    'serviceAccountName: signet-rotator' 'cidr: 10.20.0.0/16'; do
+    grep -qF -- "$expect" "$rot" || { echo "rotator render: missing $expect"; return 1; }
+  done
+  # The ServiceAccount and the pod both refuse a token (the vault's two
+  # are the others), and nothing is bound to the account.
+  [[ $(grep -c 'automountServiceAccountToken: false' "$rot") -eq 4 ]] ||
+    { echo "rotator render: the agent's ServiceAccount or pod mounts a token"; return 1; }
+  grep -B2 -A1 '^  - kind: ServiceAccount' "$rot" | grep -q 'name: signet-rotator' &&
+    { echo "rotator render: a binding names the agent's ServiceAccount"; return 1; }
+  local policy
+  # The rendered document of the agent's NetworkPolicy alone.
+  policy=$(awk -v RS='\n---\n' '/\nkind: NetworkPolicy\n/ && /\n  name: signet-rotator\n/' "$rot")
+  for expect in 'port: 8200' 'port: 53' 'port: 5432' 'port: 6379'; do
+    grep -qF -- "$expect" <<<"$policy" || { echo "rotator NetworkPolicy: missing $expect"; return 1; }
+  done
+  grep -qF -- 'port: 3306' <<<"$policy" && { echo "rotator NetworkPolicy: a port not listed"; return 1; }
   grep -q 'cert-manager.io/inject-ca-from: signet-system/signet-webhook' "$WORK/cert-manager.yaml" ||
     { echo "cert-manager render lacks the CA injection annotation"; return 1; }
   [[ $(grep -c '^kind: Certificate$' "$WORK/cert-manager.yaml") -eq 3 ]] ||
     { echo "cert-manager render should have 3 Certificates (CA, vault, webhook)"; return 1; }
 }
-check "policy: restricted security contexts, root key as file, webhook scoping, vault CA, attestation RBAC" policy
+check "policy: restricted security contexts, root key as file, webhook scoping, vault CA, attestation RBAC, rotation agent" policy
 
 if [[ $control_plane == true ]]; then
   section "throw-away control plane (tests/control-plane/start.sh)"
@@ -275,7 +310,7 @@ if [[ -n $kubeconfig ]]; then
   check "API server reachable" k get --raw /readyz
   check "kubectl apply --dry-run=server -f crds/" k apply --dry-run=server -f "$ROOT/crds"
   # Rendered into `default`, which always exists, so nothing needs creating.
-  for name in required custom; do
+  for name in required custom rotator; do
     "$HELM" template signet "$CHART" -n default -f "$HERE/values-$name.yaml" >"$WORK/dry-$name.yaml"
     check "kubectl apply --dry-run=server ($name values)" k apply --dry-run=server -f "$WORK/dry-$name.yaml"
   done
@@ -289,18 +324,21 @@ if [[ $control_plane == true && -n $kubeconfig ]]; then
   k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted \
     pod-security.kubernetes.io/warn=restricted >/dev/null
   pod_security() {
-    local out
-    out=$(k apply --dry-run=server -n "$NS" -f "$WORK/required.yaml" 2>&1) || { echo "$out"; return 1; }
-    ! grep -i 'PodSecurity' <<<"$out"
+    local out render
+    for render in required rotator; do
+      out=$(k apply --dry-run=server -n "$NS" -f "$WORK/$render.yaml" 2>&1) || { echo "$out"; return 1; }
+      ! grep -i 'PodSecurity' <<<"$out" || return 1
+    done
   }
   check "every pod template meets Pod Security 'restricted' (no warnings)" pod_security
-  check "helm install signet (CRDs + chart)" \
-    "$HELM" --kubeconfig "$kubeconfig" install signet "$CHART" -n "$NS" -f "$HERE/values-required.yaml"
+  # The required values and the rotation agent.
+  check "helm install signet (CRDs + chart, with the rotation agent)" \
+    "$HELM" --kubeconfig "$kubeconfig" install signet "$CHART" -n "$NS" -f "$HERE/values-rotator.yaml"
   check "CRDs established" k wait --for=condition=Established --timeout=30s \
     crd/enrollmenttokens.signet.dev crd/secretgrants.signet.dev
   check "objects stored" k -n "$NS" get statefulset/signet-vault deployment/signet-controller \
     deployment/signet-webhook service/signet-vault service/signet-webhook networkpolicy/signet-vault \
-    serviceaccount/signet-vault
+    serviceaccount/signet-vault deployment/signet-rotator serviceaccount/signet-rotator networkpolicy/signet-rotator
   check "MutatingWebhookConfiguration stored" k get mutatingwebhookconfiguration signet
   # can SA VERB RESOURCE: the API server's own RBAC answer for that account.
   can() { [[ $(k auth can-i "$2" "$3" --as "system:serviceaccount:$NS:$1" 2>/dev/null) == yes ]]; }
@@ -311,6 +349,9 @@ if [[ $control_plane == true && -n $kubeconfig ]]; then
   done
   for what in "get secrets" "create secrets" "create serviceaccounts/token" "create tokenreviews.authentication.k8s.io"; do
     check "the controller may not $what (raw tokens off)" cannot signet-controller $what
+  done
+  for what in "get secrets" "list pods" "create serviceaccounts/token" "get enrollmenttokens.signet.dev"; do
+    check "the rotation agent may not $what" cannot signet-rotator $what
   done
 
   section "CRs and webhook scoping against the installed chart"

@@ -13,11 +13,12 @@
 # | signet.invalid/signet-init:TAG     | /signet-init (the webhook's contract path) | signet-init |
 # | signet.invalid/signet-vault:TAG    | /signet-vault                | signet-vault |
 # | signet.invalid/signet-operator:TAG | /signet-operator             | signet-operator |
+# | signet.invalid/signet-rotator:TAG  | /signet-rotator              | signet-rotator |
 # | signet.invalid/node-app:TAG        | /signet-node-app             | signet-node-app (tests/e2e) |
 # | signet.invalid/pause:TAG           | /signet-node-app pause       | the same binary: the node's sandbox ("pause") image |
 #
 # $SIGNET_IMAGES picks some of them (space-separated: signet-init
-# signet-vault signet-operator node-app pause; default all).
+# signet-vault signet-operator signet-rotator node-app pause; default all).
 #
 # The binaries come from $SIGNET_BIN_DIR (default: target/release) and
 # $SIGNET_NODE_APP (default: signet-node-app in that folder). Each image is
@@ -44,17 +45,17 @@ OUT=$(cd "$1" && pwd)
 BIN_DIR=${SIGNET_BIN_DIR:-$REPO/target/release}
 APP=${SIGNET_NODE_APP:-$BIN_DIR/signet-node-app}
 TAG=${SIGNET_IMAGE_TAG:-node}
-read -r -a IMAGES <<<"${SIGNET_IMAGES:-signet-init signet-vault signet-operator node-app pause}"
+read -r -a IMAGES <<<"${SIGNET_IMAGES:-signet-init signet-vault signet-operator signet-rotator node-app pause}"
 source_of() { # IMAGE: the binary it is made from
   case $1 in
-    signet-init | signet-vault | signet-operator) echo "$BIN_DIR/$1" ;;
+    signet-init | signet-vault | signet-operator | signet-rotator) echo "$BIN_DIR/$1" ;;
     node-app | pause) echo "$APP" ;;
-    *) die "unknown image $1 (signet-init signet-vault signet-operator node-app pause)" ;;
+    *) die "unknown image $1 (signet-init signet-vault signet-operator signet-rotator node-app pause)" ;;
   esac
 }
 for name in "${IMAGES[@]}"; do
   binary=$(source_of "$name")
-  [[ -x $binary ]] || die "$binary is missing: cargo build --release -p signet-vault -p signet-operator -p signet-init -p signet-e2e (or set SIGNET_BIN_DIR / SIGNET_NODE_APP)"
+  [[ -x $binary ]] || die "$binary is missing: cargo build --release -p signet-vault -p signet-operator -p signet-init -p signet-rotator -p signet-e2e (or set SIGNET_BIN_DIR / SIGNET_NODE_APP)"
 done
 
 start=$SECONDS
@@ -64,7 +65,7 @@ for name in "${IMAGES[@]}"; do
     # signet-init runs as the distroless `nonroot` user, as the webhook's
     # security context says; the image says so too for other runtimes.
     signet-init) args=(--entrypoint '["/signet-init"]' --cmd '["run"]' --user 65532:65532 "$binary:/signet-init") ;;
-    signet-vault | signet-operator) args=(--entrypoint "[\"/$name\"]" --user 65532:65532 "$binary:/$name") ;;
+    signet-vault | signet-operator | signet-rotator) args=(--entrypoint "[\"/$name\"]" --user 65532:65532 "$binary:/$name") ;;
     node-app) args=(--entrypoint '["/signet-node-app"]' "$binary:/signet-node-app") ;;
     pause) args=(--entrypoint '["/signet-node-app", "pause"]' "$binary:/signet-node-app") ;;
   esac

@@ -28,6 +28,9 @@
 {{- define "signet.webhook.fullname" -}}
 {{- printf "%s-webhook" (include "signet.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
+{{- define "signet.rotator.fullname" -}}
+{{- printf "%s-rotator" (include "signet.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
 
 {{/* Labels ----------------------------------------------------------------- */}}
 

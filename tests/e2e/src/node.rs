@@ -8,9 +8,11 @@
 //! Unlike the rest of this crate, a node binds more than 127.0.0.1: the
 //! kubelet and the DNS listen on the node's bridge address ([`Node::ip`]),
 //! and the API server on every address, so that pods reach it through the
-//! `kubernetes` Service. [`cluster`] installs Signet's chart on a node.
+//! `kubernetes` Service. [`cluster`] installs Signet's chart on a node;
+//! [`rotation`] is what its rotation step needs besides.
 
 pub mod cluster;
+pub mod rotation;
 
 use std::{
     path::{Path, PathBuf},

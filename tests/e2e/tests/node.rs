@@ -28,10 +28,11 @@ use signet_e2e::{
     node::{
         cluster::{
             APP_NS, APP_UID, Binaries, CLUSTER, Cluster, Diagnostics, FS_GROUP, IDENTITY_TOKEN,
-            INIT_IMAGE, MOUNT_PATH, SYSTEM_NS, UNDELEGATED_NS, WAIT, app_pod, container_exit,
-            is_ready, sidecar_pid, sidecar_pod, unix_ms,
+            INIT_IMAGE, MOUNT_PATH, ROTATOR_DEPLOYMENT, SYSTEM_NS, UNDELEGATED_NS, WAIT, app_pod,
+            container_exit, is_ready, sidecar_pid, sidecar_pod, unix_ms,
         },
         processes_with_env, resident_kib,
+        rotation::{ADMIN_USER, Postgres, Relay, env_value, step_logged_ms},
     },
     output, run, work_dir,
 };
@@ -618,6 +619,9 @@ fn injected_pods_on_a_real_node() {
     );
     step(&format!("pod {} replaced by {}", before[0].0, after[0].0));
 
+    // ---- 5c. a rotation's promotion reaches a signalled sidecar ---------------------
+    rotation_reaches_a_sidecar(&cluster, &node_name, &step);
+
     // ---- 6. the webhook down: opted-in pods refused, others admitted ---------------
     step("webhook scaled to 0: opted-in pods refused, others admitted");
     plane
@@ -677,6 +681,273 @@ fn injected_pods_on_a_real_node() {
     cluster.ensure_running("controller").unwrap();
     cluster.ensure_running("vault").unwrap();
     step("done");
+}
+
+/// The EnrollmentToken and SecretGrant `rotated`: the rotated credential
+/// `pg` as an env file `pg.env`.
+const ROTATED_POLICY: &str = r#"apiVersion: signet.dev/v1alpha1
+kind: EnrollmentToken
+metadata:
+  name: rotated
+spec:
+  project: shop
+  maxUses: 10
+  tokenTtl: 1h
+  machineLifetime: 1h
+  nameTemplate: "{namespace}-{pod}"
+  allowedServiceAccounts: [default]
+---
+apiVersion: signet.dev/v1alpha1
+kind: SecretGrant
+metadata:
+  name: rotated
+spec:
+  enrollmentToken: rotated
+  mountPath: /var/run/secrets/signet
+  refresh: 1m
+  secrets:
+    - secret: pg
+      fields: [username, password]
+      file: pg.env
+      format: env
+"#;
+
+/// Step 5c: a PostgreSQL credential rotated with proof by the chart's
+/// rotation agent (a pod), promoted by the vault, and pushed to an injected
+/// pod, whose app is signalled. The agent reaches the rotation PostgreSQL
+/// (loopback only) through a relay on the node's bridge address. Without
+/// that server the step is skipped, except under `CI`, where it fails.
+fn rotation_reaches_a_sidecar(cluster: &Cluster, node_name: &str, step: &dyn Fn(&str)) {
+    let Some(pg) = Postgres::find().unwrap_or_else(|e| panic!("{e:#}")) else {
+        step(
+            "SKIPPED rotation: PostgreSQL does not answer (tests/rotation/start-servers.sh starts it)",
+        );
+        return;
+    };
+    step("rotation: a PostgreSQL credential, the chart's rotation agent, a signalled pod");
+    let (cli, plane) = (&cluster.cli, cluster.plane());
+    let db = pg.create_database().unwrap();
+    let relay = Relay::start(
+        &format!("{}:{}", cluster.node.ip(), pg.port),
+        ([127, 0, 0, 1], pg.port).into(),
+    )
+    .unwrap();
+    // Scaled up now, so that it starts while the pod does.
+    plane
+        .kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "scale",
+            &format!("deployment/{ROTATOR_DEPLOYMENT}"),
+            "--replicas=1",
+        ])
+        .unwrap();
+    let field = |name: &str, value: &str| format!("{name}={value}");
+    cli.ok(&[
+        "secret",
+        "set",
+        "shop/pg",
+        "--field",
+        &field("username", &db.user),
+        "--field",
+        &field("password", &db.password),
+    ])
+    .unwrap();
+    cli.ok(&[
+        "secret",
+        "set",
+        "shop/pg-admin",
+        "--field",
+        &field("username", ADMIN_USER),
+        "--field",
+        &field("password", &pg.admin_password),
+    ])
+    .unwrap();
+    let port = relay.addr().port().to_string();
+    let rotation = cli
+        .json(&[
+            "rotation",
+            "create",
+            "shop/pg",
+            "--provider",
+            "postgresql",
+            "--host",
+            cluster.node.ip(),
+            "--port",
+            &port,
+            "--role",
+            &db.group,
+            "--database",
+            &db.name,
+            "--admin-secret",
+            "pg-admin",
+            "--agent",
+            &cluster.rotator_id,
+            // The old login is retired as soon as the new one is live.
+            "--grace",
+            "0s",
+        ])
+        .unwrap();
+    let rotation = rotation["id"].as_str().unwrap().to_owned();
+    cli.ok(&[
+        "delegation",
+        "add",
+        "--agent",
+        &cluster.agent_id,
+        "--project",
+        "shop",
+        "--secret",
+        "pg",
+        "--field",
+        "username",
+        "--field",
+        "password",
+        "--cluster",
+        CLUSTER,
+        "--namespace",
+        APP_NS,
+    ])
+    .unwrap();
+    plane.apply(APP_NS, ROTATED_POLICY).unwrap();
+    for object in ["enrollmenttoken/rotated", "secretgrant/rotated"] {
+        plane
+            .kubectl_ok(&[
+                "-n",
+                APP_NS,
+                "wait",
+                "--for=condition=Ready",
+                "--timeout=60s",
+                object,
+            ])
+            .unwrap();
+    }
+    let mut pod: Value = serde_json::from_str(&sidecar_pod("rotated", node_name)).unwrap();
+    pod["metadata"]["annotations"]["signet.dev/enrollment-token"] = json!("rotated");
+    pod["metadata"]["annotations"]["signet.dev/reload"] = json!("signal");
+    cluster.create_pod(&pod.to_string()).unwrap();
+    cluster.wait_pod("rotated", "Ready", is_ready).unwrap();
+    let first = cluster.app_reports("rotated").unwrap();
+    let first = first[0]["files"]["pg.env"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        env_value(&first, "username").as_deref(),
+        Some(db.user.as_str())
+    );
+    plane
+        .kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "rollout",
+            "status",
+            &format!("deployment/{ROTATOR_DEPLOYMENT}"),
+            "--timeout=60s",
+        ])
+        .unwrap();
+    step("rotation: pod `rotated` Ready with version 1, the agent running; trigger");
+
+    let triggered = cli.json(&["rotation", "trigger", &rotation]).unwrap();
+    let triggered_ms = unix_ms();
+    let job = triggered["id"].as_str().unwrap().to_owned();
+    let signals = || -> Vec<Value> {
+        cluster
+            .app_reports("rotated")
+            .unwrap()
+            .into_iter()
+            .filter(|r| r["event"] == "signal")
+            .collect()
+    };
+    let signal = eventually(
+        "the app signalled with the rotated credential",
+        WAIT,
+        || {
+            if let Some(signal) = signals().into_iter().next() {
+                return Ok(Some(signal));
+            }
+            // A failed job ends the wait with its reason.
+            let jobs = cli.json(&["rotation", "history", &rotation])?;
+            if jobs["jobs"][0]["state"] == "failed" {
+                anyhow::bail!(
+                    "the rotation failed: {}\n{}",
+                    jobs["jobs"][0],
+                    rotator_log(cluster)
+                );
+            }
+            Ok(None)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = signal["files"]["pg.env"]["content"].as_str().unwrap();
+    let (user, password) = (
+        env_value(file, "username").unwrap(),
+        env_value(file, "password").unwrap(),
+    );
+    assert_ne!(
+        user, db.user,
+        "signalled before the file was rewritten: {signal}"
+    );
+
+    // The agent's history: promoted to version 2, then the old login retired.
+    let history = eventually("the rotation's job retired", WAIT, || {
+        let jobs = cli.json(&["rotation", "history", &rotation])?;
+        let job = jobs["jobs"][0].clone();
+        Ok((job["state"] == "retired").then_some(job))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", rotator_log(cluster)));
+    assert_eq!(history["id"], job.as_str());
+    assert_eq!(
+        (
+            history["from_version"].as_u64(),
+            history["to_version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    // When the agent logged its confirmed step, before it reported it: the
+    // promotion came after that, so this overstates promotion to signal.
+    let log = rotator_log(cluster);
+    let confirmed_ms = step_logged_ms(&log, &job, "Confirmed")
+        .unwrap()
+        .unwrap_or_else(|| panic!("the agent logged no confirmed step of {job}: {log}"));
+    let signal_ms = u128::from(signal["at_ms"].as_u64().unwrap());
+    let after_ms = signal_ms.saturating_sub(confirmed_ms);
+    step(&format!(
+        "rotation: file rewritten and app signalled {after_ms} ms after the agent's confirmed step \
+         ({} ms after `rotation trigger` returned)",
+        signal_ms.saturating_sub(triggered_ms)
+    ));
+    assert!(
+        after_ms < 1000,
+        "signalled {after_ms} ms after the promotion"
+    );
+
+    // The database: the new login works, the old one is gone.
+    assert_eq!(
+        pg.login(&user, &password, &db.name).unwrap(),
+        Ok(user.clone())
+    );
+    let old = pg.login(&db.user, &db.password, &db.name).unwrap();
+    assert!(
+        old.as_ref()
+            .is_err_and(|e| e.contains("password authentication failed")),
+        "the old login still works: {old:?}"
+    );
+    assert_eq!(signals().len(), 1, "one signal per change");
+    drop(relay);
+}
+
+/// The chart's rotation agent's log.
+fn rotator_log(cluster: &Cluster) -> String {
+    cluster
+        .plane()
+        .kubectl_ok(&[
+            "-n",
+            SYSTEM_NS,
+            "logs",
+            &format!("deployment/{ROTATOR_DEPLOYMENT}"),
+        ])
+        .unwrap_or_else(|e| format!("(no log: {e:#})"))
 }
 
 /// A Secret the controller-manager's token controller fills with a legacy,

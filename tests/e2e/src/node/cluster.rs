@@ -7,7 +7,9 @@
 //! HTTPS through the vault's Service, an admin, the cluster registered with
 //! its in-cluster API URL, project `shop` with two secrets,
 //! the operator's agent (its identity in the Secret the controller waits
-//! for) with delegations for namespace `apps`, and the EnrollmentToken
+//! for) with delegations for namespace `apps`, the rotation agent's
+//! machine (its identity in the Secret of the chart's rotator, which runs
+//! no pod until a test scales it up), and the EnrollmentToken
 //! `shop` with its SecretGrant, both Ready (and the same pair in a
 //! namespace with no delegation). Plus the pods the tests run:
 //! the test app (`src/bin/signet-node-app.rs`), restricted, opted in or
@@ -54,6 +56,9 @@ const VAULT_SERVICE: (&str, u16) = ("signet-vault", 8200);
 /// identity.
 const ROOT_KEY_SECRET: &str = "signet-root-key";
 const IDENTITY_SECRET: &str = "signet-operator-identity";
+const ROTATOR_IDENTITY_SECRET: &str = "signet-rotator-identity";
+/// The chart's rotation agent (`rotator` in `tests/node/values.yaml`).
+pub const ROTATOR_DEPLOYMENT: &str = "signet-rotator";
 /// The vault's serving certificate (`vault.tls.existingSecret`) and its CA
 /// for injected pods (`operator.webhook.vaultCa.existingConfigMap`).
 const VAULT_TLS_SECRET: &str = "signet-vault-tls";
@@ -91,7 +96,8 @@ spec:
 
 /// The Signet binaries a node test runs and puts in images.
 pub struct Binaries {
-    /// Folder of signet-vault, signet, signet-operator and signet-init.
+    /// Folder of signet-vault, signet, signet-operator, signet-init and
+    /// signet-rotator.
     pub dir: PathBuf,
     /// The test app and pause program (`src/bin/signet-node-app.rs`).
     pub app: PathBuf,
@@ -109,7 +115,13 @@ impl Binaries {
                 .context("signet-init has no folder")?
                 .to_owned(),
         };
-        for name in ["signet-vault", "signet", "signet-operator", "signet-init"] {
+        for name in [
+            "signet-vault",
+            "signet",
+            "signet-operator",
+            "signet-init",
+            "signet-rotator",
+        ] {
             ensure!(
                 dir.join(name).is_file(),
                 "{} is missing: cargo build --workspace --bins (or set SIGNET_NODE_BIN_DIR)",
@@ -201,6 +213,8 @@ pub struct Cluster {
     pub cli: Cli,
     /// The operator's agent id (the actor of the controller's revocations).
     pub agent_id: String,
+    /// The id of the rotation agent's machine (enrolled in project `shop`).
+    pub rotator_id: String,
     /// The control-plane tools (with the node's).
     pub cp_bin: PathBuf,
     /// The node.
@@ -217,9 +231,10 @@ impl Cluster {
         );
         let node = Node::start(&cp_bin, &work.join("node"))?;
         match install(work, bins, &node, step) {
-            Ok((cli, agent_id)) => Ok(Self {
+            Ok((cli, agent_id, rotator_id)) => Ok(Self {
                 cli,
                 agent_id,
+                rotator_id,
                 cp_bin,
                 node,
             }),
@@ -260,8 +275,9 @@ impl Cluster {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success() {
                 Ok(Some(()))
-            } else if stderr.contains(&format!("EnrollmentToken {namespace}/shop does not exist"))
-                || stderr.contains("references EnrollmentToken shop")
+            } else if (stderr.contains(&format!("EnrollmentToken {namespace}/"))
+                && stderr.contains("does not exist"))
+                || stderr.contains("references EnrollmentToken ")
                 || stderr.contains("still loading EnrollmentTokens")
             {
                 Ok(None)
@@ -347,15 +363,15 @@ impl Cluster {
     }
 }
 
-/// Everything [`Cluster::start`] does once the node runs; the admin's CLI
-/// and the operator's agent id.
+/// Everything [`Cluster::start`] does once the node runs; the admin's CLI,
+/// the operator's agent id and the rotation agent's machine id.
 fn install(
     work: &Path,
     bins: &Binaries,
     node: &Node,
     step: &dyn Fn(&str),
-) -> anyhow::Result<(Cli, String)> {
-    step("images: signet-vault, signet-operator, signet-init, the test app, pause");
+) -> anyhow::Result<(Cli, String, String)> {
+    step("images: signet-vault, signet-operator, signet-init, signet-rotator, the test app, pause");
     node.import_images(
         &bins.dir,
         &bins.app,
@@ -363,6 +379,7 @@ fn install(
             "signet-vault",
             "signet-operator",
             "signet-init",
+            "signet-rotator",
             "node-app",
             "pause",
         ],
@@ -508,6 +525,20 @@ fn install(
         &agent_file,
     )?;
 
+    // The rotation agent's machine, enrolled as the chart's NOTES say, its
+    // identity in the Secret the chart's rotator mounts.
+    let rotator_file = work.join("rotator.json");
+    let rotator_id = enroll_rotator(&cli, &rotator_file)?;
+    plane.kubectl_ok(&[
+        "-n",
+        SYSTEM_NS,
+        "create",
+        "secret",
+        "generic",
+        ROTATOR_IDENTITY_SECRET,
+        &format!("--from-file=identity.json={}", rotator_file.display()),
+    ])?;
+
     step("the operator's identity Secret: the controller's pod starts; the webhook's is ready");
     plane.kubectl_ok(&[
         "-n",
@@ -546,7 +577,35 @@ fn install(
         ensure_running(plane, "controller")?;
         return Err(error);
     }
-    Ok((cli, agent_id))
+    Ok((cli, agent_id, rotator_id))
+}
+
+/// Enrolls a machine of project `shop` with a single-use token and no
+/// grant, its identity written to `file`: the machine id.
+fn enroll_rotator(cli: &Cli, file: &Path) -> anyhow::Result<String> {
+    let created = cli.json(&[
+        "token",
+        "create",
+        "--project",
+        "shop",
+        "--name",
+        "rotator",
+        "--max-uses",
+        "1",
+        "--ttl",
+        "10m",
+        "--machine-lifetime",
+        "2h",
+    ])?;
+    let token = created["token"]
+        .as_str()
+        .with_context(|| format!("token create printed no token: {created}"))?;
+    cli.ok(&["enroll", "--token", token, "--out", &file.to_string_lossy()])?;
+    let identity: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+    Ok(identity["id"]
+        .as_str()
+        .context("the rotator's identity file has no id")?
+        .to_owned())
 }
 
 /// [`Cluster::ensure_running`] on `plane`: an error unless the chart's pod of `component` (`vault`,
