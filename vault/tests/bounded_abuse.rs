@@ -546,10 +546,12 @@ async fn a_source_over_its_budget_holds_a_bounded_number_of_connections() {
 
     // Counted: two connections refused, one request held, nothing else.
     let (_, metrics) = h.text("/metrics").await;
-    assert!(
-        metrics.contains("signet_connections_refused_total 2"),
-        "{metrics}"
-    );
+    for counted in [
+        "signet_connections_refused_total 2",
+        "signet_unverified_denials_overflow_total 0",
+    ] {
+        assert!(metrics.contains(counted), "{counted}: {metrics}");
+    }
     let audit = h.audit();
     let rows: Vec<(&str, &str, &str, u64)> = audit[before..]
         .iter()
