@@ -307,6 +307,9 @@ for r in rows:
                   a["denied_requests_carried"], a["refused_seen"], a["other_rows_added"],
                   a["flush_wait_s"]))
         print()
+        for sample in fl["samples"]:
+            print("- flood saw: %s" % sample.replace("\n", " "))
+        print()
         print("| action | code | rows | requests (or connections) carried |")
         print("| --- | --- | ---: | ---: |")
         for key, g in sorted(a["groups"].items()):
