@@ -72,6 +72,7 @@ pub async fn run(
         kind,
         flood_requests,
         flood_connections,
+        flood_patience,
         flood_max,
         slow_connections,
         slow_interval,
@@ -135,7 +136,7 @@ pub async fn run(
     let (abuse, flood, slow) = match kind {
         AbuseKind::Flood => {
             eprintln!(
-                "signet-bench: flood of {flood_requests} requests on {flood_connections} connections"
+                "signet-bench: flood of {flood_requests} attempts on {flood_connections} connections"
             );
             let (done_tx, mut done_rx) = watch::channel(false);
             let victim = machines[0].id().clone();
@@ -146,8 +147,11 @@ pub async fn run(
                         endpoint.clone(),
                         target.clone(),
                         victim,
-                        *flood_requests,
-                        *flood_connections,
+                        FloodPlan {
+                            total: *flood_requests,
+                            connections: *flood_connections,
+                            patience: *flood_patience,
+                        },
                         done_tx,
                     ),
                 ),
@@ -168,6 +172,8 @@ pub async fn run(
                         flood_requests.to_string(),
                         "--connections".into(),
                         flood_connections.to_string(),
+                        "--patience".into(),
+                        flood_patience.as_secs_f64().to_string(),
                     ],
                     done_tx,
                 )?,
@@ -234,8 +240,13 @@ pub async fn run(
     };
     let abuse = Report::new(abuse_run, &abuse);
 
-    // Wait for the flush that carries the refusals (the flood's, or none).
-    let refused = flood.as_ref().map_or(0, |f| f.refused);
+    // Wait for the flush that carries the refusals (the flood's, or none):
+    // the requests refused, and the connections refused or closed (some
+    // attempts never reach the vault: a connection that failed for another
+    // reason; the wait is bounded).
+    let refused = flood
+        .as_ref()
+        .map_or(0, |f| f.refused + f.closed + f.given_up + f.connect_failed);
     let waited = Instant::now();
     let deadline = waited + *denial_flush + Duration::from_secs(10);
     let mut after = AuditCensus::read(&audit_client, before.last_seq).await?;
@@ -337,8 +348,11 @@ pub async fn flood_alone(args: &FloodArgs) -> anyhow::Result<FloodStats> {
         endpoint,
         args.target.clone(),
         victim,
-        args.requests,
-        args.connections,
+        FloodPlan {
+            total: args.requests,
+            connections: args.connections,
+            patience: args.patience,
+        },
         done,
     )
     .await)
@@ -348,33 +362,61 @@ impl fmt::Display for FloodStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "flood: {} requests on {} connections in {:.1} s ({:.0}/s), {} connects; {:?}",
-            self.requests,
-            self.connections,
+            "flood: {} attempts in {:.1} s ({:.0}/s) on {} connections, {} connects: {} answered ({:.0}/s; {:?}), {} closed before an answer, {} given up after {:.2} s, {} connections that failed",
+            self.attempts,
             self.seconds,
-            self.requests_per_s,
+            self.attempts_per_s,
+            self.connections,
             self.connects,
-            self.statuses
+            self.answered,
+            self.answered_per_s,
+            self.statuses,
+            self.closed,
+            self.given_up,
+            self.patience_s,
+            self.connect_failed,
         )
     }
 }
 
-/// The flood's figures.
+/// The flood's figures. An attempt is a request answered, or one whose
+/// connection the vault refused or closed before an answer, or one given up
+/// after the patience (its connection closed): each is followed by another
+/// attempt, on a new connection when needed.
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct FloodStats {
     pub connections: u32,
-    /// Requests sent (answered or failed).
-    pub requests: u64,
+    pub attempts: u64,
+    /// Requests answered (any status).
+    pub answered: u64,
     /// Answered 4xx: what the vault should audit as denials.
     pub refused: u64,
+    /// Requests whose connection was closed or reset before an answer.
+    pub closed: u64,
+    /// Requests given up after the patience.
+    pub given_up: u64,
+    /// Connections that could not be opened (reset before they were
+    /// reported open, or refused).
+    pub connect_failed: u64,
+    pub patience_s: f64,
     pub seconds: f64,
-    pub requests_per_s: f64,
-    /// Answers by status, and `transport` for failures.
+    pub attempts_per_s: f64,
+    pub answered_per_s: f64,
+    /// Answers by status.
     pub statuses: BTreeMap<String, u64>,
-    /// The first few distinct answers.
+    /// The first few distinct answers and failures.
     pub samples: Vec<String>,
     /// Connections opened (more than `connections` when the vault closed some).
     pub connects: u64,
+}
+
+/// What the flood does.
+#[derive(Clone, Copy, Debug)]
+struct FloodPlan {
+    /// Attempts.
+    total: u64,
+    connections: u32,
+    patience: Duration,
 }
 
 /// One flood connection's count.
@@ -383,35 +425,47 @@ struct FloodTally {
     statuses: BTreeMap<String, u64>,
     samples: Vec<String>,
     connects: u64,
+    closed: u64,
+    given_up: u64,
+    connect_failed: u64,
+}
+
+impl FloodTally {
+    fn sample(&mut self, sample: String) {
+        if self.samples.len() < MAX_SAMPLES && !self.samples.contains(&sample) {
+            self.samples.push(sample);
+        }
+    }
 }
 
 const MAX_SAMPLES: usize = 8;
 
-/// Sends `total` unauthenticated requests over `connections` connections
-/// as fast as the vault answers, then says so on `done`.
+/// Makes `plan.total` unauthenticated attempts over `plan.connections`
+/// connections as fast as the vault answers or refuses them, then says so
+/// on `done`.
 async fn flood(
     endpoint: Endpoint,
     target: String,
     victim: HeaderValue,
-    total: u64,
-    connections: u32,
+    plan: FloodPlan,
     done: watch::Sender<bool>,
 ) -> FloodStats {
     let endpoint = Arc::new(endpoint);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut senders = tokio::task::JoinSet::new();
-    for _ in 0..connections {
+    for _ in 0..plan.connections {
         let forger = Forger::new(&endpoint, &target, victim.clone());
         senders.spawn(flood_loop(
             Arc::clone(&endpoint),
             forger,
             Arc::clone(&next),
-            total,
+            plan,
         ));
     }
     let mut stats = FloodStats {
-        connections,
+        connections: plan.connections,
+        patience_s: plan.patience.as_secs_f64(),
         ..FloodStats::default()
     };
     while let Some(joined) = senders.join_next().await {
@@ -425,17 +479,23 @@ async fn flood(
             }
         }
         stats.connects += tally.connects;
+        stats.closed += tally.closed;
+        stats.given_up += tally.given_up;
+        stats.connect_failed += tally.connect_failed;
     }
     stats.seconds = started.elapsed().as_secs_f64();
     let _ = done.send(true);
-    stats.requests = stats.statuses.values().sum();
+    stats.answered = stats.statuses.values().sum();
     stats.refused = stats
         .statuses
         .iter()
         .filter(|(status, _)| status.starts_with('4'))
         .map(|(_, n)| n)
         .sum();
-    stats.requests_per_s = stats.requests as f64 / stats.seconds.max(f64::EPSILON);
+    stats.attempts = stats.answered + stats.closed + stats.given_up + stats.connect_failed;
+    let seconds = stats.seconds.max(f64::EPSILON);
+    stats.attempts_per_s = stats.attempts as f64 / seconds;
+    stats.answered_per_s = stats.answered as f64 / seconds;
     stats
 }
 
@@ -443,7 +503,7 @@ async fn flood_loop(
     endpoint: Arc<Endpoint>,
     mut forger: Forger,
     next: Arc<AtomicU64>,
-    total: u64,
+    plan: FloodPlan,
 ) -> FloodTally {
     let mut tally = FloodTally::default();
     let mut sender = None;
@@ -455,43 +515,66 @@ async fn flood_loop(
             None => false,
         };
         if !ready {
+            sender = None;
             match load::connect(endpoint.addr).await {
                 Ok(fresh) => {
                     tally.connects += 1;
                     sender = Some(fresh);
                 }
-                Err(_) => {
-                    if next.load(Ordering::SeqCst) >= total {
+                Err(error) => {
+                    // Refused or reset before it was reported open: an
+                    // attempt too.
+                    if next.fetch_add(1, Ordering::SeqCst) >= plan.total {
                         return tally;
                     }
-                    *tally.statuses.entry("connect".to_owned()).or_default() += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tally.connect_failed += 1;
+                    let reset = error.chain().any(|e| {
+                        e.downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+                    });
+                    tally.sample(format!("connect: {error:#}"));
+                    if !reset {
+                        // Not the vault refusing: do not spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     continue;
                 }
             }
         }
         let n = next.fetch_add(1, Ordering::SeqCst);
-        if n >= total {
+        if n >= plan.total {
             return tally;
         }
         let Some(s) = sender.as_mut() else { continue };
         let request = forger.request(n);
-        let answer = load::exchange(s, request, StatusCode::UNAUTHORIZED).await;
-        let (status, body) = match answer {
-            Ok(Answer::Ok) => (StatusCode::UNAUTHORIZED.as_u16().to_string(), None),
-            Ok(Answer::Refused(status, body)) => (status.as_u16().to_string(), Some(body)),
-            Err(error) => {
-                sender = None;
-                ("transport".to_owned(), Some(error.to_string()))
+        let answer = tokio::time::timeout(
+            plan.patience,
+            load::exchange(s, request, StatusCode::UNAUTHORIZED),
+        )
+        .await;
+        match answer {
+            Ok(Ok(Answer::Ok)) => {
+                *tally
+                    .statuses
+                    .entry(StatusCode::UNAUTHORIZED.as_u16().to_string())
+                    .or_default() += 1;
             }
-        };
-        if let Some(body) = body {
-            let sample = format!("{status}: {body}");
-            if tally.samples.len() < MAX_SAMPLES && !tally.samples.contains(&sample) {
-                tally.samples.push(sample);
+            Ok(Ok(Answer::Refused(status, body))) => {
+                let status = status.as_u16().to_string();
+                tally.sample(format!("{status}: {body}"));
+                *tally.statuses.entry(status).or_default() += 1;
+            }
+            Ok(Err(error)) => {
+                sender = None;
+                tally.closed += 1;
+                tally.sample(format!("closed: {error}"));
+            }
+            Err(_) => {
+                // Dropping the sender closes the connection.
+                sender = None;
+                tally.given_up += 1;
             }
         }
-        *tally.statuses.entry(status).or_default() += 1;
     }
 }
 

@@ -98,12 +98,20 @@ pub struct FloodArgs {
     /// The machine id the forged signatures claim.
     #[arg(long)]
     pub victim: String,
-    /// Requests to send, in four kinds taken in turn.
+    /// Attempts to make: requests of four kinds taken in turn, each counted
+    /// once answered, or once its connection was refused or closed before
+    /// an answer, or given up (`--patience`).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: u64,
-    /// Connections to send on, one request in flight each.
+    /// Connections to send on, one request in flight each; each one the
+    /// vault refuses or closes is opened again.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub connections: u32,
+    /// How long to wait for an answer before giving up on it and its
+    /// connection, and opening another (what a flooder does against a
+    /// tarpit).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub patience: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,12 +130,15 @@ pub struct AbuseArgs {
     /// The abuse.
     #[arg(long, value_enum)]
     pub kind: AbuseKind,
-    /// Unauthenticated requests of the flood, in four kinds taken in turn.
+    /// Unauthenticated attempts of the flood (`flood --requests`).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub flood_requests: u64,
-    /// Connections the flood sends on, one request in flight each.
+    /// Connections the flood sends on (`flood --connections`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub flood_connections: u32,
+    /// How long the flood waits for an answer (`flood --patience`).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub flood_patience: Duration,
     /// Longest the flood's measured window lasts (the flood itself goes on
     /// until every request is sent).
     #[arg(long, default_value = "120", value_parser = parse_duration)]

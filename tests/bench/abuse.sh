@@ -5,11 +5,15 @@
 # a throw-away vault, first quiet, then while
 #
 #   1. an attacker floods it with unauthenticated requests (signet-bench
-#      abuse --kind flood): 100,000 requests on 64 connections as fast as
+#      abuse --kind flood): 100,000 attempts on 64 connections as fast as
 #      the vault answers, four kinds in turn (no signature headers, garbage
 #      headers, an unknown key id, a real machine's id with a signature
 #      forged by a random key); the flood's window lasts as long as the
-#      flood. The audit log is read through the admin API before the flood
+#      flood. An attempt is a request answered, or one whose connection
+#      the vault refused or closed before an answer, or one given up after
+#      --flood-patience (the vault holds refusals of a source over its
+#      budget, see SECURITY.md); each closed or given-up connection is
+#      opened again. The audit log is read through the admin API before the flood
 #      and after the denial rows are flushed (--denial-flush-seconds,
 #      default 10 s).
 #
@@ -40,15 +44,18 @@ cd "$(dirname "$0")/../.."
 usage() {
   cat <<'EOF'
 usage: tests/bench/abuse.sh [--clients C] [--duration S] [--warmup S] [--flood-requests N]
-                            [--flood-connections K] [--slow-connections K] [--slow-interval S]
+                            [--flood-connections K] [--flood-patience S]
+                            [--slow-connections K] [--slow-interval S]
                             [--header-timeout S] [--only flood,slow] [--out FILE] [--no-build]
                             [--attacker netns|same] [--attacker-cpu PCT]
 
   --clients C            signed readers, one machine each (default 16)
   --duration S           measured seconds of the quiet window and of the slow window (default 10)
   --warmup S             warm-up seconds before each window (default 2)
-  --flood-requests N     unauthenticated requests of the flood (default 100000)
+  --flood-requests N     unauthenticated attempts of the flood (default 100000)
   --flood-connections K  connections of the flood (default 64)
+  --flood-patience S     seconds the flood waits for an answer before it gives up on the
+                         connection and opens another (default 0.25)
   --slow-connections K   slow connections held at once (default 500)
   --slow-interval S      seconds between two bytes of a trickling connection (default 1)
   --header-timeout S     the vault's --header-read-timeout-seconds in the slow case (default 3)
@@ -61,7 +68,7 @@ usage: tests/bench/abuse.sh [--clients C] [--duration S] [--warmup S] [--flood-r
 EOF
 }
 
-clients=16 duration=10 warmup=2 flood_requests=100000 flood_connections=64
+clients=16 duration=10 warmup=2 flood_requests=100000 flood_connections=64 flood_patience=0.25
 slow_connections=500 slow_interval=1 header_timeout=3 only="flood,slow" out="" build=1
 attacker=netns attacker_cpu=50
 original_args=("$@")
@@ -72,6 +79,7 @@ while (($#)); do
     --warmup) warmup=$2; shift ;;
     --flood-requests) flood_requests=$2; shift ;;
     --flood-connections) flood_connections=$2; shift ;;
+    --flood-patience) flood_patience=$2; shift ;;
     --slow-connections) slow_connections=$2; shift ;;
     --slow-interval) slow_interval=$2; shift ;;
     --header-timeout) header_timeout=$2; shift ;;
@@ -248,9 +256,10 @@ common=(--clients "$clients" --duration "$duration" --warmup "$warmup" --server-
 target=(abuse --vault '$VAULT' --identity '$IDENTITY')
 load_first="$(loadavg)$(busy)"
 if wants flood; then
-  say "flood: $flood_requests unauthenticated requests on $flood_connections connections"
+  say "flood: $flood_requests unauthenticated attempts on $flood_connections connections"
   bench flood "" "${common[@]}" "${target[@]}" --kind flood \
-    --flood-requests "$flood_requests" --flood-connections "$flood_connections" "${flood_via[@]}"
+    --flood-requests "$flood_requests" --flood-connections "$flood_connections" \
+    --flood-patience "$flood_patience" "${flood_via[@]}"
   [ "$attacker" != netns ] || attacker_note+="; $(attacker_usage) during the flood case"
 fi
 if wants slow; then
@@ -284,17 +293,24 @@ for r in rows:
     a = r["audit"]
     if r["flood"]:
         fl = r["flood"]
-        print("**Flood.** %d requests on %d connections in %.1f s (%.0f/s; %d connections opened), "
-              "answered %s. Audit log: %d rows before the flood, %d after (+%d): **%d denial rows "
-              "carrying %d requests** (the flood saw %d refused), %d other rows (the readers' reads "
-              "and the admin's audit reads); rows read %.1f s after the flood." % (
-                  fl["requests"], fl["connections"], fl["seconds"], fl["requests_per_s"],
-                  fl["connects"], ", ".join("%s × %d" % kv for kv in fl["statuses"].items()),
+        print("**Flood.** %d attempts on %d connections in %.1f s (%.0f/s; %d connections opened): "
+              "%d answered (%.0f/s: %s), %d closed before an answer, %d given up after %.2f s, "
+              "%d connections failed to open. Audit log: %d rows before the flood, %d after (+%d): "
+              "**%d denial rows carrying %d requests and connections** (the flood saw %d refused "
+              "or closed), %d other rows (the readers' reads and the admin's audit reads); rows "
+              "read %.1f s after the flood." % (
+                  fl["attempts"], fl["connections"], fl["seconds"], fl["attempts_per_s"],
+                  fl["connects"], fl["answered"], fl["answered_per_s"],
+                  ", ".join("%s × %d" % kv for kv in fl["statuses"].items()) or "none",
+                  fl["closed"], fl["given_up"], fl["patience_s"], fl["connect_failed"],
                   a["rows_before"], a["rows_after"], a["rows_added"], a["denial_rows_added"],
                   a["denied_requests_carried"], a["refused_seen"], a["other_rows_added"],
                   a["flush_wait_s"]))
         print()
-        print("| action | code | rows | requests carried |")
+        for sample in fl["samples"]:
+            print("- flood saw: %s" % sample.replace("\n", " "))
+        print()
+        print("| action | code | rows | requests (or connections) carried |")
         print("| --- | --- | ---: | ---: |")
         for key, g in sorted(a["groups"].items()):
             action, code = key.split(" ", 1)

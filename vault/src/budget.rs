@@ -56,9 +56,10 @@ impl Default for BudgetLimits {
     }
 }
 
-/// Where a source's tokens are kept.
+/// Where a source's tokens are kept (and its connections counted, see
+/// [`crate::connections`]).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-enum Source {
+pub(crate) enum Source {
     V4(u32),
     /// The first 64 bits.
     V6(u64),

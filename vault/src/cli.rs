@@ -240,6 +240,15 @@ pub struct LimitArgs {
     /// further sources share one budget.
     #[arg(long, env = "SIGNET_UNVERIFIED_SOURCES_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub unverified_sources_max: u64,
+    /// Seconds a refusal for that budget is held before it is answered, so
+    /// that a flooding connection gets about one answer per delay; 0
+    /// answers at once.
+    #[arg(long, env = "SIGNET_UNVERIFIED_TARPIT_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub unverified_tarpit_seconds: u64,
+    /// Connections a source over that budget may hold; a new one past this
+    /// is closed as soon as it is accepted. 0: no cap.
+    #[arg(long, env = "SIGNET_UNVERIFIED_CONNECTIONS_MAX", default_value_t = 32, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub unverified_connections_max: u64,
     /// Days delivered or failed webhook deliveries, and used or expired
     /// co-sign requests, are kept.
     #[arg(long, env = "SIGNET_HISTORY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
@@ -271,6 +280,8 @@ impl LimitArgs {
             unverified_burst,
             unverified_per_second,
             unverified_sources_max,
+            unverified_tarpit_seconds,
+            unverified_connections_max,
             history_retention_days,
             webhook_concurrency,
             dns_concurrency,
@@ -291,6 +302,8 @@ impl LimitArgs {
                 per_second: unverified_per_second,
                 sources_max: count(unverified_sources_max),
             },
+            unverified_tarpit: Duration::from_secs(unverified_tarpit_seconds),
+            unverified_connections_max: count(unverified_connections_max),
         };
         settings.denial_flush_interval = Duration::from_secs(denial_flush_seconds);
         settings.denial_groups_max = count(denial_groups_max);

@@ -9,7 +9,8 @@
 //! the services share, [`policy`] the pure access rules, [`outbox`] the
 //! webhook events queued in a request's transaction; none of them imports
 //! the pipeline or a service; [`denials`] counts the denials of unverified
-//! requests and [`dns`] bounds name lookups, for the same layers; [`page`]
+//! requests, [`budget`] and [`connections`] bound what one source may
+//! cost, and [`dns`] bounds name lookups, for the same layers; [`page`]
 //! is the cursor pagination of the list routes, [`changes`] the change
 //! signal machines wait on. [`server`]
 //! is the process around it, [`worker`] its background loops (sweeps,
@@ -21,6 +22,7 @@ pub mod budget;
 pub mod changes;
 pub mod cli;
 pub mod clock;
+pub mod connections;
 pub mod crypto;
 pub mod denials;
 pub mod dns;

@@ -33,6 +33,7 @@ pub struct Metrics {
     unverified_overflow: Counter,
     unverified_rows: Counter,
     overloaded: Counter,
+    connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -68,6 +69,12 @@ impl Default for Metrics {
             "Requests answered 503 because the limit of requests in flight was reached",
             overloaded.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed when accepted: their source was over its budget of unverified denials and held as many connections as it may",
+            connections_refused.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -75,6 +82,7 @@ impl Default for Metrics {
             unverified_overflow,
             unverified_rows,
             overloaded,
+            connections_refused,
         }
     }
 }
@@ -106,6 +114,15 @@ impl Metrics {
                 code: code.as_str().to_owned(),
             })
             .inc();
+        if overflow {
+            self.unverified_overflow.inc();
+        }
+    }
+
+    /// Counts one connection refused for the budget; `overflow` as for
+    /// [`Metrics::unverified_denial`].
+    pub fn connection_refused(&self, overflow: bool) {
+        self.connections_refused.inc();
         if overflow {
             self.unverified_overflow.inc();
         }

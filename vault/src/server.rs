@@ -1,5 +1,6 @@
 //! The process around the router: listening (plain or TLS) within the
-//! limits of [`crate::settings::Limits`] (header, body and idle timeouts;
+//! limits of [`crate::settings::Limits`] (connections of a source over its
+//! budget, [`crate::connections`]; header, body and idle timeouts;
 //! requests in flight, in the router), the background [`Worker`], audit
 //! checkpoints, graceful shutdown on SIGTERM or Ctrl-C.
 
@@ -12,6 +13,7 @@ use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpListener;
 
+use crate::connections::Admit;
 use crate::idle::Idle;
 
 use crate::service::audit::Trigger;
@@ -99,19 +101,16 @@ pub async fn serve_until(
         .http1()
         .header_read_timeout(limits.header_read_timeout);
     let idle = limits.idle_timeout;
+    // Admitted first: a refused connection is closed before any read or TLS.
+    let admit = Admit::new(Idle::new(DefaultAcceptor, idle), Arc::clone(&vault));
     let result = match tls {
-        None => {
-            server
-                .acceptor(Idle::new(DefaultAcceptor, idle))
-                .serve(app)
-                .await
-        }
+        None => server.acceptor(admit).serve(app).await,
         Some(tls) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .map_err(Error::Tls)?;
             // The idle clock runs under TLS: a silent handshake is idle too.
-            let acceptor = RustlsAcceptor::new(config).acceptor(Idle::new(DefaultAcceptor, idle));
+            let acceptor = RustlsAcceptor::new(config).acceptor(admit);
             server.acceptor(acceptor).serve(app).await
         }
     }

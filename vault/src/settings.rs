@@ -85,6 +85,12 @@ pub struct Limits {
     /// What one source may have denied before a signature verified (see
     /// [`crate::budget`]).
     pub unverified: crate::budget::BudgetLimits,
+    /// How long a refusal for that budget is held before it is answered
+    /// (see [`crate::http::limit`]); zero answers at once.
+    pub unverified_tarpit: std::time::Duration,
+    /// Connections a source over that budget may hold; more are closed
+    /// when accepted (see [`crate::connections`]); 0: no cap.
+    pub unverified_connections_max: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +104,8 @@ impl Default for Limits {
             waiting_per_machine: 2,
             waiting_max: 256,
             unverified: crate::budget::BudgetLimits::default(),
+            unverified_tarpit: std::time::Duration::from_secs(1),
+            unverified_connections_max: 32,
         }
     }
 }

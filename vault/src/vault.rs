@@ -26,6 +26,7 @@
 //! batch by the full pipeline, on the state it commits with.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
@@ -35,6 +36,7 @@ use signet_client::protocol::{ENROLL_KEY_ID, IdentityKey, ParsedHeaders, PublicK
 use crate::audit::{self, Record};
 use crate::budget::Budget;
 use crate::clock::Clock;
+use crate::connections::{Connection, Connections};
 use crate::crypto::{ChainKey, RootKey};
 use crate::denials::{Denial, Denials};
 use crate::error::{Error, Result};
@@ -97,6 +99,8 @@ pub struct Vault {
     denials: Denials,
     /// How many more each source may have (see [`crate::budget`]).
     budget: Budget,
+    /// Open connections per source (see [`crate::connections`]).
+    connections: Arc<Connections>,
     /// Public keys of identities seen by the writer, by id, for verifying
     /// signatures before the writer. Ids are never reused and an identity's
     /// key never changes, so an entry is never wrong, only possibly stale
@@ -205,6 +209,7 @@ impl Vault {
             config,
             denials: Denials::new(Settings::default().denial_groups_max),
             budget: Budget::new(Settings::default().limits.unverified),
+            connections: Arc::default(),
             settings: Settings::default(),
             metrics,
             nonce_skew,
@@ -243,6 +248,11 @@ impl Vault {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// Waits `duration` on the vault's clock.
+    pub fn sleep(&self, duration: std::time::Duration) -> crate::clock::Sleep<'_> {
+        self.clock.sleep(duration)
     }
 
     /// The key every audit entry's hash is keyed with: pass it to
@@ -868,6 +878,41 @@ impl Vault {
         &self.budget
     }
 
+    /// Open connections per source.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Admits a connection just accepted from `ip`, or refuses it (`None`):
+    /// its source is over budget and holds as many connections as it may
+    /// (see [`crate::connections`]). A refusal is counted for the grouped
+    /// audit rows and in metrics.
+    pub fn admit(&self, ip: IpAddr) -> Option<Arc<Connection>> {
+        let now = self.clock.now();
+        let over = self.budget.over_address(ip, now);
+        let admitted =
+            self.connections
+                .admit(ip, over, self.settings.limits.unverified_connections_max);
+        if admitted.is_none() {
+            let source_ip = ip.to_string();
+            tracing::debug!(source = %source_ip, "connection refused for the budget");
+            let counted = self.denials.record(
+                now,
+                Denial {
+                    source_ip: &source_ip,
+                    code: ErrorCode::RateLimited,
+                    action: CONNECTION_REFUSED,
+                    message: "too many connections from an address over its budget of requests that failed before their signature verified".into(),
+                    claimed: None,
+                    target: "",
+                },
+            );
+            self.metrics
+                .connection_refused(counted == crate::denials::Counted::Overflow);
+        }
+        admitted
+    }
+
     /// Whether `request`'s headers are well formed and fresh and name a key
     /// whose signature the vault has verified before: a request that may be
     /// served even from a source over its budget (its signature is checked
@@ -1207,6 +1252,9 @@ fn keep_nonces_for(
 /// The key id a request claims, as the audit row's actor until the
 /// signature proves it: `unknown` when it is absent or longer than any id
 /// the protocol accepts, so a client cannot write what it likes into the log.
+/// The audit action of connections refused for the budget.
+pub const CONNECTION_REFUSED: &str = "connection.budget";
+
 /// The refusal of a request from a source over its budget.
 pub fn rate_limited() -> Error {
     Error::denied(

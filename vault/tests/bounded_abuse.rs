@@ -194,6 +194,8 @@ async fn a_source_over_its_budget_is_refused_early_while_signed_reads_go_on() {
             per_second: 2,
             sources_max: 100,
         },
+        // Answered at once: the delay has a test of its own.
+        unverified_tarpit: Duration::ZERO,
         ..Limits::default()
     }));
     h.seed("shop").await;
@@ -313,6 +315,267 @@ async fn a_source_over_its_budget_is_refused_early_while_signed_reads_go_on() {
             3 * FLOOD + 4
         )),
         "{metrics}"
+    );
+    assert_eq!(h.verify_audit().broken, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_the_budget_is_answered_only_after_the_tarpit_delay() {
+    let h = Arc::new(Harness::with_settings(limits(Limits {
+        unverified: BudgetLimits {
+            burst: 2,
+            per_second: 1,
+            sources_max: 100,
+        },
+        unverified_tarpit: Duration::from_secs(1),
+        ..Limits::default()
+    })));
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    let attacker = "203.0.113.9";
+    let r = h.read_from(&machine, "shop", "api-key", attacker).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Within its budget, garbage is answered at once.
+    for _ in 0..2 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            h.raw_from(bare("/v1/secrets/shop/api-key"), attacker),
+        )
+        .await
+        .expect("garbage within the budget was held");
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+
+    // Over it: garbage, and a forgery on the machine's id, are held.
+    let held_bare = tokio::spawn({
+        let h = Arc::clone(&h);
+        async move { answer_from(&h, bare("/v1/secrets/shop/api-key"), attacker).await }
+    });
+    let held_forged = tokio::spawn({
+        let h = Arc::clone(&h);
+        let forger = Signer {
+            id: machine.id.clone(),
+            key: IdentityKey::generate(),
+        };
+        async move {
+            h.call_from(&forger, "GET", "/v1/secrets/shop/api-key", None, attacker)
+                .await
+        }
+    });
+    // Meanwhile the machine's reads from the same address are served at
+    // once, and another source's garbage is answered at once.
+    for i in 0..3 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            h.read_from(&machine, "shop", "api-key", attacker),
+        )
+        .await
+        .expect("a signed read from a source over its budget was held");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            h.raw_from(bare("/v1/secrets/shop/api-key"), &format!("198.51.100.{i}")),
+        )
+        .await
+        .expect("another source's refusal was held");
+        assert_eq!(r.code(), "bad_signature_headers");
+    }
+    // The clock has not moved: nothing held is answered, however long.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held_bare.is_finished() && !held_forged.is_finished(),
+        "a refusal for the budget was answered before the tarpit's delay"
+    );
+
+    h.clock.advance(1);
+    let (status, retry_after, code) = tokio::time::timeout(Duration::from_secs(5), held_bare)
+        .await
+        .expect("a held refusal was never answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status, retry_after.as_deref(), code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("1"), "rate_limited")
+    );
+    let forged = tokio::time::timeout(Duration::from_secs(5), held_forged)
+        .await
+        .expect("a held forgery was never answered")
+        .unwrap();
+    assert_eq!(forged.code(), "rate_limited", "{}", forged.body);
+}
+
+/// A request on `stream`, kept alive, and its answer (head and body).
+async fn ask(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let complete = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|n| n.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        body.len() >= length
+    };
+    while !complete(&answer) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("no answer in time")
+            .unwrap();
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `request` as HTTP/1.1 text, kept alive.
+fn wire(request: &Request<Body>) -> String {
+    let mut text = format!(
+        "{} {} HTTP/1.1\r\nHost: v\r\n",
+        request.method(),
+        request.uri()
+    );
+    for (name, value) in request.headers() {
+        text.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    text + "\r\n"
+}
+
+/// Whether the server closes a new connection to `addr` with no answer (a
+/// request sent on it, if the socket still takes one, is never answered).
+/// The reset may come before the connection is even reported open.
+async fn closed_unanswered(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let _ = stream.write_all(BARE_KEEP_ALIVE.as_bytes()).await;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await {
+        Err(_) => false,
+        Ok(_) => answer.is_empty(),
+    }
+}
+
+const BARE_KEEP_ALIVE: &str = "GET /v1/machine/grants HTTP/1.1\r\nHost: v\r\n\r\n";
+
+/// Waits (at most 5 s) until the vault counts `n` connections from `ip`.
+async fn open_from(h: &Harness, ip: &str, n: usize) {
+    let ip: IpAddr = ip.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.vault.connections().from_source(ip) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections open from {ip}, not {n}",
+            h.vault.connections().from_source(ip)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_over_its_budget_holds_a_bounded_number_of_connections() {
+    let h = Harness::with_settings(limits(Limits {
+        unverified: BudgetLimits {
+            burst: 1,
+            per_second: 1,
+            sources_max: 100,
+        },
+        unverified_tarpit: Duration::from_secs(1),
+        unverified_connections_max: 2,
+        ..Limits::default()
+    }));
+    h.seed("shop").await;
+    let machine = h.machine("shop", &["api-key"]).await;
+    // Its key verified once: the vault knows it.
+    let r = h.read(&machine, "shop", "api-key").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let addr = serve(&h).await;
+    let before = h.audit().len();
+    let flooder = "127.0.0.1";
+
+    // One garbage request spends the budget; the next on the same
+    // connection is held (the clock does not move).
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    let answer = ask(&mut held, BARE_KEEP_ALIVE).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    held.write_all(BARE_KEEP_ALIVE.as_bytes()).await.unwrap();
+    // A second connection is taken...
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    open_from(&h, flooder, 2).await;
+    // ...a third is closed unanswered, its request never read.
+    assert!(
+        closed_unanswered(addr).await,
+        "a source over its budget opened a connection past the cap"
+    );
+
+    // A signed read from the same source, on a connection it holds, is
+    // served at once.
+    let read = h.signed(
+        &machine.key,
+        &machine.id,
+        "GET",
+        "/v1/secrets/shop/api-key",
+        b"",
+    );
+    let answer = ask(&mut second, &wire(&read)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Another source is not affected: its garbage is answered at once.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(addr).await.unwrap();
+    let answer = ask(&mut other, BARE_KEEP_ALIVE).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    // Hanging up on a held refusal does not free its connection's place
+    // before the delay is over.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        closed_unanswered(addr).await,
+        "hanging up on a held refusal freed a connection"
+    );
+    h.clock.advance(1);
+    open_from(&h, flooder, 1).await;
+
+    // Counted: two connections refused, one request held, nothing else.
+    let (_, metrics) = h.text("/metrics").await;
+    for counted in [
+        "signet_connections_refused_total 2",
+        "signet_unverified_denials_overflow_total 0",
+    ] {
+        assert!(metrics.contains(counted), "{counted}: {metrics}");
+    }
+    let audit = h.audit();
+    let rows: Vec<(&str, &str, &str, u64)> = audit[before..]
+        .iter()
+        .filter(|e| e.outcome == "deny")
+        .map(|e| {
+            let code = e.reason.split(':').next().unwrap();
+            (
+                e.source_ip.as_str(),
+                e.action.as_str(),
+                code,
+                requests_of(e),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (flooder, "machine.grants", "bad_signature_headers", 1),
+            (flooder, "connection.budget", "rate_limited", 2),
+            (flooder, "request.budget", "rate_limited", 1),
+            ("127.0.0.2", "machine.grants", "bad_signature_headers", 1),
+        ],
+        "{:#?}",
+        &audit[before..]
     );
     assert_eq!(h.verify_audit().broken, None);
 }

@@ -54,7 +54,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
 }
 
 /// A JSON error body of docs/protocol.md; a refusal for the per-source
-/// budget says when to retry.
+/// budget says when to retry. The code also travels in the response's
+/// extensions, for the middleware that holds such refusals
+/// ([`super::limit::budget`]).
 pub fn body(code: ErrorCode, message: String) -> Response {
     let mut response = (
         status(code),
@@ -63,6 +65,7 @@ pub fn body(code: ErrorCode, message: String) -> Response {
         }),
     )
         .into_response();
+    response.extensions_mut().insert(code);
     if code == ErrorCode::RateLimited {
         response.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
