@@ -65,6 +65,38 @@ async fn the_openapi_document_lists_every_signed_route() {
     assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
 }
 
+/// The router and the document come from one route table: every operation
+/// the document lists is served, and every other method on its paths is
+/// answered 405 (or 404 "no such route"), never served.
+#[tokio::test]
+async fn the_router_serves_exactly_the_operations_the_document_lists() {
+    let h = Harness::new();
+    let (_, body) = h.text("/v1/openapi.json").await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() > 40, "{}", paths.len());
+    let mut probes = 0u32;
+    for (path, item) in paths {
+        let uri = path.replace(['{', '}'], "");
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            probes += 1;
+            // A source (an IPv6 /64) per probe: unsigned requests to signed
+            // routes are denials, and a source over its budget gets 429s.
+            let source = format!("2001:db8:{probes:x}::1");
+            let (status, message) = h.probe(method, &uri, &source).await;
+            let served = status != StatusCode::METHOD_NOT_ALLOWED
+                && !(status == StatusCode::NOT_FOUND && message == "no such route");
+            let documented = item.get(method.to_lowercase()).is_some();
+            assert_eq!(
+                served, documented,
+                "{method} {path}: served {served}, documented {documented} ({status} {message})"
+            );
+        }
+    }
+    // The one route served and not documented: the document itself.
+    assert!(doc["paths"].get("/v1/openapi.json").is_none());
+}
+
 #[tokio::test]
 async fn unknown_routes_answer_json_errors() {
     let h = Harness::new();

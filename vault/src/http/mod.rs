@@ -11,10 +11,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use signet_client::api::*;
 use signet_client::protocol::PublicKey;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::status;
 use extract::{Param, Signed};
@@ -30,67 +33,69 @@ use crate::vault::{Audience, Vault};
 
 type AppState = State<Arc<Vault>>;
 
-/// Every route of the vault.
+/// The route table. Each line serves a route and documents it: `routes!`
+/// takes the method and path from the handler's `#[utoipa::path]`, so the
+/// router and the OpenAPI document cannot drift apart. One `routes!` per
+/// path: the macro mounts every handler it lists on every path they name.
+fn routes() -> OpenApiRouter<Arc<Vault>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(enroll_machine))
+        .routes(routes!(enroll_admin))
+        .routes(routes!(machine_grants))
+        .routes(routes!(revoke_self))
+        .routes(routes!(machine_changes))
+        .routes(routes!(read_secret))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(list_secrets))
+        .routes(routes!(secret_meta, write_secret, delete_secret))
+        .routes(routes!(list_grants, create_grant))
+        .routes(routes!(delete_grant))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(renew_token))
+        .routes(routes!(list_clusters, register_cluster))
+        .routes(routes!(remove_cluster))
+        .routes(routes!(list_delegations, create_delegation))
+        .routes(routes!(delete_delegation))
+        .routes(routes!(list_machines))
+        .routes(routes!(revoke_machine))
+        .routes(routes!(disable_machine))
+        .routes(routes!(enable_machine))
+        .routes(routes!(extend_machine))
+        .routes(routes!(unlock_project))
+        .routes(routes!(set_policy))
+        .routes(routes!(rollback_secret))
+        .routes(routes!(list_cosigns, create_cosign))
+        .routes(routes!(approve_cosign))
+        .routes(routes!(machine_cosign))
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(delete_webhook))
+        .routes(routes!(list_rotations, create_rotation))
+        .routes(routes!(trigger_rotation))
+        .routes(routes!(rotation_history))
+        .routes(routes!(claim_rotation))
+        .routes(routes!(report_rotation))
+        .routes(routes!(create_agent))
+        .routes(routes!(create_admin))
+        .routes(routes!(audit))
+        .routes(routes!(audit_checkpoint))
+        .routes(routes!(audit_checkpoint_key))
+        .routes(routes!(audit_verify))
+}
+
+/// Every route of the vault, and `/v1/openapi.json` serving the document
+/// of the others.
 pub fn router(vault: Arc<Vault>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/openapi.json", get(openapi::document))
-        .route("/v1/enroll", post(enroll_machine))
-        .route("/v1/admin/enroll", post(enroll_admin))
-        .route("/v1/machine/grants", get(machine_grants))
-        .route("/v1/machine/self", delete(revoke_self))
-        .route("/v1/machine/changes", get(machine_changes))
-        .route("/v1/secrets/{project}/{secret}", get(read_secret))
-        .route("/v1/projects", get(list_projects).post(create_project))
-        .route("/v1/projects/{project}/secrets", get(list_secrets))
+    let (routes, document) = routes().split_for_parts();
+    let document = Arc::new(openapi::complete(document));
+    routes
         .route(
-            "/v1/projects/{project}/secrets/{secret}",
-            get(secret_meta).put(write_secret).delete(delete_secret),
+            "/v1/openapi.json",
+            get(move || openapi::document(Arc::clone(&document))),
         )
-        .route("/v1/grants", get(list_grants).post(create_grant))
-        .route("/v1/grants/{id}", delete(delete_grant))
-        .route("/v1/enrollment-tokens", get(list_tokens).post(create_token))
-        .route("/v1/enrollment-tokens/{id}", delete(revoke_token))
-        .route("/v1/enrollment-tokens/{id}/renew", post(renew_token))
-        .route("/v1/clusters", get(list_clusters).post(register_cluster))
-        .route("/v1/clusters/{name}", delete(remove_cluster))
-        .route(
-            "/v1/delegations",
-            get(list_delegations).post(create_delegation),
-        )
-        .route("/v1/delegations/{id}", delete(delete_delegation))
-        .route("/v1/machines", get(list_machines))
-        .route("/v1/machines/{id}", delete(revoke_machine))
-        .route("/v1/machines/{id}/disable", post(disable_machine))
-        .route("/v1/machines/{id}/enable", post(enable_machine))
-        .route("/v1/machines/{id}/extend", post(extend_machine))
-        .route("/v1/projects/{project}/unlock", post(unlock_project))
-        .route(
-            "/v1/projects/{project}/secrets/{secret}/policy",
-            put(set_policy),
-        )
-        .route(
-            "/v1/projects/{project}/secrets/{secret}/rollback",
-            post(rollback_secret),
-        )
-        .route("/v1/cosign", get(list_cosigns).post(create_cosign))
-        .route("/v1/cosign/{id}/approve", post(approve_cosign))
-        .route("/v1/machine/cosign", post(machine_cosign))
-        .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
-        .route("/v1/webhooks/{id}", delete(delete_webhook))
-        .route("/v1/rotations", get(list_rotations).post(create_rotation))
-        .route("/v1/rotations/{id}/trigger", post(trigger_rotation))
-        .route("/v1/rotations/{id}/jobs", get(rotation_history))
-        .route("/v1/machine/rotations/claim", post(claim_rotation))
-        .route("/v1/machine/rotations/{job}/report", post(report_rotation))
-        .route("/v1/agents", post(create_agent))
-        .route("/v1/admins", post(create_admin))
-        .route("/v1/audit", get(audit))
-        .route("/v1/audit/checkpoint", get(audit_checkpoint))
-        .route("/v1/audit/checkpoint-key", get(audit_checkpoint_key))
-        .route("/v1/audit/verify", post(audit_verify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

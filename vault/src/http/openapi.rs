@@ -1,11 +1,18 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 //!
+//! Its paths come from the route table (`super::routes`), the same
+//! declaration that mounts the routes, so no list here has to be kept in
+//! step by hand; [`ApiDoc`] holds the rest (info, shared schemas) and
+//! [`complete`] adds the shared refusals once the paths are in.
+//!
 //! Each handler's annotation lists its own outcomes: success, and the
 //! refusals of its operation (a bad body or query, something that does not
 //! exist, a conflict). The refusals every route shares are added here, once,
 //! by [`SharedRefusals`]: those of the request pipeline, of reading the body,
 //! of the limit of requests in flight, of the per-source budget of
 //! unverified denials and of decoding path parameters.
+
+use std::sync::Arc;
 
 use axum::Json;
 use signet_client::api::*;
@@ -23,63 +30,6 @@ use utoipa::{Modify, OpenApi};
         description = "Every route except /healthz, /readyz, /metrics and /v1/openapi.json is signed: \
             headers Signet-Key, Signet-Timestamp, Signet-Nonce and Signet-Signature as docs/protocol.md \
             (signet wire protocol, version 1) describes. There are no bearer tokens."
-    ),
-    paths(
-        super::healthz,
-        super::readyz,
-        super::metrics,
-        super::enroll_machine,
-        super::enroll_admin,
-        super::machine_grants,
-        super::machine_changes,
-        super::revoke_self,
-        super::read_secret,
-        super::list_projects,
-        super::create_project,
-        super::list_secrets,
-        super::secret_meta,
-        super::write_secret,
-        super::delete_secret,
-        super::list_grants,
-        super::create_grant,
-        super::delete_grant,
-        super::list_tokens,
-        super::create_token,
-        super::revoke_token,
-        super::renew_token,
-        super::register_cluster,
-        super::list_clusters,
-        super::remove_cluster,
-        super::create_delegation,
-        super::list_delegations,
-        super::delete_delegation,
-        super::list_machines,
-        super::revoke_machine,
-        super::create_agent,
-        super::create_admin,
-        super::audit,
-        super::audit_checkpoint,
-        super::audit_checkpoint_key,
-        super::audit_verify,
-        super::disable_machine,
-        super::enable_machine,
-        super::extend_machine,
-        super::unlock_project,
-        super::set_policy,
-        super::rollback_secret,
-        super::list_cosigns,
-        super::create_cosign,
-        super::machine_cosign,
-        super::approve_cosign,
-        super::list_webhooks,
-        super::create_webhook,
-        super::delete_webhook,
-        super::create_rotation,
-        super::list_rotations,
-        super::trigger_rotation,
-        super::rotation_history,
-        super::claim_rotation,
-        super::report_rotation,
     ),
     components(schemas(
         ErrorBody,
@@ -106,8 +56,7 @@ use utoipa::{Modify, OpenApi};
         JobState,
         Step,
         Outcome
-    )),
-    modifiers(&SharedRefusals)
+    ))
 )]
 pub struct ApiDoc;
 
@@ -180,9 +129,15 @@ const BAD_PATH: Shared = Shared {
     description: "a path parameter is not percent-encoded UTF-8",
 };
 
+/// The document of `paths`, the route table's: with the shared refusals.
+pub fn complete(mut paths: Document) -> Document {
+    SharedRefusals.modify(&mut paths);
+    paths
+}
+
 /// Adds the shared refusals to every operation, as references to
 /// `components/responses`, keeping a status a route documents itself.
-pub struct SharedRefusals;
+struct SharedRefusals;
 
 impl Modify for SharedRefusals {
     fn modify(&self, doc: &mut Document) {
@@ -265,9 +220,9 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .flatten()
 }
 
-/// `GET /v1/openapi.json`
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// `GET /v1/openapi.json`: the document built once, with the router.
+pub async fn document(document: Arc<Document>) -> Json<Document> {
+    Json(Document::clone(&document))
 }
 
 #[cfg(test)]
@@ -296,13 +251,18 @@ mod tests {
         all
     }
 
+    /// The document as the vault serves it.
+    fn served() -> Value {
+        serde_json::to_value(complete(super::super::routes().into_openapi())).unwrap()
+    }
+
     fn status_of(code: ErrorCode) -> String {
         super::super::error::status(code).as_u16().to_string()
     }
 
     #[test]
     fn every_signed_route_documents_the_refusals_every_request_can_get() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = served();
         // A refusal of the pipeline, of reading the body, of the limit of
         // requests in flight, of a store failure: statuses as the one
         // table of `error::status` gives them.
@@ -339,7 +299,7 @@ mod tests {
 
     #[test]
     fn only_routes_that_can_refuse_a_request_as_bad_document_400() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = served();
         let bad = status_of(ErrorCode::InvalidRequest);
         for (path, method, statuses) in operations_of(&doc) {
             let operation = &doc["paths"][&path][&method];
@@ -368,7 +328,7 @@ mod tests {
 
     #[test]
     fn every_shared_refusal_is_a_json_error_body() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = served();
         let shared = doc["components"]["responses"].as_object().unwrap();
         for (path, method, _) in operations_of(&doc) {
             for (status, response) in doc["paths"][&path][&method]["responses"]

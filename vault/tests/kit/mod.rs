@@ -233,6 +233,27 @@ impl Harness {
         Reply { status, body }
     }
 
+    /// `method uri` with no signature and no body, from `source_ip`: the
+    /// status and the body's `error.message` (`""` when it has none, such
+    /// as the text of `/healthz`).
+    pub async fn probe(&self, method: &str, uri: &str, source_ip: &str) -> (StatusCode, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let ip: IpAddr = source_ip.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
+        let (status, bytes) = self.respond(request).await;
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|body| body["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (status, message)
+    }
+
     /// `GET uri` with no signature; the status and the body as text.
     pub async fn text(&self, uri: &str) -> (StatusCode, String) {
         let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
