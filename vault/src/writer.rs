@@ -512,6 +512,35 @@ mod tests {
     }
 
     #[test]
+    fn dropping_the_writer_waits_for_its_last_batch_and_lets_go_of_the_store() {
+        let (_dir, disk) = disk();
+        let store = Arc::clone(&disk) as Arc<dyn Store>;
+        let writer = Writer::start(Arc::clone(&store)).unwrap();
+        // A batch still running when the writer is dropped.
+        let (release, released) = channel::<()>();
+        let (answer, answered) = channel();
+        writer
+            .submit(Box::new(move |_: &mut dyn Tx| {
+                released.recv().unwrap();
+                Done {
+                    broken: false,
+                    finish: Box::new(move |durable| answer.send(durable).unwrap()),
+                }
+            }))
+            .unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            release.send(()).unwrap();
+        });
+        drop(writer);
+        // The batch was answered, and both threads are gone with their
+        // hold on the store: a restart can open it again at once.
+        assert_eq!(answered.try_recv(), Ok(true));
+        assert_eq!(Arc::strong_count(&store), 2, "the store is still held");
+        releaser.join().unwrap();
+    }
+
+    #[test]
     fn after_a_failed_sync_nothing_is_acknowledged_until_a_restart() {
         let (_dir, disk) = disk();
         let writer = Writer::start(Arc::clone(&disk) as Arc<dyn Store>).unwrap();
