@@ -395,15 +395,7 @@ fn install(
         run(Command::new(bins.path("signet-vault")).arg("root-key"))?,
     )?;
     std::fs::set_permissions(&root_key, std::fs::Permissions::from_mode(0o600))?;
-    plane.kubectl_ok(&[
-        "-n",
-        SYSTEM_NS,
-        "create",
-        "secret",
-        "generic",
-        ROOT_KEY_SECRET,
-        &format!("--from-file=root-key={}", root_key.display()),
-    ])?;
+    secret_from_file(plane, ROOT_KEY_SECRET, "root-key", &root_key)?;
     let volume = work.join("vault-volume");
     std::fs::create_dir(&volume)?;
     std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o755))?;
@@ -529,26 +521,15 @@ fn install(
     // identity in the Secret the chart's rotator mounts.
     let rotator_file = work.join("rotator.json");
     let rotator_id = enroll_rotator(&cli, &rotator_file)?;
-    plane.kubectl_ok(&[
-        "-n",
-        SYSTEM_NS,
-        "create",
-        "secret",
-        "generic",
+    secret_from_file(
+        plane,
         ROTATOR_IDENTITY_SECRET,
-        &format!("--from-file=identity.json={}", rotator_file.display()),
-    ])?;
+        "identity.json",
+        &rotator_file,
+    )?;
 
     step("the operator's identity Secret: the controller's pod starts; the webhook's is ready");
-    plane.kubectl_ok(&[
-        "-n",
-        SYSTEM_NS,
-        "create",
-        "secret",
-        "generic",
-        IDENTITY_SECRET,
-        &format!("--from-file=identity.json={}", agent_file.display()),
-    ])?;
+    secret_from_file(plane, IDENTITY_SECRET, "identity.json", &agent_file)?;
     for deployment in ["signet-controller", "signet-webhook"] {
         let rolled = plane.kubectl_ok(&[
             "-n",
@@ -876,4 +857,23 @@ pub fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
+}
+
+/// A Secret `name` of the system namespace holding `file` under `key`.
+fn secret_from_file(
+    plane: &ControlPlane,
+    name: &str,
+    key: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    plane.kubectl_ok(&[
+        "-n",
+        SYSTEM_NS,
+        "create",
+        "secret",
+        "generic",
+        name,
+        &format!("--from-file={key}={}", file.display()),
+    ])?;
+    Ok(())
 }
